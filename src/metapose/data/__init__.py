@@ -1,0 +1,1 @@
+"""Data: COCO-format reading and writing, images, top-down crops, augmentation, task samplers."""

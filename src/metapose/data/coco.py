@@ -1,0 +1,517 @@
+"""COCO person-keypoint datasets: validated reading and atomic writing.
+
+Follows the COCO 2017 keypoint annotation format (https://cocodataset.org/#format-data): an
+``images`` list, an ``annotations`` list with ``keypoints`` as flat ``[x, y, v] * K``, ``bbox`` as
+``[x, y, w, h]`` and a segmentation-based ``area``, and a person entry in ``categories``. Every
+field is checked on load; the first problem raises one :class:`~metapose.errors.DataError` naming
+the file, the field and the annotation id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from metapose.data.images import read_rgb, write_rgb
+from metapose.data.records import LabelledImage, Person
+from metapose.errors import DataError
+from metapose.skeleton import COCO17, Skeleton
+
+ImageCheck = Literal["none", "exists", "decode"]
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One person annotation; ``keypoints`` is ``(K, 3)`` float32 in image pixels."""
+
+    id: int
+    image_id: int
+    bbox: tuple[float, float, float, float]
+    keypoints: np.ndarray
+    area: float
+    iscrowd: bool
+    score: float = 1.0
+
+    @property
+    def num_keypoints(self) -> int:
+        return int((self.keypoints[:, 2] > 0).sum())
+
+    @property
+    def trainable(self) -> bool:
+        """Crowd regions and people with no labelled keypoint are kept for evaluation only."""
+        return not self.iscrowd and self.num_keypoints > 0
+
+
+@dataclass(frozen=True)
+class CocoDataset:
+    """A validated COCO keypoint dataset: the images, the person annotations and where they live."""
+
+    annotation_file: Path
+    image_dir: Path
+    images: tuple[CocoImage, ...]
+    annotations: tuple[Annotation, ...]
+    skeleton: Skeleton = COCO17
+    person_category_id: int = 1
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def image_by_id(self) -> dict[int, CocoImage]:
+        return {img.id: img for img in self.images}
+
+    @cached_property
+    def annotations_by_image(self) -> dict[int, list[Annotation]]:
+        out: dict[int, list[Annotation]] = {img.id: [] for img in self.images}
+        for ann in self.annotations:
+            out[ann.image_id].append(ann)
+        return out
+
+    def image_path(self, image_id: int) -> Path:
+        return self.image_dir / self.image_by_id[image_id].file_name
+
+    def trainable(self) -> list[Annotation]:
+        return [a for a in self.annotations if a.trainable]
+
+    def subset(self, image_ids: Iterable[int]) -> CocoDataset:
+        """The same dataset restricted to ``image_ids`` (order of the original kept)."""
+        keep = set(image_ids)
+        unknown = keep - set(self.image_by_id)
+        if unknown:
+            raise KeyError(f"image ids not in {self.annotation_file}: {sorted(unknown)[:5]}")
+        return CocoDataset(
+            annotation_file=self.annotation_file,
+            image_dir=self.image_dir,
+            images=tuple(i for i in self.images if i.id in keep),
+            annotations=tuple(a for a in self.annotations if a.image_id in keep),
+            skeleton=self.skeleton,
+            person_category_id=self.person_category_id,
+            extra=self.extra,
+        )
+
+    def to_coco_dict(self) -> dict[str, Any]:
+        """The dataset as a COCO ground-truth dict (what pycocotools' ``COCO`` reads)."""
+        return {
+            "images": [
+                {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
+                for i in self.images
+            ],
+            "annotations": [annotation_to_dict(a) for a in self.annotations],
+            "categories": [coco_category(self.skeleton, self.person_category_id)],
+        }
+
+
+def annotation_to_dict(ann: Annotation) -> dict[str, Any]:
+    return {
+        "id": ann.id,
+        "image_id": ann.image_id,
+        "category_id": 1,
+        "bbox": [float(v) for v in ann.bbox],
+        "area": float(ann.area),
+        "iscrowd": int(ann.iscrowd),
+        "keypoints": [round(float(v), 3) for v in ann.keypoints.reshape(-1)],
+        "num_keypoints": ann.num_keypoints,
+    }
+
+
+def coco_category(skeleton: Skeleton = COCO17, category_id: int = 1) -> dict[str, Any]:
+    return {
+        "supercategory": "person",
+        "id": category_id,
+        "name": "person",
+        "keypoints": list(skeleton.keypoints),
+        "skeleton": skeleton.coco_skeleton(),
+    }
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a syntax error becomes a DataError with its line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        with path.open("rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not UTF-8 text ({err.reason})") from None
+
+
+def resolve_annotation_file(path: str | Path) -> Path:
+    """A JSON file as given, or the single ``annotations/person_keypoints_*.json`` of a folder."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted((path / "annotations").glob("person_keypoints_*.json"))
+        if len(found) != 1:
+            raise DataError(
+                path,
+                f"expected one annotations/person_keypoints_*.json in this folder, found {len(found)}; "
+                "pass the annotation file itself",
+            )
+        return found[0]
+    return path
+
+
+def _guess_image_dir(annotation_file: Path, first_file: str | None) -> Path:
+    """Where COCO-style layouts keep the images: ``../<split>/``, ``images/`` or beside the JSON."""
+    candidates = []
+    stem = annotation_file.stem
+    if stem.startswith("person_keypoints_"):
+        candidates.append(annotation_file.parent.parent / stem[len("person_keypoints_") :])
+    candidates += [annotation_file.parent / "images", annotation_file.parent]
+    for cand in candidates:
+        if cand.is_dir() and (first_file is None or (cand / first_file).exists()):
+            return cand
+    raise DataError(
+        annotation_file,
+        f"cannot find the image folder (looked in {', '.join(str(c) for c in candidates)}); "
+        "pass the image folder explicitly",
+        field="images[].file_name",
+    )
+
+
+def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
+    where = f"images[{index}]"
+    if not isinstance(entry, dict):
+        raise DataError(path, "must be an object", field=where)
+    for key in ("id", "file_name", "width", "height"):
+        if key not in entry:
+            raise DataError(path, "missing key", field=f"{where}.{key}", image_id=entry.get("id"))
+    image_id = entry["id"]
+    if not _integer(image_id):
+        raise DataError(path, f"must be an integer, got {image_id!r}", field=f"{where}.id")
+    if not isinstance(entry["file_name"], str) or not entry["file_name"]:
+        raise DataError(path, "must be a non-empty string", field=f"{where}.file_name", image_id=image_id)
+    for key in ("width", "height"):
+        if not _integer(entry[key]) or entry[key] <= 0:
+            raise DataError(
+                path, f"must be a positive integer, got {entry[key]!r}", field=f"{where}.{key}", image_id=image_id
+            )
+    return CocoImage(image_id, entry["file_name"], entry["width"], entry["height"])
+
+
+def _parse_annotation(
+    path: Path, index: int, entry: Any, num_keypoints: int, image_ids: set[int], require_area: bool
+) -> Annotation:
+    where = f"annotations[{index}]"
+    if not isinstance(entry, dict):
+        raise DataError(path, "must be an object", field=where)
+    ann_id = entry.get("id")
+    required = ["id", "image_id", "bbox", "keypoints"] + (["area"] if require_area else [])
+    for key in required:
+        if key not in entry:
+            raise DataError(path, "missing key", field=f"{where}.{key}", annotation_id=ann_id)
+    if not _integer(ann_id):
+        raise DataError(path, f"must be an integer, got {ann_id!r}", field=f"{where}.id")
+    image_id = entry["image_id"]
+    if not _integer(image_id) or image_id not in image_ids:
+        raise DataError(path, f"no image with id {image_id!r}", field="image_id", annotation_id=ann_id)
+
+    bbox = entry["bbox"]
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+        raise DataError(path, f"must be 4 finite numbers [x, y, w, h], got {bbox!r}", field="bbox", annotation_id=ann_id)
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        raise DataError(path, f"width and height must be positive, got {bbox!r}", field="bbox", annotation_id=ann_id)
+
+    kps = entry["keypoints"]
+    if not isinstance(kps, list) or not all(_number(v) for v in kps):
+        raise DataError(path, "must be a list of finite numbers", field="keypoints", annotation_id=ann_id)
+    if len(kps) != 3 * num_keypoints:
+        raise DataError(
+            path,
+            f"has {len(kps)} values, expected {3 * num_keypoints} (x, y, v for {num_keypoints} keypoints)",
+            field="keypoints",
+            annotation_id=ann_id,
+        )
+    keypoints = np.asarray(kps, dtype=np.float32).reshape(num_keypoints, 3)
+    flags = keypoints[:, 2]
+    if not np.isin(flags, (0, 1, 2)).all():
+        raise DataError(path, "visibility flags must be 0, 1 or 2", field="keypoints", annotation_id=ann_id)
+    keypoints[flags == 0, :2] = 0.0
+
+    if "area" in entry:
+        area = entry["area"]
+        if not _number(area) or area < 0:
+            raise DataError(path, f"must be a non-negative number, got {area!r}", field="area", annotation_id=ann_id)
+    else:
+        area = bbox[2] * bbox[3]
+    iscrowd = entry.get("iscrowd", 0)
+    if iscrowd not in (0, 1, True, False):
+        raise DataError(path, f"must be 0 or 1, got {iscrowd!r}", field="iscrowd", annotation_id=ann_id)
+    score = entry.get("score", 1.0)
+    if not _number(score):
+        raise DataError(path, f"must be a number, got {score!r}", field="score", annotation_id=ann_id)
+    return Annotation(
+        id=ann_id,
+        image_id=image_id,
+        bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
+        keypoints=keypoints,
+        area=float(area),
+        iscrowd=bool(iscrowd),
+        score=float(score),
+    )
+
+
+def parse_coco(
+    payload: Any,
+    annotation_file: Path,
+    *,
+    skeleton: Skeleton = COCO17,
+    require_area: bool = True,
+) -> tuple[tuple[CocoImage, ...], tuple[Annotation, ...], int]:
+    """Validate a COCO keypoint payload; returns images, person annotations and the category id."""
+    path = annotation_file
+    if not isinstance(payload, dict):
+        raise DataError(path, "top level must be a JSON object")
+    for key in ("images", "annotations"):
+        if key not in payload:
+            raise DataError(path, "missing key", field=key)
+        if not isinstance(payload[key], list):
+            raise DataError(path, "must be a list", field=key)
+
+    person_id = 1
+    categories = payload.get("categories")
+    if categories is not None:
+        if not isinstance(categories, list):
+            raise DataError(path, "must be a list", field="categories")
+        persons = [c for c in categories if isinstance(c, dict) and c.get("name") == "person"]
+        if persons:
+            person_id = persons[0].get("id", 1)
+            names = persons[0].get("keypoints")
+            if names is not None and len(names) != skeleton.num_keypoints:
+                raise DataError(
+                    path,
+                    f"lists {len(names)} keypoints, expected {skeleton.num_keypoints} ({skeleton.name})",
+                    field="categories[person].keypoints",
+                )
+
+    images = tuple(_parse_image(path, i, e) for i, e in enumerate(payload["images"]))
+    image_ids = {img.id for img in images}
+    if len(image_ids) != len(images):
+        raise DataError(path, "image ids repeat", field="images[].id")
+
+    annotations = []
+    seen: set[int] = set()
+    for i, entry in enumerate(payload["annotations"]):
+        if isinstance(entry, dict) and entry.get("category_id", person_id) != person_id:
+            continue
+        ann = _parse_annotation(path, i, entry, skeleton.num_keypoints, image_ids, require_area)
+        if ann.id in seen:
+            raise DataError(path, "annotation id repeats", field="id", annotation_id=ann.id)
+        seen.add(ann.id)
+        annotations.append(ann)
+    return images, tuple(annotations), person_id
+
+
+def check_image_files(dataset: CocoDataset, mode: ImageCheck) -> None:
+    """Check that every image exists (``"exists"``) or also decodes at its stated size (``"decode"``)."""
+    if mode == "none":
+        return
+    for img in dataset.images:
+        file = dataset.image_dir / img.file_name
+        if not file.is_file():
+            raise DataError(dataset.annotation_file, f"image file not found: {file}", field="file_name", image_id=img.id)
+        if mode == "decode":
+            pixels = read_rgb(file)
+            if pixels.shape[:2] != (img.height, img.width):
+                raise DataError(
+                    dataset.annotation_file,
+                    f"{file} is {pixels.shape[1]}x{pixels.shape[0]} but the annotation says "
+                    f"{img.width}x{img.height}",
+                    field="width/height",
+                    image_id=img.id,
+                )
+
+
+def load_coco(
+    annotation_file: str | Path,
+    image_dir: str | Path | None = None,
+    *,
+    skeleton: Skeleton = COCO17,
+    check_images: ImageCheck = "exists",
+    require_trainable: bool = True,
+) -> CocoDataset:
+    """Load and validate a COCO person-keypoint dataset.
+
+    ``annotation_file`` may also be a dataset folder with one ``annotations/person_keypoints_*.json``.
+    ``image_dir`` defaults to the COCO layout (``annotations/person_keypoints_val2017.json`` →
+    ``val2017/``), then ``images/`` beside the JSON, then the JSON's own folder.
+    With ``require_trainable`` a dataset without one labelled, non-crowd person is an error.
+    """
+    path = resolve_annotation_file(annotation_file)
+    payload = read_json(path)
+    images, annotations, person_id = parse_coco(payload, path, skeleton=skeleton)
+    if not images:
+        raise DataError(path, "the dataset has no images", field="images")
+    if image_dir is None:
+        image_dir = _guess_image_dir(path, images[0].file_name)
+    dataset = CocoDataset(
+        annotation_file=path,
+        image_dir=Path(image_dir),
+        images=images,
+        annotations=annotations,
+        skeleton=skeleton,
+        person_category_id=person_id,
+    )
+    if require_trainable and not dataset.trainable():
+        raise DataError(path, "no person with labelled keypoints (the dataset is empty)", field="annotations")
+    check_image_files(dataset, check_images)
+    return dataset
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def write_json_atomic(path: str | Path, payload: Any, *, indent: int | None = None) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=indent)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def person_to_annotation(person: Person, ann_id: int, image_id: int) -> Annotation:
+    keypoints = person.keypoints.astype(np.float32).copy()
+    keypoints[keypoints[:, 2] == 0, :2] = 0.0
+    return Annotation(
+        id=ann_id,
+        image_id=image_id,
+        bbox=tuple(float(v) for v in person.bbox),  # type: ignore[arg-type]
+        keypoints=keypoints,
+        area=float(person.area),
+        iscrowd=person.iscrowd,
+    )
+
+
+class CocoWriter:
+    """Writes a COCO-layout dataset into ``root`` atomically.
+
+    Layout: ``root/annotations/person_keypoints_<split>.json`` and ``root/<split>/<file>``, which
+    :func:`load_coco` reads back unchanged. Everything goes to a staging folder first and is moved
+    into place only when the ``with`` block ends without error.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        skeleton: Skeleton = COCO17,
+        info: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.skeleton = skeleton
+        self.info = dict(info or {})
+        self.overwrite = overwrite
+        self._images: list[dict[str, Any]] = []
+        self._annotations: list[dict[str, Any]] = []
+        self._stage: Path | None = None
+
+    @property
+    def annotation_file(self) -> Path:
+        return self.root / "annotations" / f"person_keypoints_{self.split}.json"
+
+    def __enter__(self) -> CocoWriter:
+        if self.annotation_file.exists() and not self.overwrite:
+            raise FileExistsError(f"{self.annotation_file} exists; choose another folder or overwrite")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._stage = Path(tempfile.mkdtemp(prefix=f".staging-{self.split}-", dir=self.root))
+        (self._stage / self.split).mkdir()
+        return self
+
+    def add(self, labelled: LabelledImage, file_name: str | None = None, *, image_id: int | None = None) -> int:
+        """Store one image and its people; returns the image id."""
+        if self._stage is None:
+            raise RuntimeError("CocoWriter.add outside its `with` block")
+        image_id = len(self._images) + 1 if image_id is None else image_id
+        file_name = file_name or f"{image_id:012d}.png"
+        write_rgb(self._stage / self.split / file_name, labelled.image)
+        self._images.append(
+            {"id": image_id, "file_name": file_name, "width": labelled.width, "height": labelled.height}
+        )
+        for person in labelled.people:
+            ann = person_to_annotation(person, len(self._annotations) + 1, image_id)
+            self._annotations.append(annotation_to_dict(ann))
+        return image_id
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "info": self.info,
+            "images": self._images,
+            "annotations": self._annotations,
+            "categories": [coco_category(self.skeleton)],
+        }
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        stage, self._stage = self._stage, None
+        assert stage is not None
+        try:
+            if exc_type is not None:
+                return
+            write_json_atomic(stage / "annotations" / self.annotation_file.name, self.payload())
+            target_images = self.root / self.split
+            if target_images.exists():
+                shutil.rmtree(target_images)
+            os.replace(stage / self.split, target_images)
+            self.annotation_file.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / "annotations" / self.annotation_file.name, self.annotation_file)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def iter_labelled(dataset: CocoDataset) -> Iterator[tuple[CocoImage, LabelledImage]]:
+    """Each image of ``dataset`` read from disk with its people (crowd regions included)."""
+    for img in dataset.images:
+        people = tuple(
+            Person(keypoints=a.keypoints, bbox=a.bbox, area=a.area, iscrowd=a.iscrowd)
+            for a in dataset.annotations_by_image[img.id]
+        )
+        yield img, LabelledImage(read_rgb(dataset.image_path(img.id)), people)
+
+
+def write_coco_payload(path: str | Path, images: Sequence[CocoImage], annotations: Sequence[Annotation],
+                       skeleton: Skeleton = COCO17, extra_fields: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+    """Write a ground-truth JSON for existing image files (importers use this)."""
+    extra_fields = extra_fields or {}
+    payload = {
+        "images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in images],
+        "annotations": [{**annotation_to_dict(a), **extra_fields.get(a.id, {})} for a in annotations],
+        "categories": [coco_category(skeleton)],
+    }
+    write_json_atomic(path, payload)

@@ -1,0 +1,34 @@
+"""The one exception type for bad user input (files, fields, annotation ids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, the field and, where there is one, the id.
+
+    Raised before any output is written, so a failed command leaves nothing half-done.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        message: str,
+        *,
+        field: str | None = None,
+        annotation_id: int | str | None = None,
+        image_id: int | str | None = None,
+    ) -> None:
+        where = [str(path)]
+        if image_id is not None:
+            where.append(f"image id {image_id}")
+        if annotation_id is not None:
+            where.append(f"annotation id {annotation_id}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{': '.join(where)}: {message}")
+        self.path = Path(path)
+        self.field = field
+        self.annotation_id = annotation_id
+        self.image_id = image_id
