@@ -1,0 +1,245 @@
+"""Configuration: nested frozen dataclasses and their YAML loading/saving.
+
+The defaults are the documented experiment. YAML may override only fields that exist: an unknown
+key, a wrong type or a value out of range is an error naming the key. Each component receives its
+own sub-config, never the root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+RESNET_DEPTHS = (18, 34, 50, 101, 152)
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the key."""
+
+
+# ----------------------------------------------------------------------------- the configs
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """SimpleBaseline (Xiao et al., 2018): ResNet backbone + deconvolution head."""
+
+    depth: int = 50
+    num_keypoints: int = 17
+    input_size: tuple[int, int] = (192, 256)  # (width, height) in pixels
+    deconv_channels: tuple[int, ...] = (256, 256, 256)
+    deconv_kernel: int = 4
+
+    def __post_init__(self) -> None:
+        if self.depth not in RESNET_DEPTHS:
+            raise ConfigError(f"model.depth must be one of {RESNET_DEPTHS}, got {self.depth}")
+        if self.num_keypoints < 1:
+            raise ConfigError(f"model.num_keypoints must be >= 1, got {self.num_keypoints}")
+        w, h = self.input_size
+        if w <= 0 or h <= 0 or w % 32 or h % 32:
+            raise ConfigError(f"model.input_size must be positive multiples of 32, got {self.input_size}")
+        if not self.deconv_channels:
+            raise ConfigError("model.deconv_channels must not be empty")
+        if self.deconv_kernel not in (2, 3, 4):
+            raise ConfigError(f"model.deconv_kernel must be 2, 3 or 4, got {self.deconv_kernel}")
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per heatmap pixel: the backbone's 32 halved by each deconvolution."""
+        return 32 // 2 ** len(self.deconv_channels)
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        return (self.input_size[0] // self.stride, self.input_size[1] // self.stride)
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Heatmap targets and decoding (SimpleBaseline; DARK: Zhang et al., CVPR 2020)."""
+
+    sigma_at_48: float = 2.0  # Gaussian sigma in heatmap pixels for a 48-pixel-wide heatmap
+    dark: bool = False
+    flip_test: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sigma_at_48 <= 0:
+            raise ConfigError(f"codec.sigma_at_48 must be > 0, got {self.sigma_at_48}")
+
+
+@dataclass(frozen=True)
+class TopDownAugmentConfig:
+    """SimpleBaseline training augmentation of the person crop."""
+
+    scale_factor: float = 0.3
+    rotation_factor: float = 40.0  # degrees; drawn from N(0, f) clipped to +-2f
+    rotation_prob: float = 0.6
+    flip_prob: float = 0.5
+    half_body_prob: float = 0.0
+    half_body_min_joints: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.scale_factor < 1:
+            raise ConfigError(f"augment.scale_factor must be in [0, 1), got {self.scale_factor}")
+        for name in ("rotation_prob", "flip_prob", "half_body_prob"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"augment.{name} must be in [0, 1], got {value}")
+
+
+# ------------------------------------------------------------------------- YAML <-> objects
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert a YAML value to the annotated type ``tp``; ``key`` names it in errors."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key}: must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}: must be one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+        return _from_dict(tp, value, key)
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: must have {len(args)} items, got {len(value)}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+        kt, vt = get_args(tp)
+        return {_convert(k, kt, key): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(known))})")
+    kwargs = {
+        name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build config ``cls`` from a plain mapping, overriding its defaults."""
+    return _from_dict(cls, data)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-ready mapping of a config (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    out = plain(config)
+    assert isinstance(out, dict)
+    return out
+
+
+def load_config(path: str | Path, cls: type[T]) -> T:
+    """Read YAML ``path`` into config ``cls``; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        return from_dict(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def replace(config: T, **changes: Any) -> T:
+    """``dataclasses.replace`` re-exported so callers need only this module."""
+    return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "CodecConfig",
+    "TopDownAugmentConfig",
+    "from_dict",
+    "to_dict",
+    "load_config",
+    "save_config",
+    "replace",
+    "field",
+]

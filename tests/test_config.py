@@ -1,0 +1,47 @@
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from metapose.config import ConfigError, ModelConfig, TopDownAugmentConfig, load_config, save_config
+
+
+@dataclass(frozen=True)
+class Root:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
+    name: str = "x"
+    seeds: tuple[int, ...] = (0, 1)
+
+
+def test_yaml_overrides_only_what_it_names(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  depth: 18\n  input_size: [96, 128]\nseeds: [3]\n")
+    cfg = load_config(p, Root)
+    assert cfg.model.depth == 18 and cfg.model.input_size == (96, 128) and cfg.seeds == (3,)
+    assert cfg.augment == TopDownAugmentConfig()
+
+
+def test_save_then_load_is_identity(tmp_path: Path) -> None:
+    cfg = Root(model=ModelConfig(depth=34), name="y")
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml", Root) == cfg
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("modle:\n  depth: 18\n", "unknown key modle"),
+        ("model:\n  dept: 18\n", "unknown key model.dept"),
+        ("model:\n  depth: eighteen\n", "model.depth: must be an integer"),
+        ("model:\n  depth: 20\n", "model.depth must be one of"),
+        ("model:\n  input_size: [96]\n", "model.input_size: must have 2 items"),
+        ("model: [1, 2\n", "malformed YAML"),
+    ],
+)
+def test_bad_yaml_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_config(p, Root)
+    assert str(p) in str(err.value)
