@@ -1,0 +1,104 @@
+"""Streams of training batches that can start at any batch number (exact resume).
+
+Two kinds: :class:`EpochBatches` shuffles a finite dataset epoch by epoch (the permutation of epoch
+``e`` comes from ``(seed, e)``); :class:`IndexedBatches` makes batch ``b`` from its number alone
+(on-the-fly synthetic data, Reptile tasks), sharding whole batches across DataLoader workers so a
+stream's content never depends on how many workers make it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from metapose.data.dataset import Sample, TopDownDataset
+
+
+class BatchStream(Protocol):
+    """An endless stream of collated batches; ``batches(start)`` skips the first ``start``."""
+
+    def batches(self, start: int = 0) -> Iterator[Sample]: ...
+
+
+def collate(samples: list[Sample]) -> Sample:
+    return torch.utils.data.default_collate(samples)  # type: ignore[no-any-return]
+
+
+@dataclass
+class EpochBatches:
+    """Shuffled, drop-last batches over epochs of a map-style dataset."""
+
+    dataset: TopDownDataset
+    batch_size: int
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.dataset) == 0:
+            raise ValueError("cannot draw batches from an empty dataset")
+
+    @property
+    def batches_per_epoch(self) -> int:
+        # With fewer samples than a batch (few-shot), one batch holds them all.
+        return max(len(self.dataset) // self.batch_size, 1)
+
+    def epoch_order(self, epoch: int) -> list[list[int]]:
+        n = len(self.dataset)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=gen).tolist()
+        size = min(self.batch_size, n)
+        return [perm[i * size : (i + 1) * size] for i in range(self.batches_per_epoch)]
+
+    def batches(self, start: int = 0) -> Iterator[Sample]:
+        epoch, offset = divmod(start, self.batches_per_epoch)
+        while True:
+            self.dataset.set_epoch(epoch)
+            order = self.epoch_order(epoch)[offset:]
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=order,
+                num_workers=self.num_workers,
+                collate_fn=collate,
+                persistent_workers=False,
+            )
+            yield from loader
+            epoch, offset = epoch + 1, 0
+
+
+class _IndexedBatchesDataset(IterableDataset[Sample]):
+    def __init__(self, make_batch: Callable[[int], Sample], start: int) -> None:
+        self.make_batch = make_batch
+        self.start = start
+
+    def __iter__(self) -> Iterator[Sample]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        b = self.start + worker
+        while True:
+            yield self.make_batch(b)
+            b += workers
+
+
+@dataclass
+class IndexedBatches:
+    """Batch ``b`` is ``make_batch(b)``; DataLoader workers take every n-th batch in turn.
+
+    PyTorch's DataLoader visits its workers round robin, so the batches arrive in order 0, 1, 2, ...
+    whatever ``num_workers`` is.
+    """
+
+    make_batch: Callable[[int], Sample]
+    num_workers: int = 0
+
+    def batches(self, start: int = 0) -> Iterator[Sample]:
+        loader = DataLoader(
+            _IndexedBatchesDataset(self.make_batch, start),
+            batch_size=None,
+            num_workers=self.num_workers,
+            prefetch_factor=2 if self.num_workers else None,
+        )
+        yield from loader

@@ -1,0 +1,32 @@
+"""Small in-memory data for tests: random people on random images, encoded for a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metapose.codec import HeatmapCodec
+from metapose.data.dataset import Instance, TopDownDataset
+from tests.conftest import TINY_MODEL
+
+TINY_CODEC = HeatmapCodec.for_model(TINY_MODEL)
+
+
+def random_instances(n: int, seed: int = 0, size: tuple[int, int] = (80, 100)) -> list[Instance]:
+    """``n`` images with one 'person' each: bright blobs at the keypoints so there is signal."""
+    rng = np.random.default_rng(seed)
+    out = []
+    w, h = size
+    for i in range(n):
+        image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+        kp = np.zeros((17, 3), np.float32)
+        kp[:, 0] = rng.uniform(20, w - 20, 17)
+        kp[:, 1] = rng.uniform(20, h - 20, 17)
+        kp[:, 2] = 2
+        for j, (x, y) in enumerate(kp[:, :2]):
+            image[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] = (255, 15 * j, 255 - 15 * j)
+        out.append(Instance(image=image, box=(15, 15, w - 30, h - 30), keypoints=kp, image_id=i + 1, annotation_id=i + 1))
+    return out
+
+
+def tiny_dataset(n: int = 8, seed: int = 0, **kwargs: object) -> TopDownDataset:
+    return TopDownDataset(random_instances(n, seed), TINY_CODEC, seed=seed, **kwargs)  # type: ignore[arg-type]
