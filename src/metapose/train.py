@@ -60,7 +60,7 @@ class StepLog:
     step: int  # steps done after this one
     images: int  # images processed so far
     loss: float
-    lr: float
+    lr: float  # step size: the learning rate in training, the meta step beta in Reptile
     seconds: float  # wall time since the start of this process's run
 
 

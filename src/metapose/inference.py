@@ -1,0 +1,124 @@
+"""Top-down inference: crops -> heatmaps (with flip test) -> keypoints in image pixels.
+
+Model-agnostic: anything that maps a ``(B, 3, H, W)`` float32 batch to ``(B, K, h, w)`` heatmaps
+(a PyTorch model, an onnxruntime session) runs through the same crop, flip test and decode, so a
+PyTorch model and its ONNX export are scored by identical code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from metapose.codec import HeatmapCodec, flip_back
+from metapose.data.batches import collate
+from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
+from metapose.data.topdown import BOX_PADDING, apply_affine, crop_matrix
+from metapose.optim import DeviceOptions
+from metapose.skeleton import COCO17, Skeleton
+
+HeatmapFn = Callable[[np.ndarray], np.ndarray]
+
+# SimpleBaseline's instance score: the box score times the mean of the keypoint scores above this.
+KEYPOINT_SCORE_THRESHOLD = 0.2
+
+
+def torch_heatmap_fn(model: nn.Module, options: DeviceOptions) -> HeatmapFn:
+    """Wrap a PyTorch model (switched to eval mode) as a numpy heatmap function."""
+    model.eval()
+    options.prepare(model)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(images).to(options.device).contiguous(memory_format=options.memory_format)
+        with torch.inference_mode(), torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
+            return model(x).float().cpu().numpy()
+
+    return run
+
+
+def heatmaps_with_flip(fn: HeatmapFn, images: np.ndarray, flip_index: np.ndarray | None) -> np.ndarray:
+    """Heatmaps of ``images``, averaged with those of their mirror images when ``flip_index``."""
+    heatmaps = fn(images)
+    if flip_index is None:
+        return heatmaps
+    mirrored = fn(np.ascontiguousarray(images[..., ::-1]))
+    return 0.5 * (heatmaps + flip_back(mirrored, flip_index))
+
+
+def instance_score(keypoint_scores: np.ndarray, box_score: float, threshold: float = KEYPOINT_SCORE_THRESHOLD) -> float:
+    """Box score x mean of the confident keypoint scores (SimpleBaseline's rescoring)."""
+    confident = keypoint_scores[keypoint_scores > threshold]
+    return float(box_score * (confident.mean() if confident.size else 0.0))
+
+
+@dataclass(frozen=True)
+class PosePrediction:
+    image_id: int
+    annotation_id: int
+    keypoints: np.ndarray  # (K, 3) image pixels (x, y) and heatmap score
+    box_score: float
+    area: float  # of the GT person where known, else of the crop box
+
+    @property
+    def score(self) -> float:
+        return instance_score(self.keypoints[:, 2], self.box_score)
+
+
+def decode_batch(heatmaps: np.ndarray, batch: Sample, codec: HeatmapCodec) -> np.ndarray:
+    """``(B, K, h, w)`` heatmaps of a collated batch -> ``(B, K, 3)`` image-space keypoints."""
+    decoded = codec.decode(heatmaps)
+    out = np.empty((*decoded.coords.shape[:2], 3), np.float32)
+    for i in range(heatmaps.shape[0]):
+        inverse = crop_matrix(crop_params_of(batch, i), codec.input_size, inverse=True)
+        out[i, :, :2] = apply_affine(decoded.coords[i].astype(np.float64), inverse)
+        out[i, :, 2] = decoded.scores[i]
+    return out
+
+
+def predict(
+    fn: HeatmapFn,
+    dataset: TopDownDataset,
+    *,
+    flip: bool = True,
+    skeleton: Skeleton = COCO17,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[PosePrediction]:
+    """Predict every instance of ``dataset`` (which must not augment)."""
+    if dataset.augment is not None or dataset.crop_transform is not None:
+        raise ValueError("predict() needs a dataset without augmentation")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    flip_index = skeleton.flip_index if flip else None
+    out: list[PosePrediction] = []
+    for batch in loader:
+        heatmaps = heatmaps_with_flip(fn, batch.image.numpy(), flip_index)
+        keypoints = decode_batch(heatmaps, batch, dataset.codec)
+        for i in range(keypoints.shape[0]):
+            area = float(batch.area[i])
+            if area <= 0:  # no GT person (a detection): the unpadded box stands in
+                area = float(batch.scale[i].prod()) / BOX_PADDING**2
+            out.append(
+                PosePrediction(
+                    image_id=int(batch.image_id[i]),
+                    annotation_id=int(batch.annotation_id[i]),
+                    keypoints=keypoints[i],
+                    box_score=float(batch.box_score[i]),
+                    area=area,
+                )
+            )
+        if on_batch is not None:
+            on_batch(int(batch.image.shape[0]))
+    return out
+
+
+def predictions_by_image(predictions: Sequence[PosePrediction]) -> dict[int, list[PosePrediction]]:
+    out: dict[int, list[PosePrediction]] = {}
+    for p in predictions:
+        out.setdefault(p.image_id, []).append(p)
+    return out

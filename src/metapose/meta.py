@@ -1,0 +1,186 @@
+"""Reptile meta-training of the initial weights (Nichol, Achiam & Schulman, 2018; the paper's §3.3).
+
+Each meta step draws tasks (a task is one batch of augmented source crops, §3.1), adapts a copy of
+the weights to each with a fresh inner optimiser (:func:`metapose.adapt.adapt`, Algorithm 1 lines
+6-8) and moves the weights a meta step ``beta`` towards the mean adapted weights (eq. 2):
+``theta <- theta + beta * mean_i(theta'_i - theta)``.
+
+Algorithm 1's line 10 as printed (``theta = theta + beta(theta_new - theta_old)`` after ``theta``
+was overwritten by the inner loop) would extrapolate past the adapted weights; eq. 2 and Reptile
+interpolate, which is what is implemented. The full state is interpolated: parameters and
+BatchNorm running statistics; integer buffers (``num_batches_tracked``) are copied from the last
+adapted copy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metapose.adapt import adapt
+from metapose.checkpoint import load_state, save_checkpoint, save_state
+from metapose.data.batches import BatchStream
+from metapose.data.dataset import Sample
+from metapose.optim import DeviceOptions, OptimizerConfig
+from metapose.runlog import RunLog
+from metapose.train import FINAL_FILE, LAST_FILE, STATE_FILE, History, StepLog
+
+log = logging.getLogger(__name__)
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ReptileConfig:
+    """Reptile as the paper uses it: tasks of 32 images, meta step 0.05 (§4.2)."""
+
+    meta_steps: int = 15000
+    tasks_per_step: int = 1  # >1 averages several adapted copies per meta step (batched Reptile)
+    inner_steps: int = 4
+    inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-2))
+    meta_step: float = 0.05
+    meta_step_final: float | None = None  # linear annealing of beta to this value when set
+    batch_size: int = 32  # images per task
+    checkpoint_every: int = 0
+    log_every: int = 10
+    amp: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.meta_steps < 1 or self.tasks_per_step < 1 or self.inner_steps < 1:
+            raise ValueError("meta.meta_steps, meta.tasks_per_step and meta.inner_steps must be >= 1")
+        for name in ("meta_step", "meta_step_final"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"meta.{name} must be in [0, 1], got {value}")
+
+    @property
+    def images_per_meta_step(self) -> int:
+        """Images processed (forward and backward) per meta step: the compute budget unit."""
+        return self.tasks_per_step * self.inner_steps * self.batch_size
+
+    def beta(self, step: int) -> float:
+        """Meta step size at meta step ``step`` (0-based), linearly annealed when asked."""
+        if self.meta_step_final is None or self.meta_steps == 1:
+            return self.meta_step
+        frac = step / (self.meta_steps - 1)
+        return self.meta_step + frac * (self.meta_step_final - self.meta_step)
+
+
+# ------------------------------------------------------------------------ weight arithmetic
+
+
+def clone_state(model: nn.Module) -> State:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def interpolate_states(old: State, targets: Sequence[State], beta: float) -> State:
+    """``old + beta * mean(target - old)`` for floating tensors; others from the last target.
+
+    ``torch.lerp`` computes the interpolation so that beta 0 and beta 1 give ``old`` and the
+    (mean) target exactly, not up to rounding.
+    """
+    out: State = {}
+    for key, value in old.items():
+        if value.is_floating_point():
+            mean_target = torch.stack([t[key] for t in targets]).mean(dim=0)
+            out[key] = torch.lerp(value, mean_target, beta)
+        else:
+            out[key] = targets[-1][key].clone()
+    return out
+
+
+def reptile_step(
+    model: nn.Module,
+    tasks: Sequence[Sample],
+    config: ReptileConfig,
+    options: DeviceOptions,
+    *,
+    beta: float | None = None,
+) -> float:
+    """One meta step over ``tasks``: snapshot, adapt to each, restore, interpolate.
+
+    Returns the mean inner loss of the first inner step (the pre-adaptation task loss).
+    """
+    beta = config.meta_step if beta is None else beta
+    before = clone_state(model)
+    adapted: list[State] = []
+    first_losses = []
+    for task in tasks:
+        model.load_state_dict(before)
+        result = adapt(model, itertools.repeat(task), config.inner_steps, config.inner, options)
+        first_losses.append(result.losses[0])
+        adapted.append(clone_state(model))
+    model.load_state_dict(interpolate_states(before, adapted, beta))
+    return float(sum(first_losses) / len(first_losses))
+
+
+def meta_train(
+    model: nn.Module,
+    tasks: BatchStream,
+    config: ReptileConfig,
+    device: torch.device,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    run_config: Any = None,
+    on_step: Callable[[StepLog], None] | None = None,
+) -> History:
+    """Reptile for ``config.meta_steps`` meta steps on a stream of task batches, in place.
+
+    Task ``t`` is batch ``t`` of ``tasks``, so a resumed run sees the tasks it would have seen.
+    Checkpoints and the resume state go to ``out_dir`` as in :func:`metapose.train.train`.
+    """
+    options = DeviceOptions(device, config.amp, config.channels_last)
+    options.prepare(model)
+    history = History()
+    start = 0
+    out = Path(out_dir) if out_dir is not None else None
+    runlog = RunLog(out, "meta") if out is not None else None
+    if out is not None and resume and (out / STATE_FILE).exists():
+        state = load_state(out / STATE_FILE, device)
+        model.load_state_dict(state["model"])
+        history = History.from_dict(state["history"])
+        start = int(state["step"])
+        if runlog is not None:
+            runlog.truncate_after(start)
+        log.info("resumed meta-training from %s at meta step %d", out / STATE_FILE, start)
+
+    def save(step: int) -> None:
+        assert out is not None
+        save_checkpoint(out / LAST_FILE, model, run_config=run_config, extra={"meta_step": step})
+        save_state(out / STATE_FILE, {"model": model.state_dict(), "history": history.to_dict(), "step": step})
+
+    stream: Iterator[Sample] = tasks.batches(start * config.tasks_per_step)
+    images = history.images_seen
+    t0 = time.perf_counter()
+    for step in range(start, config.meta_steps):
+        batch = [next(stream) for _ in range(config.tasks_per_step)]
+        beta = config.beta(step)
+        loss = reptile_step(model, batch, config, options, beta=beta)
+        images += sum(int(t.image.shape[0]) for t in batch) * config.inner_steps
+        entry = StepLog(step + 1, images, loss, beta, time.perf_counter() - t0)
+        history.steps.append(entry)
+        if runlog is not None and ((step + 1) % config.log_every == 0 or step + 1 == config.meta_steps):
+            runlog.write(asdict(entry))
+        if on_step is not None:
+            on_step(entry)
+        if out is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            save(step + 1)
+    if out is not None:
+        save(config.meta_steps)
+        save_checkpoint(
+            out / FINAL_FILE, model, run_config=run_config,
+            extra={"meta_steps": config.meta_steps, "images_seen": images},
+        )
+    if runlog is not None:
+        runlog.close()
+    return history
