@@ -24,7 +24,15 @@ def random_instances(n: int, seed: int = 0, size: tuple[int, int] = (80, 100)) -
         kp[:, 2] = 2
         for j, (x, y) in enumerate(kp[:, :2]):
             image[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] = (255, 15 * j, 255 - 15 * j)
-        out.append(Instance(image=image, box=(15, 15, w - 30, h - 30), keypoints=kp, image_id=i + 1, annotation_id=i + 1))
+        out.append(
+            Instance(
+                image=image,
+                box=(15, 15, w - 30, h - 30),
+                keypoints=kp,
+                image_id=i + 1,
+                annotation_id=i + 1,
+            )
+        )
     return out
 
 

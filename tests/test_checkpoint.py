@@ -16,7 +16,9 @@ from metapose.model import PoseResNet
 from tests.conftest import TINY_MODEL
 
 
-def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path: Path, tiny_model: PoseResNet) -> None:
+def test_checkpoint_round_trip_rebuilds_the_same_model(
+    tmp_path: Path, tiny_model: PoseResNet
+) -> None:
     path = save_checkpoint(tmp_path / "m", tiny_model, metrics={"ap": 0.5})
     assert path.suffix == ".safetensors" and path.with_suffix(".json").is_file()
     loaded = load_checkpoint(path)
@@ -42,7 +44,9 @@ def test_mismatched_weights_name_the_file_and_key(tmp_path: Path, tiny_model: Po
         load_checkpoint(path)
 
 
-def test_training_state_restores_the_optimiser_exactly(tmp_path: Path, tiny_model: PoseResNet) -> None:
+def test_training_state_restores_the_optimiser_exactly(
+    tmp_path: Path, tiny_model: PoseResNet
+) -> None:
     opt = torch.optim.Adam(tiny_model.parameters(), lr=1e-3)
     tiny_model(torch.randn(2, 3, 64, 32)).sum().backward()
     opt.step()

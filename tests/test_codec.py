@@ -32,12 +32,14 @@ def test_targets_peak_at_one_and_weight_unlabelled_or_outside() -> None:
     enc = codec.encode(kp)
     assert enc.heatmaps.shape == (4, 64, 48)
     assert enc.target_weight.tolist() == [1.0, 0.0, 0.0, 1.0]
-    assert enc.heatmaps[0].max() == pytest.approx(1.0) and enc.heatmaps[0, 32, 24] == pytest.approx(1.0)
+    assert enc.heatmaps[0].max() == pytest.approx(1.0) and enc.heatmaps[0, 32, 24] == pytest.approx(
+        1.0
+    )
     assert enc.heatmaps[1].max() == 0 and enc.heatmaps[2].max() == 0
 
 
 def test_round_trip_within_a_quarter_heatmap_pixel() -> None:
-    """Bound tested: |error| <= 0.25 heatmap px per axis (= stride/4 crop px) for peaks off the border."""
+    """Bound: |error| <= 0.25 heatmap px per axis (stride/4 crop px) for peaks off the border."""
     codec = HeatmapCodec.for_model(MODEL)
     kp = random_keypoints(np.random.default_rng(0), 2000, margin=0.5)
     dec = codec.decode(codec.encode(kp).heatmaps[None])
@@ -57,7 +59,7 @@ def test_dark_is_tighter_than_the_quarter_offset() -> None:
 
 
 def test_round_trip_through_the_crop_affine_in_image_pixels() -> None:
-    """Image -> rotated crop -> heatmap -> crop -> image: within stride/4 * sqrt(2) * (box / input)."""
+    """Image -> rotated crop -> heatmap -> crop -> image: within stride/4 * sqrt(2) * box/input."""
     codec = HeatmapCodec.for_model(MODEL)
     rng = np.random.default_rng(2)
     params = CropParams(np.array([300.0, 200.0]), np.array([150.0, 200.0]), rotation=25.0)
@@ -66,7 +68,9 @@ def test_round_trip_through_the_crop_affine_in_image_pixels() -> None:
     crop_kp = random_keypoints(rng, 300, margin=0.5)
     image_kp = apply_affine(crop_kp[:, :2], inv)
     kp = np.concatenate([apply_affine(image_kp, fwd), crop_kp[:, 2:]], axis=1)
-    decoded = apply_affine(codec.decode(codec.encode(kp).heatmaps[None]).coords[0].astype(np.float64), inv)
+    decoded = apply_affine(
+        codec.decode(codec.encode(kp).heatmaps[None]).coords[0].astype(np.float64), inv
+    )
     zoom = params.scale[0] / codec.input_size[0]
     bound = 0.25 * codec.stride * np.sqrt(2) * zoom
     assert np.linalg.norm(decoded - image_kp, axis=1).max() <= bound + 1e-3
@@ -77,7 +81,9 @@ def test_argmax_score_is_the_peak_value() -> None:
     hm[0, 0, 1, 3] = 0.7
     hm[0, 1, 2, 0] = 0.2
     coords, scores = argmax_2d(hm)
-    assert coords[0].tolist() == [[3, 1], [0, 2]] and scores[0].tolist() == pytest.approx([0.7, 0.2])
+    assert coords[0].tolist() == [[3, 1], [0, 2]] and scores[0].tolist() == pytest.approx(
+        [0.7, 0.2]
+    )
 
 
 def test_flip_back_swaps_sides_mirrors_and_shifts() -> None:

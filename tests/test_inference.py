@@ -20,7 +20,9 @@ def test_perfect_heatmaps_decode_to_the_labels_in_image_pixels() -> None:
         # Peaks off the heatmap's border pixels (where the quarter offset cannot look both ways).
         mu = dataset[i].keypoints.numpy()[:, :2] / TINY_CODEC.stride
         w, h = TINY_CODEC.heatmap_size
-        inside = (mu[:, 0] >= 0.5) & (mu[:, 0] <= w - 1.5) & (mu[:, 1] >= 0.5) & (mu[:, 1] <= h - 1.5)
+        inside = (
+            (mu[:, 0] >= 0.5) & (mu[:, 0] <= w - 1.5) & (mu[:, 1] >= 0.5) & (mu[:, 1] <= h - 1.5)
+        )
         assert inside.sum() >= 10
         err = np.linalg.norm(pred.keypoints[:, :2] - inst.keypoints[:, :2], axis=1)
         assert err[inside].max() <= bound + 1e-3

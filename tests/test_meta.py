@@ -63,7 +63,10 @@ def test_batchnorm_running_statistics_are_interpolated_too() -> None:
     adapt(adapted, itertools.repeat(task(0)), CFG.inner_steps, CFG.inner, CPU)
     expected = before[key] + 0.5 * (adapted.state_dict()[key] - before[key])
     assert torch.allclose(model.state_dict()[key], expected)
-    assert model.state_dict()["backbone.bn1.num_batches_tracked"] == adapted.state_dict()["backbone.bn1.num_batches_tracked"]
+    assert (
+        model.state_dict()["backbone.bn1.num_batches_tracked"]
+        == adapted.state_dict()["backbone.bn1.num_batches_tracked"]
+    )
 
 
 class TwoParameters(nn.Module):
@@ -79,10 +82,18 @@ class TwoParameters(nn.Module):
 
 def two_param_task(t1: float, t2: float) -> Sample:
     return Sample(
-        image=torch.zeros(1, 3, 1, 1), heatmaps=torch.tensor([[[[t1, t2]]]]), target_weight=torch.ones(1, 1),
-        keypoints=torch.zeros(1, 1, 3), center=torch.zeros(1, 2), scale=torch.ones(1, 2),
-        rotation=torch.zeros(1), flip=torch.zeros(1, dtype=torch.bool), image_id=torch.zeros(1),
-        annotation_id=torch.zeros(1), area=torch.zeros(1), box_score=torch.ones(1),
+        image=torch.zeros(1, 3, 1, 1),
+        heatmaps=torch.tensor([[[[t1, t2]]]]),
+        target_weight=torch.ones(1, 1),
+        keypoints=torch.zeros(1, 1, 3),
+        center=torch.zeros(1, 2),
+        scale=torch.ones(1, 2),
+        rotation=torch.zeros(1),
+        flip=torch.zeros(1, dtype=torch.bool),
+        image_id=torch.zeros(1),
+        annotation_id=torch.zeros(1),
+        area=torch.zeros(1),
+        box_score=torch.ones(1),
     )  # type: ignore[arg-type]
 
 
@@ -97,7 +108,9 @@ def test_two_parameter_example_matches_a_hand_computation() -> None:
     expected = theta + beta * torch.stack([x - theta for x in adapted]).mean(0)
 
     model = TwoParameters(1.0, -2.0)
-    cfg = ReptileConfig(inner_steps=2, inner=OptimizerConfig(name="sgd", lr=a), meta_step=beta, batch_size=1)
+    cfg = ReptileConfig(
+        inner_steps=2, inner=OptimizerConfig(name="sgd", lr=a), meta_step=beta, batch_size=1
+    )
     reptile_step(model, [two_param_task(3.0, 0.0), two_param_task(-1.0, 4.0)], cfg, CPU)
     assert torch.allclose(model.theta.detach(), expected, atol=1e-6)
 
@@ -110,7 +123,11 @@ def test_interpolation_copies_integer_buffers() -> None:
 
 def test_meta_step_annealing_is_linear() -> None:
     cfg = ReptileConfig(meta_steps=11, meta_step=0.1, meta_step_final=0.0)
-    assert cfg.beta(0) == pytest.approx(0.1) and cfg.beta(5) == pytest.approx(0.05) and cfg.beta(10) == 0.0
+    assert (
+        cfg.beta(0) == pytest.approx(0.1)
+        and cfg.beta(5) == pytest.approx(0.05)
+        and cfg.beta(10) == 0.0
+    )
 
 
 def test_meta_training_resumes_exactly_and_counts_images(tmp_path: Path) -> None:
@@ -125,7 +142,9 @@ def test_meta_training_resumes_exactly_and_counts_images(tmp_path: Path) -> None
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        meta_train(model_with_stats(), stream, cfg, torch.device("cpu"), out_dir=tmp_path, on_step=crash)
+        meta_train(
+            model_with_stats(), stream, cfg, torch.device("cpu"), out_dir=tmp_path, on_step=crash
+        )
     resumed = model_with_stats()
     meta_train(resumed, stream, cfg, torch.device("cpu"), out_dir=tmp_path)
     assert_states_equal(straight.state_dict(), resumed.state_dict())

@@ -15,7 +15,9 @@ def test_simplebaseline_parameter_counts(depth: int, millions: float) -> None:
 def test_every_parameter_receives_a_gradient(tiny_model: PoseResNet) -> None:
     images = torch.randn(2, 3, 64, 32)
     tiny_model(images).square().mean().backward()
-    missing = [n for n, p in tiny_model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [
+        n for n, p in tiny_model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert missing == []
 
 
@@ -44,8 +46,13 @@ def test_backbone_keys_are_torchvision_resnet_keys() -> None:
     keys = set(ResNet(50).state_dict())
     # A few names of torchvision.models.resnet50().state_dict() (fc.* excluded: no classifier).
     for name in [
-        "conv1.weight", "bn1.running_var", "layer1.0.conv3.weight", "layer1.0.downsample.0.weight",
-        "layer1.0.downsample.1.num_batches_tracked", "layer3.5.bn2.bias", "layer4.2.conv2.weight",
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.conv3.weight",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.num_batches_tracked",
+        "layer3.5.bn2.bias",
+        "layer4.2.conv2.weight",
     ]:
         assert name in keys
     assert not any(k.startswith("fc.") for k in keys)
@@ -54,15 +61,23 @@ def test_backbone_keys_are_torchvision_resnet_keys() -> None:
 
 def test_head_keys_follow_the_simplebaseline_release(tiny_model: PoseResNet) -> None:
     keys = set(tiny_model.state_dict())
-    assert {"deconv_layers.0.weight", "deconv_layers.1.running_mean", "deconv_layers.7.bias",
-            "final_layer.weight", "final_layer.bias"} <= keys
+    assert {
+        "deconv_layers.0.weight",
+        "deconv_layers.1.running_mean",
+        "deconv_layers.7.bias",
+        "final_layer.weight",
+        "final_layer.bias",
+    } <= keys
     assert "deconv_layers.0.bias" not in keys  # deconvolutions have no bias
 
 
 def test_head_init_is_small_normal() -> None:
     model = PoseResNet(ModelConfig(depth=18))
     w = model.deconv_layers[0].weight.detach()
-    assert abs(float(w.std()) - 0.001) < 1e-4 and float(model.final_layer.bias.detach().abs().max()) == 0.0
+    assert (
+        abs(float(w.std()) - 0.001) < 1e-4
+        and float(model.final_layer.bias.detach().abs().max()) == 0.0
+    )
 
 
 @pytest.mark.parametrize("bad", [{"depth": 20}, {"input_size": (100, 256)}, {"num_keypoints": 0}])

@@ -71,7 +71,9 @@ def test_flipped_crop_swaps_left_and_right() -> None:
     # labelled left shoulder (image left) lands on the crop's right and is now the right shoulder.
     plain = CropParams(params.center, params.scale, 0.0, flip=False)
     unflipped = crop_keypoints(kp, crop_matrix(plain, (96, 128)), plain, COCO17)
-    assert out[6, 0] == pytest.approx(95 - unflipped[5, 0]) and out[6, 1] == pytest.approx(unflipped[5, 1])
+    assert out[6, 0] == pytest.approx(95 - unflipped[5, 0]) and out[6, 1] == pytest.approx(
+        unflipped[5, 1]
+    )
     assert out[5, 0] == pytest.approx(95 - unflipped[6, 0])
     assert out[6, 0] > out[5, 0] and out[5, 2] == 2 and out[6, 2] == 2
 
@@ -79,15 +81,30 @@ def test_flipped_crop_swaps_left_and_right() -> None:
 def dot_image(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     img = np.zeros((size[1], size[0], 3), np.uint8)
     for x, y in points:
-        cv2.circle(img, (int(round(x * 16)), int(round(y * 16))), 2 * 16, (255, 255, 255), -1, cv2.LINE_AA, 4)
+        cv2.circle(
+            img,
+            (int(round(x * 16)), int(round(y * 16))),
+            2 * 16,
+            (255, 255, 255),
+            -1,
+            cv2.LINE_AA,
+            4,
+        )
     return img
 
 
 def centroid(gray: np.ndarray, near: np.ndarray, radius: int = 6) -> np.ndarray:
     x0, y0 = int(near[0]) - radius, int(near[1]) - radius
-    patch = gray[max(y0, 0) : y0 + 2 * radius + 1, max(x0, 0) : x0 + 2 * radius + 1].astype(np.float64)
+    patch = gray[max(y0, 0) : y0 + 2 * radius + 1, max(x0, 0) : x0 + 2 * radius + 1].astype(
+        np.float64
+    )
     ys, xs = np.mgrid[0 : patch.shape[0], 0 : patch.shape[1]]
-    return np.array([(xs * patch).sum() / patch.sum() + max(x0, 0), (ys * patch).sum() / patch.sum() + max(y0, 0)])
+    return np.array(
+        [
+            (xs * patch).sum() / patch.sum() + max(x0, 0),
+            (ys * patch).sum() / patch.sum() + max(y0, 0),
+        ]
+    )
 
 
 def test_sample_keypoints_follow_the_image_content_under_augmentation() -> None:
@@ -119,7 +136,7 @@ def test_augmentation_parameters_stay_in_their_ranges() -> None:
         scales.append(p.scale[1] / (100 * BOX_PADDING))
     rots_a = np.array(rots)
     assert np.abs(rots_a).max() <= 80 and 0.3 < (rots_a == 0).mean() < 0.5
-    assert 0.7 - 1e-9 <= min(scales) and max(scales) <= 1.3 + 1e-9
+    assert min(scales) >= 0.7 - 1e-9 and max(scales) <= 1.3 + 1e-9
 
 
 def test_dataset_is_deterministic_per_seed_epoch_and_index() -> None:

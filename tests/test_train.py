@@ -33,7 +33,14 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path: Path) -> No
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(fresh_model(), EpochBatches(data, 4, seed=1), cfg, CPU, out_dir=tmp_path / "b", on_step=crash)
+        train(
+            fresh_model(),
+            EpochBatches(data, 4, seed=1),
+            cfg,
+            CPU,
+            out_dir=tmp_path / "b",
+            on_step=crash,
+        )
     assert (tmp_path / "b" / STATE_FILE).exists()
     resumed = fresh_model()
     history = train(resumed, EpochBatches(data, 4, seed=1), cfg, CPU, out_dir=tmp_path / "b")
@@ -47,7 +54,9 @@ def test_training_reduces_the_loss_on_a_fixed_batch() -> None:
     model = fresh_model()
     batch = collate([tiny_dataset(4)[i] for i in range(4)])
     stream = IndexedBatches(lambda b: batch)
-    cfg = TrainConfig(steps=40, batch_size=4, optimizer=OptimizerConfig(lr=3e-3), lr_milestones=(0.9,))
+    cfg = TrainConfig(
+        steps=40, batch_size=4, optimizer=OptimizerConfig(lr=3e-3), lr_milestones=(0.9,)
+    )
     history = train(model, stream, cfg, CPU)
     losses = history.losses()
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
@@ -68,7 +77,9 @@ def test_head_only_fine_tune_leaves_the_backbone_untouched() -> None:
 
 def test_few_shot_with_fewer_images_than_a_batch_takes_one_step_per_epoch() -> None:
     model = fresh_model()
-    result = fine_tune(model, tiny_dataset(3), AdaptConfig(epochs=5, batch_size=32), DeviceOptions(CPU))
+    result = fine_tune(
+        model, tiny_dataset(3), AdaptConfig(epochs=5, batch_size=32), DeviceOptions(CPU)
+    )
     assert len(result.losses) == 5 and result.images == 15
 
 
@@ -77,7 +88,10 @@ def test_indexed_batches_do_not_depend_on_worker_count() -> None:
         return collate([tiny_dataset(2, seed=b)[0]] * 2)
 
     serial = [b.image for _, b in zip(range(5), IndexedBatches(make).batches(3), strict=False)]
-    parallel = [b.image for _, b in zip(range(5), IndexedBatches(make, num_workers=2).batches(3), strict=False)]
+    parallel = [
+        b.image
+        for _, b in zip(range(5), IndexedBatches(make, num_workers=2).batches(3), strict=False)
+    ]
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
     assert not torch.equal(serial[0], serial[1])
 

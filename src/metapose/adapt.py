@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from torch import nn
 
+from metapose.config import AdaptConfig, OptimizerConfig
 from metapose.data.batches import EpochBatches
 from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Sample, TopDownDataset
 from metapose.model import PoseResNet
-from metapose.optim import DeviceOptions, OptimizerConfig, build_optimizer, step_on_batch
+from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    """The paper's meta-test: fine-tune for ``epochs`` over the K shots (20 in §4.3)."""
-
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    epochs: int = 20
-    batch_size: int = 32
-    head_only: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"adapt.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"adapt.batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -93,14 +78,22 @@ def adapt(
     return AdaptResult(tuple(losses), images)
 
 
-def choose_shots(dataset: CocoDataset, k: int, seed: int, *, pool: Sequence[int] | None = None) -> list[int]:
-    """K image ids with at least one labelled person, drawn from ``pool`` (default: all) by ``seed``."""
+def choose_shots(
+    dataset: CocoDataset, k: int, seed: int, *, pool: Sequence[int] | None = None
+) -> list[int]:
+    """K image ids with a labelled person, drawn from ``pool`` (default: all) by ``seed``."""
     allowed = None if pool is None else set(pool)
     candidates = sorted(
-        {a.image_id for a in dataset.annotations if a.trainable and (allowed is None or a.image_id in allowed)}
+        {
+            a.image_id
+            for a in dataset.annotations
+            if a.trainable and (allowed is None or a.image_id in allowed)
+        }
     )
     if k > len(candidates):
-        raise ValueError(f"asked for {k} shots but the pool has only {len(candidates)} labelled images")
+        raise ValueError(
+            f"asked for {k} shots but the pool has only {len(candidates)} labelled images"
+        )
     rng = np.random.default_rng(seed)
     return sorted(int(i) for i in rng.choice(candidates, size=k, replace=False))
 
@@ -119,6 +112,12 @@ def fine_tune(
     steps = config.epochs * stream.batches_per_epoch
     log.info("fine-tuning on %d crops: %d steps", len(support), steps)
     result = adapt(
-        model, stream.batches(), steps, config.optimizer, options, head_only=config.head_only, on_step=on_step
+        model,
+        stream.batches(),
+        steps,
+        config.optimizer,
+        options,
+        head_only=config.head_only,
+        on_step=on_step,
     )
     return AdaptResult(result.losses, result.images, stream.batches_per_epoch)

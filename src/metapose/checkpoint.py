@@ -2,8 +2,8 @@
 
 ``model.safetensors`` holds the state dict; ``model.json`` beside it holds the resolved model config
 (enough to rebuild the network), the config of the run, provenance (git commit, versions) and
-metrics. A training state (optimiser tensors and counters, RNG states) for exact resume is stored the
-same way under another name.
+metrics. A training state (optimiser tensors and counters) for exact resume is stored the same
+way under another name.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ class LoadedCheckpoint:
     meta: dict[str, Any]
 
 
-def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+def _atomic_save_tensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata
+    )
     tmp.replace(path)
 
 
@@ -71,7 +75,9 @@ def save_checkpoint(
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     side = sidecar_path(path)
     if not side.is_file():
-        raise DataError(side, "checkpoint sidecar not found (expected beside the .safetensors file)")
+        raise DataError(
+            side, "checkpoint sidecar not found (expected beside the .safetensors file)"
+        )
     try:
         meta = json.loads(side.read_text())
     except json.JSONDecodeError as err:
@@ -108,7 +114,9 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
             parts.append(f"unexpected {unexpected[:3]}")
         if mismatched:
             k = mismatched[0]
-            parts.append(f"shape of {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+            parts.append(
+                f"shape of {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            )
         raise DataError(source, "weights do not fit the model: " + "; ".join(parts))
     model.load_state_dict(state)
 

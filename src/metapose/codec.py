@@ -46,7 +46,9 @@ class HeatmapCodec:
     def __post_init__(self) -> None:
         (iw, ih), (hw, hh) = self.input_size, self.heatmap_size
         if iw % hw or ih % hh or iw // hw != ih // hh:
-            raise ValueError(f"input {self.input_size} is not an integer multiple of heatmap {self.heatmap_size}")
+            raise ValueError(
+                f"input {self.input_size} is not an integer multiple of heatmap {self.heatmap_size}"
+            )
 
     @classmethod
     def for_model(cls, model: ModelConfig, codec: CodecConfig | None = None) -> HeatmapCodec:
@@ -67,7 +69,9 @@ class HeatmapCodec:
         mu = keypoints[:, :2].astype(np.float64) / self.stride  # (K, 2) heatmap pixels
         labelled = keypoints[:, 2] > 0
         # A centre within half a pixel of the grid still puts its peak on the heatmap.
-        inside = (mu[:, 0] >= -0.5) & (mu[:, 0] < w - 0.5) & (mu[:, 1] >= -0.5) & (mu[:, 1] < h - 0.5)
+        inside = (
+            (mu[:, 0] >= -0.5) & (mu[:, 0] < w - 0.5) & (mu[:, 1] >= -0.5) & (mu[:, 1] < h - 0.5)
+        )
         weight = (labelled & inside).astype(np.float32)
         xs = np.arange(w, dtype=np.float64)
         ys = np.arange(h, dtype=np.float64)
@@ -132,7 +136,9 @@ def _modulate(heatmaps: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def dark_refine(heatmaps: np.ndarray, coords: np.ndarray, sigma: float, *, modulate: bool = True) -> np.ndarray:
+def dark_refine(
+    heatmaps: np.ndarray, coords: np.ndarray, sigma: float, *, modulate: bool = True
+) -> np.ndarray:
     """Sub-pixel peak by a Newton step on the log-heatmap at the integer argmax (DARK)."""
     hm = _modulate(heatmaps, sigma) if modulate else heatmaps.astype(np.float32)
     logm = np.log(np.maximum(hm, LOG_FLOOR)).astype(np.float64)

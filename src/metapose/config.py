@@ -45,7 +45,9 @@ class ModelConfig:
             raise ConfigError(f"model.num_keypoints must be >= 1, got {self.num_keypoints}")
         w, h = self.input_size
         if w <= 0 or h <= 0 or w % 32 or h % 32:
-            raise ConfigError(f"model.input_size must be positive multiples of 32, got {self.input_size}")
+            raise ConfigError(
+                f"model.input_size must be positive multiples of 32, got {self.input_size}"
+            )
         if not self.deconv_channels:
             raise ConfigError("model.deconv_channels must not be empty")
         if self.deconv_kernel not in (2, 3, 4):
@@ -94,6 +96,111 @@ class TopDownAugmentConfig:
                 raise ConfigError(f"augment.{name} must be in [0, 1], got {value}")
 
 
+OptimizerName = Literal["sgd", "adam"]
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``adam`` with ``beta1 = 0`` is the inner optimiser Nichol et al. (2018) use for Reptile."""
+
+    name: OptimizerName = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd only
+    beta1: float = 0.9  # adam only
+    beta2: float = 0.999  # adam only
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optimizer lr must be > 0, got {self.lr}")
+        if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
+            raise ConfigError(f"adam betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SimpleBaseline's schedule: Adam 1e-3, x0.1 at 90/140 and 120/140 of training."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr_milestones: tuple[float, ...] = (90 / 140, 120 / 140)  # fractions of ``steps``
+    lr_gamma: float = 0.1
+    checkpoint_every: int = 0  # steps; 0 = only at the end
+    log_every: int = 10
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # on CUDA
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(
+                f"train.steps and train.batch_size must be >= 1: {self.steps} and {self.batch_size}"
+            )
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ConfigError(
+                f"train.lr_milestones are fractions in (0, 1), got {self.lr_milestones}"
+            )
+
+    @property
+    def images(self) -> int:
+        return self.steps * self.batch_size
+
+
+@dataclass(frozen=True)
+class ReptileConfig:
+    """Reptile as the paper uses it: tasks of 32 images, meta step 0.05 (§4.2)."""
+
+    meta_steps: int = 15000
+    tasks_per_step: int = 1  # >1 averages several adapted copies per meta step (batched Reptile)
+    inner_steps: int = 4
+    inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-2))
+    meta_step: float = 0.05
+    meta_step_final: float | None = None  # linear annealing of beta to this value when set
+    batch_size: int = 32  # images per task
+    checkpoint_every: int = 0
+    log_every: int = 10
+    amp: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.meta_steps < 1 or self.tasks_per_step < 1 or self.inner_steps < 1:
+            raise ConfigError(
+                "meta.meta_steps, meta.tasks_per_step and meta.inner_steps must be >= 1"
+            )
+        for name in ("meta_step", "meta_step_final"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ConfigError(f"meta.{name} must be in [0, 1], got {value}")
+
+    @property
+    def images_per_meta_step(self) -> int:
+        """Images processed (forward and backward) per meta step: the compute budget unit."""
+        return self.tasks_per_step * self.inner_steps * self.batch_size
+
+    def beta(self, step: int) -> float:
+        """Meta step size at meta step ``step`` (0-based), linearly annealed when asked."""
+        if self.meta_step_final is None or self.meta_steps == 1:
+            return self.meta_step
+        frac = step / (self.meta_steps - 1)
+        return self.meta_step + frac * (self.meta_step_final - self.meta_step)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """The paper's meta-test: fine-tune for ``epochs`` over the K shots (20 in §4.3)."""
+
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    epochs: int = 20
+    batch_size: int = 32
+    head_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"adapt.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"adapt.batch_size must be >= 1, got {self.batch_size}")
+
+
 # ------------------------------------------------------------------------- YAML <-> objects
 
 
@@ -120,7 +227,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}"
+        )
     if origin is Literal:
         if value not in get_args(tp):
             raise ConfigError(f"{key}: must be one of {list(get_args(tp))}, got {value!r}")
@@ -137,7 +246,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key}: must have {len(args)} items, got {len(value)}")
-        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return tuple(
+            _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a mapping, got {value!r}")
@@ -236,10 +347,13 @@ __all__ = [
     "ModelConfig",
     "CodecConfig",
     "TopDownAugmentConfig",
+    "OptimizerConfig",
+    "TrainConfig",
+    "ReptileConfig",
+    "AdaptConfig",
     "from_dict",
     "to_dict",
     "load_config",
     "save_config",
     "replace",
-    "field",
 ]

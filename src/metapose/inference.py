@@ -34,14 +34,23 @@ def torch_heatmap_fn(model: nn.Module, options: DeviceOptions) -> HeatmapFn:
     options.prepare(model)
 
     def run(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(images).to(options.device).contiguous(memory_format=options.memory_format)
-        with torch.inference_mode(), torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
+        x = (
+            torch.from_numpy(images)
+            .to(options.device)
+            .contiguous(memory_format=options.memory_format)
+        )
+        with (
+            torch.inference_mode(),
+            torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp),
+        ):
             return model(x).float().cpu().numpy()
 
     return run
 
 
-def heatmaps_with_flip(fn: HeatmapFn, images: np.ndarray, flip_index: np.ndarray | None) -> np.ndarray:
+def heatmaps_with_flip(
+    fn: HeatmapFn, images: np.ndarray, flip_index: np.ndarray | None
+) -> np.ndarray:
     """Heatmaps of ``images``, averaged with those of their mirror images when ``flip_index``."""
     heatmaps = fn(images)
     if flip_index is None:
@@ -50,7 +59,9 @@ def heatmaps_with_flip(fn: HeatmapFn, images: np.ndarray, flip_index: np.ndarray
     return 0.5 * (heatmaps + flip_back(mirrored, flip_index))
 
 
-def instance_score(keypoint_scores: np.ndarray, box_score: float, threshold: float = KEYPOINT_SCORE_THRESHOLD) -> float:
+def instance_score(
+    keypoint_scores: np.ndarray, box_score: float, threshold: float = KEYPOINT_SCORE_THRESHOLD
+) -> float:
     """Box score x mean of the confident keypoint scores (SimpleBaseline's rescoring)."""
     confident = keypoint_scores[keypoint_scores > threshold]
     return float(box_score * (confident.mean() if confident.size else 0.0))
@@ -93,7 +104,9 @@ def predict(
     """Predict every instance of ``dataset`` (which must not augment)."""
     if dataset.augment is not None or dataset.crop_transform is not None:
         raise ValueError("predict() needs a dataset without augmentation")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
+    )
     flip_index = skeleton.flip_index if flip else None
     out: list[PosePrediction] = []
     for batch in loader:

@@ -1,4 +1,4 @@
-"""JointsMSELoss of SimpleBaseline (Xiao et al., 2018): heatmap MSE with per-joint target weights."""
+"""JointsMSELoss of SimpleBaseline (Xiao et al., 2018): heatmap MSE with per-joint weights."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,52 +27,17 @@ from torch import nn
 
 from metapose.adapt import adapt
 from metapose.checkpoint import load_state, save_checkpoint, save_state
+from metapose.config import ReptileConfig
 from metapose.data.batches import BatchStream
 from metapose.data.dataset import Sample
-from metapose.optim import DeviceOptions, OptimizerConfig
+from metapose.model import PoseResNet
+from metapose.optim import DeviceOptions
 from metapose.runlog import RunLog
 from metapose.train import FINAL_FILE, LAST_FILE, STATE_FILE, History, StepLog
 
 log = logging.getLogger(__name__)
 
 State = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ReptileConfig:
-    """Reptile as the paper uses it: tasks of 32 images, meta step 0.05 (§4.2)."""
-
-    meta_steps: int = 15000
-    tasks_per_step: int = 1  # >1 averages several adapted copies per meta step (batched Reptile)
-    inner_steps: int = 4
-    inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-2))
-    meta_step: float = 0.05
-    meta_step_final: float | None = None  # linear annealing of beta to this value when set
-    batch_size: int = 32  # images per task
-    checkpoint_every: int = 0
-    log_every: int = 10
-    amp: bool = True
-    channels_last: bool = True
-
-    def __post_init__(self) -> None:
-        if self.meta_steps < 1 or self.tasks_per_step < 1 or self.inner_steps < 1:
-            raise ValueError("meta.meta_steps, meta.tasks_per_step and meta.inner_steps must be >= 1")
-        for name in ("meta_step", "meta_step_final"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1:
-                raise ValueError(f"meta.{name} must be in [0, 1], got {value}")
-
-    @property
-    def images_per_meta_step(self) -> int:
-        """Images processed (forward and backward) per meta step: the compute budget unit."""
-        return self.tasks_per_step * self.inner_steps * self.batch_size
-
-    def beta(self, step: int) -> float:
-        """Meta step size at meta step ``step`` (0-based), linearly annealed when asked."""
-        if self.meta_step_final is None or self.meta_steps == 1:
-            return self.meta_step
-        frac = step / (self.meta_steps - 1)
-        return self.meta_step + frac * (self.meta_step_final - self.meta_step)
 
 
 # ------------------------------------------------------------------------ weight arithmetic
@@ -124,7 +89,7 @@ def reptile_step(
 
 
 def meta_train(
-    model: nn.Module,
+    model: PoseResNet,
     tasks: BatchStream,
     config: ReptileConfig,
     device: torch.device,
@@ -157,7 +122,10 @@ def meta_train(
     def save(step: int) -> None:
         assert out is not None
         save_checkpoint(out / LAST_FILE, model, run_config=run_config, extra={"meta_step": step})
-        save_state(out / STATE_FILE, {"model": model.state_dict(), "history": history.to_dict(), "step": step})
+        save_state(
+            out / STATE_FILE,
+            {"model": model.state_dict(), "history": history.to_dict(), "step": step},
+        )
 
     stream: Iterator[Sample] = tasks.batches(start * config.tasks_per_step)
     images = history.images_seen
@@ -169,16 +137,24 @@ def meta_train(
         images += sum(int(t.image.shape[0]) for t in batch) * config.inner_steps
         entry = StepLog(step + 1, images, loss, beta, time.perf_counter() - t0)
         history.steps.append(entry)
-        if runlog is not None and ((step + 1) % config.log_every == 0 or step + 1 == config.meta_steps):
+        if runlog is not None and (
+            (step + 1) % config.log_every == 0 or step + 1 == config.meta_steps
+        ):
             runlog.write(asdict(entry))
         if on_step is not None:
             on_step(entry)
-        if out is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+        if (
+            out is not None
+            and config.checkpoint_every
+            and (step + 1) % config.checkpoint_every == 0
+        ):
             save(step + 1)
     if out is not None:
         save(config.meta_steps)
         save_checkpoint(
-            out / FINAL_FILE, model, run_config=run_config,
+            out / FINAL_FILE,
+            model,
+            run_config=run_config,
             extra={"meta_steps": config.meta_steps, "images_seen": images},
         )
     if runlog is not None:

@@ -63,7 +63,8 @@ class PoseResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.final_layer.weight, std=HEAD_INIT_STD)
-        nn.init.zeros_(self.final_layer.bias)
+        if self.final_layer.bias is not None:
+            nn.init.zeros_(self.final_layer.bias)
 
     def forward_features(self, images: Tensor) -> Tensor:
         """``(B, 3, H, W)`` -> backbone features ``(B, C, H/32, W/32)``."""

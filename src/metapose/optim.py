@@ -8,38 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
+from metapose.config import OptimizerConfig
 from metapose.data.dataset import Sample
 from metapose.losses import joints_mse
 
-OptimizerName = Literal["sgd", "adam"]
 
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """``adam`` with ``beta1 = 0`` is the inner optimiser Nichol et al. (2018) use for Reptile."""
-
-    name: OptimizerName = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0  # sgd only
-    beta1: float = 0.9  # adam only
-    beta2: float = 0.999  # adam only
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"optimizer lr must be > 0, got {self.lr}")
-        if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
-            raise ValueError(f"adam betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
-
-
-def build_optimizer(params: Iterable[nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[nn.Parameter], config: OptimizerConfig
+) -> torch.optim.Optimizer:
     if config.name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     return torch.optim.Adam(
         params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
     )
@@ -64,11 +48,14 @@ class DeviceOptions:
         return torch.contiguous_format
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        return model.to(self.device, memory_format=self.memory_format)
+        # Module.to accepts memory_format at run time; its type stubs do not list it.
+        return model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
 
 
 def batch_loss(model: nn.Module, batch: Sample, options: DeviceOptions) -> torch.Tensor:
-    images = batch.image.to(options.device, non_blocking=True).contiguous(memory_format=options.memory_format)
+    images = batch.image.to(options.device, non_blocking=True).contiguous(
+        memory_format=options.memory_format
+    )
     with torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
         heatmaps = model(images)
     return joints_mse(

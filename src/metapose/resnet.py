@@ -22,7 +22,9 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -41,7 +43,9 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -92,7 +96,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, STAGE_PLANES[2], layers[2], stride=2)
         self.layer4 = self._make_layer(block, STAGE_PLANES[3], layers[3], stride=2)
         self.out_channels = STAGE_PLANES[3] * block.expansion
-        self.stride = STEM_STRIDE * 2 ** 3
+        self.stride = STEM_STRIDE * 2**3
         self.reset_parameters()
 
     def _make_layer(

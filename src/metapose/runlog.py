@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 class RunLog:
     """Appends rows of scalars to ``<dir>/<name>.csv`` (header from the first row)."""
 
-    def __init__(self, directory: str | Path, name: str = "log", *, tensorboard: bool = True) -> None:
+    def __init__(
+        self, directory: str | Path, name: str = "log", *, tensorboard: bool = True
+    ) -> None:
         self.path = Path(directory) / f"{name}.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fields: list[str] | None = None

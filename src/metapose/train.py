@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from metapose.checkpoint import load_state, optimizer_state_from_json, save_checkpoint, save_state
+from metapose.config import TrainConfig
 from metapose.data.batches import BatchStream
 from metapose.model import PoseResNet
-from metapose.optim import DeviceOptions, OptimizerConfig, build_optimizer, step_on_batch
+from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
 from metapose.runlog import RunLog
 
 log = logging.getLogger(__name__)
@@ -28,31 +29,6 @@ log = logging.getLogger(__name__)
 STATE_FILE = "train_state.safetensors"
 LAST_FILE = "last.safetensors"
 FINAL_FILE = "model.safetensors"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """SimpleBaseline's schedule: Adam 1e-3, x0.1 at 90/140 and 120/140 of training."""
-
-    steps: int = 1000
-    batch_size: int = 32
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    lr_milestones: tuple[float, ...] = (90 / 140, 120 / 140)  # fractions of ``steps``
-    lr_gamma: float = 0.1
-    checkpoint_every: int = 0  # steps; 0 = only at the end
-    log_every: int = 10
-    amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # on CUDA
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"train.steps and train.batch_size must be >= 1, got {self.steps}, {self.batch_size}")
-        if any(not 0 < m < 1 for m in self.lr_milestones):
-            raise ValueError(f"train.lr_milestones are fractions in (0, 1), got {self.lr_milestones}")
-
-    @property
-    def images(self) -> int:
-        return self.steps * self.batch_size
 
 
 @dataclass(frozen=True)
@@ -110,7 +86,9 @@ def train(
     options = DeviceOptions(device, config.amp, config.channels_last)
     options.prepare(model)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestone_steps(config), config.lr_gamma)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, lr_milestone_steps(config), config.lr_gamma
+    )
     history = History()
     start = 0
     out = Path(out_dir) if out_dir is not None else None
@@ -163,13 +141,20 @@ def train(
             if runlog is not None:
                 RunLog(out, "val", tensorboard=False).write(metrics)  # type: ignore[arg-type]
             model.train()
-        if out is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+        if (
+            out is not None
+            and config.checkpoint_every
+            and (step + 1) % config.checkpoint_every == 0
+        ):
             save(step + 1)
 
     if out is not None:
         save(config.steps)
         save_checkpoint(
-            out / FINAL_FILE, model, run_config=run_config, extra={"step": config.steps, "images_seen": images}
+            out / FINAL_FILE,
+            model,
+            run_config=run_config,
+            extra={"step": config.steps, "images_seen": images},
         )
     if runlog is not None:
         runlog.close()

@@ -25,7 +25,7 @@ class BatchStream(Protocol):
 
 
 def collate(samples: list[Sample]) -> Sample:
-    return torch.utils.data.default_collate(samples)  # type: ignore[no-any-return]
+    return torch.utils.data.default_collate(samples)
 
 
 @dataclass

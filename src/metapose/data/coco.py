@@ -160,7 +160,9 @@ def read_json(path: str | Path) -> Any:
         with path.open("rb") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise DataError(path, f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        raise DataError(
+            path, f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from None
     except UnicodeDecodeError as err:
         raise DataError(path, f"not UTF-8 text ({err.reason})") from None
 
@@ -173,7 +175,7 @@ def resolve_annotation_file(path: str | Path) -> Path:
         if len(found) != 1:
             raise DataError(
                 path,
-                f"expected one annotations/person_keypoints_*.json in this folder, found {len(found)}; "
+                f"expected one annotations/person_keypoints_*.json here, found {len(found)}; "
                 "pass the annotation file itself",
             )
         return found[0]
@@ -209,11 +211,16 @@ def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
     if not _integer(image_id):
         raise DataError(path, f"must be an integer, got {image_id!r}", field=f"{where}.id")
     if not isinstance(entry["file_name"], str) or not entry["file_name"]:
-        raise DataError(path, "must be a non-empty string", field=f"{where}.file_name", image_id=image_id)
+        raise DataError(
+            path, "must be a non-empty string", field=f"{where}.file_name", image_id=image_id
+        )
     for key in ("width", "height"):
         if not _integer(entry[key]) or entry[key] <= 0:
             raise DataError(
-                path, f"must be a positive integer, got {entry[key]!r}", field=f"{where}.{key}", image_id=image_id
+                path,
+                f"must be a positive integer, got {entry[key]!r}",
+                field=f"{where}.{key}",
+                image_id=image_id,
             )
     return CocoImage(image_id, entry["file_name"], entry["width"], entry["height"])
 
@@ -224,7 +231,7 @@ def _parse_annotation(
     where = f"annotations[{index}]"
     if not isinstance(entry, dict):
         raise DataError(path, "must be an object", field=where)
-    ann_id = entry.get("id")
+    ann_id: Any = entry.get("id")
     required = ["id", "image_id", "bbox", "keypoints"] + (["area"] if require_area else [])
     for key in required:
         if key not in entry:
@@ -233,44 +240,70 @@ def _parse_annotation(
         raise DataError(path, f"must be an integer, got {ann_id!r}", field=f"{where}.id")
     image_id = entry["image_id"]
     if not _integer(image_id) or image_id not in image_ids:
-        raise DataError(path, f"no image with id {image_id!r}", field="image_id", annotation_id=ann_id)
+        raise DataError(
+            path, f"no image with id {image_id!r}", field="image_id", annotation_id=ann_id
+        )
 
     bbox = entry["bbox"]
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
-        raise DataError(path, f"must be 4 finite numbers [x, y, w, h], got {bbox!r}", field="bbox", annotation_id=ann_id)
+        raise DataError(
+            path,
+            f"must be 4 finite numbers [x, y, w, h], got {bbox!r}",
+            field="bbox",
+            annotation_id=ann_id,
+        )
     if bbox[2] <= 0 or bbox[3] <= 0:
-        raise DataError(path, f"width and height must be positive, got {bbox!r}", field="bbox", annotation_id=ann_id)
+        raise DataError(
+            path,
+            f"width and height must be positive, got {bbox!r}",
+            field="bbox",
+            annotation_id=ann_id,
+        )
 
     kps = entry["keypoints"]
     if not isinstance(kps, list) or not all(_number(v) for v in kps):
-        raise DataError(path, "must be a list of finite numbers", field="keypoints", annotation_id=ann_id)
+        raise DataError(
+            path, "must be a list of finite numbers", field="keypoints", annotation_id=ann_id
+        )
     if len(kps) != 3 * num_keypoints:
         raise DataError(
             path,
-            f"has {len(kps)} values, expected {3 * num_keypoints} (x, y, v for {num_keypoints} keypoints)",
+            f"has {len(kps)} values, expected {3 * num_keypoints} "
+            f"(x, y, v for {num_keypoints} keypoints)",
             field="keypoints",
             annotation_id=ann_id,
         )
     keypoints = np.asarray(kps, dtype=np.float32).reshape(num_keypoints, 3)
     flags = keypoints[:, 2]
     if not np.isin(flags, (0, 1, 2)).all():
-        raise DataError(path, "visibility flags must be 0, 1 or 2", field="keypoints", annotation_id=ann_id)
+        raise DataError(
+            path, "visibility flags must be 0, 1 or 2", field="keypoints", annotation_id=ann_id
+        )
     keypoints[flags == 0, :2] = 0.0
 
     if "area" in entry:
         area = entry["area"]
         if not _number(area) or area < 0:
-            raise DataError(path, f"must be a non-negative number, got {area!r}", field="area", annotation_id=ann_id)
+            raise DataError(
+                path,
+                f"must be a non-negative number, got {area!r}",
+                field="area",
+                annotation_id=ann_id,
+            )
     else:
         area = bbox[2] * bbox[3]
     iscrowd = entry.get("iscrowd", 0)
     if iscrowd not in (0, 1, True, False):
-        raise DataError(path, f"must be 0 or 1, got {iscrowd!r}", field="iscrowd", annotation_id=ann_id)
+        raise DataError(
+            path, f"must be 0 or 1, got {iscrowd!r}", field="iscrowd", annotation_id=ann_id
+        )
     score = entry.get("score", 1.0)
     if not _number(score):
-        raise DataError(path, f"must be a number, got {score!r}", field="score", annotation_id=ann_id)
+        raise DataError(
+            path, f"must be a number, got {score!r}", field="score", annotation_id=ann_id
+        )
     return Annotation(
-        id=ann_id,
+        id=int(ann_id),
         image_id=image_id,
         bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
         keypoints=keypoints,
@@ -309,7 +342,8 @@ def parse_coco(
             if names is not None and len(names) != skeleton.num_keypoints:
                 raise DataError(
                     path,
-                    f"lists {len(names)} keypoints, expected {skeleton.num_keypoints} ({skeleton.name})",
+                    f"lists {len(names)} keypoints, expected "
+                    f"{skeleton.num_keypoints} ({skeleton.name})",
                     field="categories[person].keypoints",
                 )
 
@@ -332,13 +366,18 @@ def parse_coco(
 
 
 def check_image_files(dataset: CocoDataset, mode: ImageCheck) -> None:
-    """Check that every image exists (``"exists"``) or also decodes at its stated size (``"decode"``)."""
+    """Check every image exists (``"exists"``) or also decodes at its size (``"decode"``)."""
     if mode == "none":
         return
     for img in dataset.images:
         file = dataset.image_dir / img.file_name
         if not file.is_file():
-            raise DataError(dataset.annotation_file, f"image file not found: {file}", field="file_name", image_id=img.id)
+            raise DataError(
+                dataset.annotation_file,
+                f"image file not found: {file}",
+                field="file_name",
+                image_id=img.id,
+            )
         if mode == "decode":
             pixels = read_rgb(file)
             if pixels.shape[:2] != (img.height, img.width):
@@ -361,7 +400,8 @@ def load_coco(
 ) -> CocoDataset:
     """Load and validate a COCO person-keypoint dataset.
 
-    ``annotation_file`` may also be a dataset folder with one ``annotations/person_keypoints_*.json``.
+    ``annotation_file`` may also be a dataset folder holding one
+    ``annotations/person_keypoints_*.json``.
     ``image_dir`` defaults to the COCO layout (``annotations/person_keypoints_val2017.json`` →
     ``val2017/``), then ``images/`` beside the JSON, then the JSON's own folder.
     With ``require_trainable`` a dataset without one labelled, non-crowd person is an error.
@@ -382,7 +422,9 @@ def load_coco(
         person_category_id=person_id,
     )
     if require_trainable and not dataset.trainable():
-        raise DataError(path, "no person with labelled keypoints (the dataset is empty)", field="annotations")
+        raise DataError(
+            path, "no person with labelled keypoints (the dataset is empty)", field="annotations"
+        )
     check_image_files(dataset, check_images)
     return dataset
 
@@ -449,13 +491,17 @@ class CocoWriter:
 
     def __enter__(self) -> CocoWriter:
         if self.annotation_file.exists() and not self.overwrite:
-            raise FileExistsError(f"{self.annotation_file} exists; choose another folder or overwrite")
+            raise FileExistsError(
+                f"{self.annotation_file} exists; choose another folder or overwrite"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         self._stage = Path(tempfile.mkdtemp(prefix=f".staging-{self.split}-", dir=self.root))
         (self._stage / self.split).mkdir()
         return self
 
-    def add(self, labelled: LabelledImage, file_name: str | None = None, *, image_id: int | None = None) -> int:
+    def add(
+        self, labelled: LabelledImage, file_name: str | None = None, *, image_id: int | None = None
+    ) -> int:
         """Store one image and its people; returns the image id."""
         if self._stage is None:
             raise RuntimeError("CocoWriter.add outside its `with` block")
@@ -463,7 +509,12 @@ class CocoWriter:
         file_name = file_name or f"{image_id:012d}.png"
         write_rgb(self._stage / self.split / file_name, labelled.image)
         self._images.append(
-            {"id": image_id, "file_name": file_name, "width": labelled.width, "height": labelled.height}
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": labelled.width,
+                "height": labelled.height,
+            }
         )
         for person in labelled.people:
             ann = person_to_annotation(person, len(self._annotations) + 1, image_id)
@@ -505,13 +556,23 @@ def iter_labelled(dataset: CocoDataset) -> Iterator[tuple[CocoImage, LabelledIma
         yield img, LabelledImage(read_rgb(dataset.image_path(img.id)), people)
 
 
-def write_coco_payload(path: str | Path, images: Sequence[CocoImage], annotations: Sequence[Annotation],
-                       skeleton: Skeleton = COCO17, extra_fields: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+def write_coco_payload(
+    path: str | Path,
+    images: Sequence[CocoImage],
+    annotations: Sequence[Annotation],
+    skeleton: Skeleton = COCO17,
+    extra_fields: Mapping[int, Mapping[str, Any]] | None = None,
+) -> None:
     """Write a ground-truth JSON for existing image files (importers use this)."""
     extra_fields = extra_fields or {}
     payload = {
-        "images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in images],
-        "annotations": [{**annotation_to_dict(a), **extra_fields.get(a.id, {})} for a in annotations],
+        "images": [
+            {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
+            for i in images
+        ],
+        "annotations": [
+            {**annotation_to_dict(a), **extra_fields.get(a.id, {})} for a in annotations
+        ],
         "categories": [coco_category(skeleton)],
     }
     write_json_atomic(path, payload)

@@ -20,7 +20,13 @@ from metapose.codec import HeatmapCodec
 from metapose.config import TopDownAugmentConfig
 from metapose.data.coco import CocoDataset
 from metapose.data.images import read_rgb
-from metapose.data.topdown import CropParams, crop_keypoints, crop_matrix, sample_crop_params, warp_crop
+from metapose.data.topdown import (
+    CropParams,
+    crop_keypoints,
+    crop_matrix,
+    sample_crop_params,
+    warp_crop,
+)
 from metapose.skeleton import COCO17, Skeleton
 
 # ImageNet statistics: the normalisation of the torchvision weights users start from.
@@ -28,7 +34,9 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 # A hook applied to the crop and its crop-space keypoints before encoding (task augmentation).
-CropTransform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+CropTransform = Callable[
+    [np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]
+]
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
@@ -118,7 +126,12 @@ def crop_params_of(sample: Sample, index: int | None = None) -> CropParams:
         center, scale = center[index], scale[index]
         rotation = float(torch.as_tensor(rotation)[index])
         flip = bool(torch.as_tensor(flip)[index])
-    return CropParams(center.numpy().astype(np.float64), scale.numpy().astype(np.float64), float(rotation), bool(flip))
+    return CropParams(
+        center.numpy().astype(np.float64),
+        scale.numpy().astype(np.float64),
+        float(rotation),
+        bool(flip),
+    )
 
 
 def instances_from_coco(

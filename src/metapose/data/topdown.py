@@ -44,7 +44,9 @@ def box_to_center_scale(
     return center, np.array([w, h], dtype=np.float64) * padding
 
 
-def crop_matrix(params: CropParams, output_size: tuple[int, int], *, inverse: bool = False) -> np.ndarray:
+def crop_matrix(
+    params: CropParams, output_size: tuple[int, int], *, inverse: bool = False
+) -> np.ndarray:
     """The ``(2, 3)`` affine taking image pixels to crop pixels (or back, with ``inverse``).
 
     The crop centre maps to ``(W/2, H/2)`` and the crop width ``scale[0]`` to ``W`` pixels, as in
@@ -55,7 +57,7 @@ def crop_matrix(params: CropParams, output_size: tuple[int, int], *, inverse: bo
     theta = np.deg2rad(params.rotation)
     cos, sin = np.cos(theta) * zoom, np.sin(theta) * zoom
     # SimpleBaseline's convention: the crop's "up" axis is the image's up axis rotated by
-    # ``rotation`` (standard rotation matrix in pixel coordinates), so the warp applies R(-rotation).
+    # ``rotation`` (standard rotation matrix in pixel coordinates); the warp applies R(-rotation).
     linear = np.array([[cos, sin], [-sin, cos]])
     offset = np.array([out_w * 0.5, out_h * 0.5]) - linear @ params.center
     forward = np.concatenate([linear, offset[:, None]], axis=1)
@@ -73,7 +75,9 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def warp_crop(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
-    return cv2.warpAffine(image, matrix, output_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(
+        image, matrix, output_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
 
 
 def crop_keypoints(
@@ -114,7 +118,7 @@ def sample_crop_params(
     rng: np.random.Generator | None,
     skeleton: Skeleton = COCO17,
 ) -> CropParams:
-    """Crop of a person box, randomly scaled, rotated, mirrored or cut to half a body for training."""
+    """A person box's crop; for training randomly scaled, rotated, mirrored or halved."""
     center, scale = box_to_center_scale(box, aspect_ratio)
     if augment is None or rng is None:
         return CropParams(center, scale)
