@@ -7,7 +7,7 @@ PyTorch model and its ONNX export are scored by identical code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,27 +91,21 @@ def decode_batch(heatmaps: np.ndarray, batch: Sample, codec: HeatmapCodec) -> np
     return out
 
 
-def predict(
+def predict_batches(
     fn: HeatmapFn,
-    dataset: TopDownDataset,
+    batches: Iterable[Sample],
+    codec: HeatmapCodec,
     *,
     flip: bool = True,
     skeleton: Skeleton = COCO17,
-    batch_size: int = 32,
-    num_workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[PosePrediction]:
-    """Predict every instance of ``dataset`` (which must not augment)."""
-    if dataset.augment is not None or dataset.crop_transform is not None:
-        raise ValueError("predict() needs a dataset without augmentation")
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
-    )
+    """Predict every crop of un-augmented, collated ``batches``."""
     flip_index = skeleton.flip_index if flip else None
     out: list[PosePrediction] = []
-    for batch in loader:
+    for batch in batches:
         heatmaps = heatmaps_with_flip(fn, batch.image.numpy(), flip_index)
-        keypoints = decode_batch(heatmaps, batch, dataset.codec)
+        keypoints = decode_batch(heatmaps, batch, codec)
         for i in range(keypoints.shape[0]):
             area = float(batch.area[i])
             if area <= 0:  # no GT person (a detection): the unpadded box stands in
@@ -128,6 +122,34 @@ def predict(
         if on_batch is not None:
             on_batch(int(batch.image.shape[0]))
     return out
+
+
+def eval_batches(
+    dataset: TopDownDataset, *, batch_size: int = 32, num_workers: int = 0
+) -> DataLoader[Sample]:
+    """The crops of ``dataset`` (which must not augment) in order, collated."""
+    if dataset.augment is not None or dataset.crop_transform is not None:
+        raise ValueError("prediction needs a dataset without augmentation")
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
+    )
+
+
+def predict(
+    fn: HeatmapFn,
+    dataset: TopDownDataset,
+    *,
+    flip: bool = True,
+    skeleton: Skeleton = COCO17,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[PosePrediction]:
+    """Predict every instance of ``dataset`` (which must not augment)."""
+    batches = eval_batches(dataset, batch_size=batch_size, num_workers=num_workers)
+    return predict_batches(
+        fn, batches, dataset.codec, flip=flip, skeleton=skeleton, on_batch=on_batch
+    )
 
 
 def predictions_by_image(predictions: Sequence[PosePrediction]) -> dict[int, list[PosePrediction]]:
