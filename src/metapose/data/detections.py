@@ -1,0 +1,238 @@
+"""Person boxes from a detector, and SimpleBaseline's post-processing of the poses found in them.
+
+Reads a COCO detection-results JSON (https://cocodataset.org/#format-results: a list of
+``{image_id, category_id, bbox, score}``), keeps the person boxes scoring at least a threshold
+and turns them into top-down instances. After pose estimation, SimpleBaseline (Xiao et al.,
+ECCV 2018, ``lib/dataset/coco.py``) rescores every pose by its box score times the mean of its
+keypoint scores above 0.2, then runs OKS-NMS at 0.9 per image; :func:`postprocess` does both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from metapose.data.coco import CocoDataset, read_json
+from metapose.data.dataset import Instance
+from metapose.data.topdown import box_to_center_scale
+from metapose.errors import DataError
+from metapose.oks import OKS_NMS_THRESHOLD, oks_nms
+
+log = logging.getLogger(__name__)
+
+# COCO's person category, the only one a pose estimator uses.
+PERSON_CATEGORY_ID = 1
+# SimpleBaseline's ``TEST.IMAGE_THRE``: boxes scoring below it are dropped (0 keeps them all).
+BOX_SCORE_THRESHOLD = 0.0
+# SimpleBaseline's ``TEST.IN_VIS_THRE``: keypoints scoring above it enter the instance score.
+KEYPOINT_SCORE_THRESHOLD = 0.2
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected person: ``bbox`` ``(x, y, w, h)`` in image pixels and the detector's score."""
+
+    image_id: int
+    bbox: tuple[float, float, float, float]
+    score: float
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_detection(path: Path, index: int, entry: Any) -> tuple[int, Detection]:
+    where = f"[{index}]"
+    if not isinstance(entry, dict):
+        raise DataError(path, "must be an object", field=where)
+    for key in ("image_id", "category_id", "bbox", "score"):
+        if key not in entry:
+            raise DataError(path, "missing key", field=f"{where}.{key}")
+    image_id = entry["image_id"]
+    for key in ("image_id", "category_id"):
+        if not _is_integer(entry[key]):
+            raise DataError(path, f"must be an integer, got {entry[key]!r}", field=f"{where}.{key}")
+    bbox = entry["bbox"]
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        raise DataError(
+            path,
+            f"must be 4 finite numbers [x, y, w, h], got {bbox!r}",
+            field=f"{where}.bbox",
+            image_id=image_id,
+        )
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        raise DataError(
+            path,
+            f"width and height must be positive, got {bbox!r}",
+            field=f"{where}.bbox",
+            image_id=image_id,
+        )
+    score = entry["score"]
+    if not _is_number(score):
+        raise DataError(
+            path,
+            f"must be a finite number, got {score!r}",
+            field=f"{where}.score",
+            image_id=image_id,
+        )
+    box = (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3]))
+    return entry["category_id"], Detection(image_id, box, float(score))
+
+
+def load_detections(
+    path: str | Path,
+    *,
+    score_threshold: float = BOX_SCORE_THRESHOLD,
+    category_id: int = PERSON_CATEGORY_ID,
+    image_ids: Sequence[int] | None = None,
+) -> dict[int, tuple[Detection, ...]]:
+    """Person boxes of a COCO detection-results JSON, by image id, in file order.
+
+    Every entry is validated (a bad one raises :class:`~metapose.errors.DataError` naming the file,
+    the entry's index and the field) before any is kept; boxes of other categories and boxes
+    scoring below ``score_threshold`` are dropped. With ``image_ids`` (the ground truth's images)
+    a box on an unknown image is an error. Images without a kept box are absent from the result.
+    """
+    path = Path(path)
+    payload = read_json(path)
+    if not isinstance(payload, list):
+        raise DataError(
+            path, "detection results must be a JSON list of objects", field="(top level)"
+        )
+    known = None if image_ids is None else set(image_ids)
+    out: dict[int, list[Detection]] = {}
+    other_category = low_score = 0
+    for index, entry in enumerate(payload):
+        category, detection = _parse_detection(path, index, entry)
+        if known is not None and detection.image_id not in known:
+            raise DataError(
+                path,
+                "no image with this id in the ground truth",
+                field=f"[{index}].image_id",
+                image_id=detection.image_id,
+            )
+        if category != category_id:
+            other_category += 1
+        elif detection.score < score_threshold:
+            low_score += 1
+        else:
+            out.setdefault(detection.image_id, []).append(detection)
+    kept = sum(len(v) for v in out.values())
+    log.info(
+        "%s: kept %d person boxes on %d images (%d of other categories, %d below score %g)",
+        path,
+        kept,
+        len(out),
+        other_category,
+        low_score,
+        score_threshold,
+    )
+    return {image_id: tuple(boxes) for image_id, boxes in out.items()}
+
+
+def detection_instances(
+    dataset: CocoDataset,
+    detections: Mapping[int, Sequence[Detection]],
+    aspect_ratio: float,
+) -> list[Instance]:
+    """One unlabelled top-down instance per detected box, in the dataset's image order.
+
+    ``aspect_ratio`` is the model input's width / height. The instance's ``area`` is that of
+    the padded crop box, as SimpleBaseline's results use it for OKS-NMS; ``annotation_id`` is
+    the detection's 1-based rank in this list (detections are not annotations).
+    """
+    unknown = set(detections) - set(dataset.image_by_id)
+    if unknown:
+        raise DataError(
+            dataset.annotation_file,
+            f"detections on images this dataset does not hold: {sorted(unknown)[:5]}",
+            field="images[].id",
+        )
+    no_labels = np.zeros((dataset.skeleton.num_keypoints, 3), dtype=np.float32)
+    out: list[Instance] = []
+    for image in dataset.images:
+        for detection in detections.get(image.id, ()):
+            _, scale = box_to_center_scale(detection.bbox, aspect_ratio)
+            out.append(
+                Instance(
+                    image=dataset.image_path(image.id),
+                    box=detection.bbox,
+                    keypoints=no_labels,
+                    image_id=image.id,
+                    annotation_id=len(out) + 1,
+                    area=float(scale[0] * scale[1]),
+                    score=detection.score,
+                )
+            )
+    return out
+
+
+def rescore(
+    keypoint_scores: np.ndarray,
+    box_scores: np.ndarray,
+    threshold: float = KEYPOINT_SCORE_THRESHOLD,
+) -> np.ndarray:
+    """SimpleBaseline's instance scores ``(N,)``: box score x mean keypoint score above threshold.
+
+    ``keypoint_scores`` ``(N, K)``; a pose with no keypoint above ``threshold`` scores 0.
+    """
+    keypoint_scores = np.asarray(keypoint_scores, dtype=np.float64)
+    box_scores = np.asarray(box_scores, dtype=np.float64)
+    confident = keypoint_scores > threshold
+    count = confident.sum(axis=1)
+    total = np.where(confident, keypoint_scores, 0.0).sum(axis=1)
+    mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    return box_scores * mean
+
+
+class Kept(NamedTuple):
+    """What :func:`postprocess` keeps: indices into its inputs and their new scores."""
+
+    indices: np.ndarray  # (M,) int64, grouped by image (first appearance), best score first
+    scores: np.ndarray  # (M,) float64 rescored
+
+
+def postprocess(
+    image_ids: Sequence[int] | np.ndarray,
+    keypoints: np.ndarray,
+    box_scores: np.ndarray,
+    areas: np.ndarray,
+    *,
+    keypoint_threshold: float = KEYPOINT_SCORE_THRESHOLD,
+    oks_threshold: float = OKS_NMS_THRESHOLD,
+    sigmas: np.ndarray | None = None,
+) -> Kept:
+    """Rescore poses found in detected boxes, then OKS-NMS them per image (SimpleBaseline).
+
+    ``keypoints`` ``(N, K, 3)`` image pixels and scores, ``box_scores`` ``(N,)`` from the
+    detector, ``areas`` ``(N,)`` the crop-box areas (see :func:`detection_instances`).
+    """
+    image_ids = np.asarray(image_ids)
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    n = keypoints.shape[0]
+    if keypoints.ndim != 3 or keypoints.shape[2] != 3 or image_ids.shape != (n,):
+        raise ValueError(
+            f"expected keypoints (N, K, 3) and image_ids (N,), got {keypoints.shape} "
+            f"and {image_ids.shape}"
+        )
+    scores = rescore(keypoints[:, :, 2], box_scores, keypoint_threshold)
+    areas = np.asarray(areas, dtype=np.float64)
+    kept: list[np.ndarray] = []
+    for image_id in dict.fromkeys(image_ids.tolist()):
+        members = np.flatnonzero(image_ids == image_id)
+        survivors = oks_nms(
+            keypoints[members], scores[members], areas[members], oks_threshold, sigmas
+        )
+        kept.append(members[survivors])
+    indices = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    return Kept(indices.astype(np.int64), scores[indices])

@@ -1,0 +1,482 @@
+"""Pose evaluation: COCO OKS AP/AR through pycocotools, and PCK.
+
+OKS AP/AR is the COCO keypoint evaluation (https://cocodataset.org/#keypoints-eval) computed by
+pycocotools' ``COCOeval(iouType="keypoints")`` itself; this module only validates the inputs,
+restricts them to a subset of keypoints when asked and returns the ten summary numbers.
+
+Partial skeletons. ``computeOks`` scores only the joints a ground-truth person has labelled
+(``v > 0``), so a dataset that never labels some joints (LSP/LSPet: no nose, eyes or ears) is
+scored on the labelled joints alone and the missing joints' sigmas play no part; predicted
+values for those joints are ignored. People with no labelled joint (``num_keypoints == 0``) and
+crowd regions are "ignored" ground truth: they are never missed, and a prediction matched to
+one is neither right nor wrong. Evaluating on a subset of keypoints (``keypoints=``) slices the
+ground truth, the predictions and the sigmas, and recounts ``num_keypoints``, so people labelled
+only outside the subset become ignored ground truth.
+
+PCK@alpha (Percentage of Correct Keypoints): a labelled joint is correct when the predicted point
+lies closer than ``alpha`` times a per-person reference length. The usual LSP metric is PCK@0.2
+with the torso diameter, the distance from the left shoulder to the right hip (Toshev & Szegedy's
+"torso diameter", DeepPose, CVPR 2014, MMPose's ``tPCK``); see :func:`torso_diameter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from metapose.data.coco import (
+    CocoDataset,
+    coco_category,
+    parse_coco,
+    read_json,
+    resolve_annotation_file,
+    write_json_atomic,
+)
+from metapose.errors import DataError
+from metapose.skeleton import COCO17, Skeleton
+
+log = logging.getLogger(__name__)
+
+# COCO's category id for people, the default of a keypoint result entry.
+PERSON_CATEGORY_ID = 1
+# Where errors in in-memory inputs say they come from.
+IN_MEMORY_GT = Path("<ground truth>")
+IN_MEMORY_RESULTS = Path("<results>")
+# pycocotools writes -1 for a number with no ground truth to score (e.g. APm without medium people).
+UNDEFINED = -1.0
+# The LSP convention's torso diameter and, when one of those joints is unlabelled, the other
+# diagonal of the torso.
+TORSO_DIAGONALS = (("left_shoulder", "right_hip"), ("right_shoulder", "left_hip"))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The ten ``COCOeval.stats`` of a keypoint evaluation, in pycocotools' order, and PCK.
+
+    ``-1`` (:data:`UNDEFINED`) is pycocotools' value for a number with no ground truth behind it.
+    """
+
+    ap: float
+    ap50: float
+    ap75: float
+    ap_m: float
+    ap_l: float
+    ar: float
+    ar50: float
+    ar75: float
+    ar_m: float
+    ar_l: float
+    pck: float | None = None
+
+    @classmethod
+    def from_stats(cls, stats: Sequence[float], pck: float | None = None) -> EvalResult:
+        if len(stats) != len(STAT_NAMES):
+            raise ValueError(f"expected {len(STAT_NAMES)} COCOeval stats, got {len(stats)}")
+        return cls(**{name: float(s) for name, s in zip(STAT_NAMES, stats, strict=True)}, pck=pck)
+
+    @property
+    def stats(self) -> tuple[float, ...]:
+        """The ten numbers in ``COCOeval.stats`` order."""
+        return tuple(getattr(self, name) for name in STAT_NAMES)
+
+    def as_dict(self) -> dict[str, float]:
+        """Name -> value; ``pck`` only when it was computed."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+STAT_NAMES = ("ap", "ap50", "ap75", "ap_m", "ap_l", "ar", "ar50", "ar75", "ar_m", "ar_l")
+STAT_TITLES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+# ------------------------------------------------------------------------------ results files
+
+
+def make_result(
+    image_id: int,
+    keypoints: np.ndarray,
+    score: float,
+    category_id: int = PERSON_CATEGORY_ID,
+) -> dict[str, Any]:
+    """One COCO keypoint result entry from ``(K, 3)`` image-pixel ``(x, y, score)`` keypoints."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
+        raise ValueError(f"keypoints must be (K, 3), got {keypoints.shape}")
+    if not np.isfinite(keypoints).all() or not np.isfinite(score):
+        raise ValueError(f"non-finite keypoints or score for image {image_id}")
+    return {
+        "image_id": int(image_id),
+        "category_id": int(category_id),
+        "keypoints": [float(v) for v in keypoints.reshape(-1)],
+        "score": float(score),
+    }
+
+
+def results_to_json(path: str | Path, results: Sequence[Mapping[str, Any]]) -> None:
+    """Write COCO keypoint results (a JSON list) atomically."""
+    write_json_atomic(path, [dict(r) for r in results])
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
+    )
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_results(
+    payload: Any, num_keypoints: int, path: str | Path = IN_MEMORY_RESULTS
+) -> list[dict[str, Any]]:
+    """Check COCO keypoint results; returns copies of the entries (pycocotools mutates them).
+
+    Each entry needs an integer ``image_id`` and ``category_id``, ``keypoints`` as
+    ``3 * num_keypoints`` finite numbers and a finite ``score``.
+    """
+    if not isinstance(payload, list):
+        raise DataError(path, "COCO results must be a JSON list of objects", field="(top level)")
+    out = []
+    for i, entry in enumerate(payload):
+        where = f"[{i}]"
+        if not isinstance(entry, dict):
+            raise DataError(path, "must be an object", field=where)
+        for key in ("image_id", "category_id", "keypoints", "score"):
+            if key not in entry:
+                raise DataError(path, "missing key", field=f"{where}.{key}")
+        image_id = entry["image_id"]
+        for key in ("image_id", "category_id"):
+            if not _is_integer(entry[key]):
+                raise DataError(
+                    path, f"must be an integer, got {entry[key]!r}", field=f"{where}.{key}"
+                )
+        kps = entry["keypoints"]
+        if not isinstance(kps, list) or not all(_is_number(v) for v in kps):
+            raise DataError(
+                path,
+                "must be a list of finite numbers",
+                field=f"{where}.keypoints",
+                image_id=image_id,
+            )
+        if len(kps) != 3 * num_keypoints:
+            raise DataError(
+                path,
+                f"has {len(kps)} values, expected {3 * num_keypoints} "
+                f"(x, y, score for {num_keypoints} keypoints)",
+                field=f"{where}.keypoints",
+                image_id=image_id,
+            )
+        if not _is_number(entry["score"]):
+            raise DataError(
+                path,
+                f"must be a finite number, got {entry['score']!r}",
+                field=f"{where}.score",
+                image_id=image_id,
+            )
+        out.append(
+            {
+                "image_id": image_id,
+                "category_id": entry["category_id"],
+                "keypoints": [float(v) for v in kps],
+                "score": float(entry["score"]),
+            }
+        )
+    return out
+
+
+def load_results(
+    path: str | Path, num_keypoints: int = COCO17.num_keypoints
+) -> list[dict[str, Any]]:
+    """Read and validate a COCO keypoint results JSON (a list of entries, possibly empty)."""
+    return validate_results(read_json(path), num_keypoints, path)
+
+
+# ------------------------------------------------------------------------------ OKS AP/AR
+
+
+def _from_payload(payload: Any, path: Path) -> tuple[CocoDataset, dict[int, np.ndarray]]:
+    """Validate a COCO ground-truth payload; also returns its keypoints at full precision."""
+    images, annotations, person_id = parse_coco(payload, path)
+    dataset = CocoDataset(path, path.parent, images, annotations, COCO17, person_id)
+    raw = {
+        entry["id"]: np.asarray(entry["keypoints"], np.float64).reshape(-1, 3)
+        for entry in payload["annotations"]
+        if entry.get("category_id", person_id) == person_id
+    }
+    return dataset, raw
+
+
+def _as_ground_truth(
+    gt: CocoDataset | Mapping[str, Any] | str | Path,
+) -> tuple[CocoDataset, dict[int, np.ndarray]]:
+    """The dataset and each annotation's ``(K, 3)`` float64 keypoints.
+
+    From a file or a dict the keypoints are the JSON's own numbers, so pycocotools sees what it
+    would read from the file (a loaded dataset holds them as float32).
+    """
+    if isinstance(gt, CocoDataset):
+        return gt, {a.id: a.keypoints.astype(np.float64) for a in gt.annotations}
+    if isinstance(gt, Mapping):
+        return _from_payload(dict(gt), IN_MEMORY_GT)
+    # The images are not needed to score results, so their folder is never looked for.
+    path = resolve_annotation_file(gt)
+    return _from_payload(read_json(path), path)
+
+
+def keypoint_indices(skeleton: Skeleton, names: Sequence[str] | None) -> np.ndarray:
+    """Indices of ``names`` in ``skeleton`` (all keypoints when ``None``), in skeleton order."""
+    if names is None:
+        return np.arange(skeleton.num_keypoints)
+    if not names:
+        raise ValueError("the keypoint subset is empty")
+    unknown = [n for n in names if n not in skeleton.keypoints]
+    if unknown:
+        raise ValueError(
+            f"unknown keypoints {unknown} for skeleton {skeleton.name!r} "
+            f"(known: {', '.join(skeleton.keypoints)})"
+        )
+    return np.array(sorted({skeleton.index(n) for n in names}), dtype=np.int64)
+
+
+def _gt_payload(
+    dataset: CocoDataset, keypoints_by_id: Mapping[int, np.ndarray], indices: np.ndarray
+) -> dict[str, Any]:
+    """The ground truth as the dict pycocotools' ``COCO`` holds, restricted to ``indices``."""
+    annotations = []
+    for ann in dataset.annotations:
+        keypoints = keypoints_by_id[ann.id][indices]
+        annotations.append(
+            {
+                "id": ann.id,
+                "image_id": ann.image_id,
+                "category_id": dataset.person_category_id,
+                "bbox": list(ann.bbox),
+                "area": ann.area,
+                "iscrowd": int(ann.iscrowd),
+                "keypoints": keypoints.reshape(-1).tolist(),
+                "num_keypoints": int((keypoints[:, 2] > 0).sum()),
+            }
+        )
+    category = coco_category(dataset.skeleton, dataset.person_category_id)
+    category["keypoints"] = [dataset.skeleton.keypoints[i] for i in indices]
+    return {
+        "images": [
+            {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
+            for i in dataset.images
+        ],
+        "annotations": annotations,
+        "categories": [category],
+    }
+
+
+def _results_subset(
+    results: list[dict[str, Any]], indices: np.ndarray, num_keypoints: int
+) -> list[dict[str, Any]]:
+    out = []
+    for entry in results:
+        keypoints = np.asarray(entry["keypoints"], dtype=np.float64).reshape(num_keypoints, 3)
+        out.append({**entry, "keypoints": keypoints[indices].reshape(-1).tolist()})
+    return out
+
+
+def _coco_from_payload(payload: dict[str, Any]) -> COCO:
+    coco = COCO()
+    coco.dataset = payload
+    coco.createIndex()
+    return coco
+
+
+def _check_results_against_gt(
+    results: list[dict[str, Any]], dataset: CocoDataset, source: Path
+) -> None:
+    image_ids = set(dataset.image_by_id)
+    for i, entry in enumerate(results):
+        if entry["image_id"] not in image_ids:
+            raise DataError(
+                source,
+                f"no image with this id in {dataset.annotation_file}",
+                field=f"[{i}].image_id",
+                image_id=entry["image_id"],
+            )
+        if entry["category_id"] != dataset.person_category_id:
+            raise DataError(
+                source,
+                f"must be the person category {dataset.person_category_id} of "
+                f"{dataset.annotation_file}, got {entry['category_id']}",
+                field=f"[{i}].category_id",
+                image_id=entry["image_id"],
+            )
+
+
+def evaluate_oks(
+    gt: CocoDataset | Mapping[str, Any] | str | Path,
+    results: Sequence[Mapping[str, Any]] | str | Path,
+    *,
+    keypoints: Sequence[str] | None = None,
+    sigmas: Sequence[float] | np.ndarray | None = None,
+) -> EvalResult:
+    """COCO OKS AP/AR of keypoint ``results`` against ``gt``, computed by pycocotools.
+
+    ``gt``: a loaded dataset, a COCO ground-truth dict or its JSON file. ``results``: COCO
+    keypoint result entries (see :func:`make_result`) or their JSON file. ``keypoints``: score
+    only these keypoint names (ground truth, predictions and sigmas are sliced alike).
+    ``sigmas``: per keypoint of the dataset's skeleton, default the skeleton's own. An empty
+    results list scores 0 wherever there is ground truth. Every input is validated first; bad
+    input raises :class:`~metapose.errors.DataError` naming the file, the entry and the field.
+    """
+    dataset, keypoints_by_id = _as_ground_truth(gt)
+    skeleton = dataset.skeleton
+    indices = keypoint_indices(skeleton, keypoints)
+    all_sigmas = skeleton.sigmas_array() if sigmas is None else np.asarray(sigmas, np.float64)
+    if all_sigmas.shape != (skeleton.num_keypoints,):
+        raise ValueError(
+            f"{all_sigmas.shape} sigmas for the {skeleton.num_keypoints} keypoints of "
+            f"skeleton {skeleton.name!r}"
+        )
+    if isinstance(results, str | Path):
+        source = Path(results)
+        entries = load_results(source, skeleton.num_keypoints)
+    else:
+        source = IN_MEMORY_RESULTS
+        entries = validate_results(list(results), skeleton.num_keypoints, source)
+    _check_results_against_gt(entries, dataset, source)
+
+    payload = _gt_payload(dataset, keypoints_by_id, indices)
+    if not any(a["num_keypoints"] > 0 and not a["iscrowd"] for a in payload["annotations"]):
+        raise DataError(
+            dataset.annotation_file,
+            "no person with labelled keypoints to evaluate"
+            + ("" if keypoints is None else f" among {', '.join(keypoints)}"),
+            field="annotations",
+        )
+    entries = _results_subset(entries, indices, skeleton.num_keypoints)
+
+    log_buffer = io.StringIO()
+    # pycocotools prints its progress and table; keep them for the debug log only.
+    with contextlib.redirect_stdout(log_buffer):
+        coco_gt = _coco_from_payload(payload)
+        if entries:
+            coco_dt = coco_gt.loadRes(entries)
+        else:
+            # loadRes cannot take an empty list; an empty result set is an empty COCO object.
+            coco_dt = _coco_from_payload({**payload, "annotations": []})
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
+        evaluator.params.kpt_oks_sigmas = all_sigmas[indices]
+        evaluator.params.catIds = [dataset.person_category_id]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    log.debug("pycocotools output:\n%s", log_buffer.getvalue())
+    return EvalResult.from_stats(evaluator.stats)
+
+
+def format_table(result: EvalResult) -> str:
+    """A markdown table of the ten numbers (and PCK when present), values in percent."""
+    titles = list(STAT_TITLES)
+    values = list(result.stats)
+    if result.pck is not None:
+        titles.append("PCK")
+        values.append(result.pck)
+    cells = ["n/a" if v == UNDEFINED else f"{100 * v:.1f}" for v in values]
+    widths = [max(len(t), len(c)) for t, c in zip(titles, cells, strict=True)]
+    header = "| " + " | ".join(t.rjust(w) for t, w in zip(titles, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+    row = "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+    return "\n".join((header, rule, row))
+
+
+# ------------------------------------------------------------------------------ PCK
+
+
+@dataclass(frozen=True)
+class PCKResult:
+    """PCK over the labelled joints of people with a valid reference length.
+
+    ``overall`` pools every counted joint (correct / counted); ``per_joint`` ``(K,)`` is NaN for
+    a joint never counted. ``mean_per_joint`` averages ``per_joint`` instead (MMPose's "avg").
+    """
+
+    overall: float
+    per_joint: np.ndarray
+    correct: int
+    counted: int
+
+    @property
+    def mean_per_joint(self) -> float:
+        counted = self.per_joint[np.isfinite(self.per_joint)]
+        return float(counted.mean()) if counted.size else float("nan")
+
+
+def pck(pred: np.ndarray, gt: np.ndarray, reference: np.ndarray, alpha: float = 0.2) -> PCKResult:
+    """PCK@``alpha``: a joint is correct when ``||pred - gt|| < alpha * reference``.
+
+    ``pred`` ``(N, K, >=2)`` and ``gt`` ``(N, K, 3)`` in the same pixels; ``reference`` ``(N,)``
+    (e.g. :func:`torso_diameter` or :func:`bbox_size`). Joints with ``v == 0`` and people whose
+    reference is not a positive finite number are not counted. With nothing counted
+    ``overall`` is NaN.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if pred.ndim != 3 or gt.ndim != 3 or pred.shape[:2] != gt.shape[:2] or gt.shape[2] < 3:
+        raise ValueError(f"pred (N, K, 2) and gt (N, K, 3) must match, got {pred.shape} {gt.shape}")
+    if reference.shape != (gt.shape[0],):
+        raise ValueError(f"reference must be ({gt.shape[0]},), got {reference.shape}")
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    valid_reference = np.isfinite(reference) & (reference > 0)
+    counted = (gt[..., 2] > 0) & valid_reference[:, None]
+    distance = np.linalg.norm(pred[..., :2] - gt[..., :2], axis=-1)
+    threshold = alpha * np.where(valid_reference, reference, 0.0)
+    correct = counted & (distance < threshold[:, None])
+    per_joint_counted = counted.sum(axis=0)
+    per_joint = np.divide(
+        correct.sum(axis=0),
+        per_joint_counted,
+        out=np.full(gt.shape[1], np.nan),
+        where=per_joint_counted > 0,
+    )
+    total = int(counted.sum())
+    hits = int(correct.sum())
+    return PCKResult(
+        overall=hits / total if total else float("nan"),
+        per_joint=per_joint,
+        correct=hits,
+        counted=total,
+    )
+
+
+def torso_diameter(gt: np.ndarray, skeleton: Skeleton = COCO17) -> np.ndarray:
+    """Per person ``(N,)``: the left-shoulder to right-hip distance of ``gt`` ``(N, K, 3)``.
+
+    This is the LSP PCK convention (the torso diameter of DeepPose; MMPose's ``tPCK``). Where
+    either joint is unlabelled the other diagonal (right shoulder to left hip) stands in, and
+    where neither diagonal is labelled the result is NaN (the person is left out of PCK).
+    """
+    gt = np.asarray(gt, dtype=np.float64)
+    out = np.full(gt.shape[0], np.nan)
+    for first, second in reversed(TORSO_DIAGONALS):
+        a, b = gt[:, skeleton.index(first)], gt[:, skeleton.index(second)]
+        both = (a[:, 2] > 0) & (b[:, 2] > 0)
+        out[both] = np.linalg.norm(a[both, :2] - b[both, :2], axis=-1)
+    missing = int(np.isnan(out).sum())
+    if missing:
+        log.debug("%d of %d people have no labelled torso diagonal", missing, gt.shape[0])
+    return out
+
+
+def bbox_size(boxes: np.ndarray) -> np.ndarray:
+    """Per box ``(N,)``: the larger side of ``(N, 4)`` ``(x, y, w, h)`` boxes (PCK's box norm)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4), got {boxes.shape}")
+    return np.maximum(boxes[:, 2], boxes[:, 3])
