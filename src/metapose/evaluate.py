@@ -5,13 +5,14 @@ pycocotools' ``COCOeval(iouType="keypoints")`` itself; this module only validate
 restricts them to a subset of keypoints when asked and returns the ten summary numbers.
 
 Partial skeletons. ``computeOks`` scores only the joints a ground-truth person has labelled
-(``v > 0``), so a dataset that never labels some joints (LSP/LSPet: no nose, eyes or ears) is
-scored on the labelled joints alone and the missing joints' sigmas play no part; predicted
-values for those joints are ignored. People with no labelled joint (``num_keypoints == 0``) and
-crowd regions are "ignored" ground truth: they are never missed, and a prediction matched to
-one is neither right nor wrong. Evaluating on a subset of keypoints (``keypoints=``) slices the
-ground truth, the predictions and the sigmas, and recounts ``num_keypoints``, so people labelled
-only outside the subset become ignored ground truth.
+(``v > 0``), so on people with labels the joints a dataset never labels (LSP/LSPet: no nose,
+eyes or ears) and their sigmas play no part. pycocotools still looks at every predicted joint in
+two places: a person with no labelled joint (``num_keypoints == 0``, or a crowd region) is
+"ignored" ground truth that absorbs predictions lying near its box, judged on all joints; and
+a prediction's area, which decides whether an unmatched one counts for APm/APl, is the extent of
+all its keypoints. Evaluating on the labelled joints (``keypoints=labelled_keypoints(gt)``, or
+the names) removes both: ground truth, predictions and sigmas are sliced alike and
+``num_keypoints`` is recounted, so people labelled only outside the subset become ignored.
 
 PCK@alpha (Percentage of Correct Keypoints): a labelled joint is correct when the predicted point
 lies closer than ``alpha`` times a per-person reference length. The usual LSP metric is PCK@0.2
@@ -245,6 +246,14 @@ def keypoint_indices(skeleton: Skeleton, names: Sequence[str] | None) -> np.ndar
             f"(known: {', '.join(skeleton.keypoints)})"
         )
     return np.array(sorted({skeleton.index(n) for n in names}), dtype=np.int64)
+
+
+def labelled_keypoints(dataset: CocoDataset) -> tuple[str, ...]:
+    """Names of the keypoints at least one person of ``dataset`` labels, in skeleton order."""
+    labelled = np.zeros(dataset.skeleton.num_keypoints, dtype=bool)
+    for ann in dataset.annotations:
+        labelled |= ann.keypoints[:, 2] > 0
+    return tuple(name for name, on in zip(dataset.skeleton.keypoints, labelled, strict=True) if on)
 
 
 def _gt_payload(
