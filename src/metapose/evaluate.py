@@ -473,6 +473,7 @@ def torso_diameter(gt: np.ndarray, skeleton: Skeleton = COCO17) -> np.ndarray:
     """
     gt = np.asarray(gt, dtype=np.float64)
     out = np.full(gt.shape[0], np.nan)
+    # The fallback diagonal first, so the primary one overwrites it wherever both are labelled.
     for first, second in reversed(TORSO_DIAGONALS):
         a, b = gt[:, skeleton.index(first)], gt[:, skeleton.index(second)]
         both = (a[:, 2] > 0) & (b[:, 2] > 0)
