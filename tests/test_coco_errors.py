@@ -185,8 +185,19 @@ GT_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] = 
         ("field 'images'", "no images"),
     ),
     "no labelled person": (
-        _set("annotations.0.keypoints", [0.0] * (3 * K)),
+        lambda p: (
+            _set("annotations.0.keypoints", [0.0] * (3 * K))(p),
+            _delete("annotations.0.num_keypoints")(p),
+        ),
         ("field 'annotations'", "dataset is empty"),
+    ),
+    "num_keypoints disagrees with the flags": (
+        _set("annotations.0.num_keypoints", 3),
+        ("annotation id 1", "field 'num_keypoints'", "keypoints have a flag > 0"),
+    ),
+    "non-integer person category id": (
+        _set("categories.0.id", "person"),
+        ("categories[person].id", "must be an integer"),
     ),
 }
 

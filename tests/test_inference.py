@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from metapose.data.dataset import TopDownDataset
-from metapose.inference import heatmaps_with_flip, instance_score, predict
+from metapose.inference import PosePrediction, heatmaps_with_flip, predict
 from metapose.skeleton import COCO17
 from tests.helpers import TINY_CODEC, random_instances
 
@@ -43,6 +43,7 @@ def test_flip_test_averages_with_the_mirrored_prediction() -> None:
 
 
 def test_instance_score_uses_confident_keypoints_only() -> None:
-    scores = np.array([0.9, 0.1, 0.5, 0.0])
-    assert instance_score(scores, 0.8) == pytest.approx(0.8 * 0.7)
-    assert instance_score(np.zeros(4), 1.0) == 0.0
+    kp = np.zeros((4, 3), np.float32)
+    kp[:, 2] = [0.9, 0.1, 0.5, 0.0]
+    assert PosePrediction(1, 1, kp, 0.8, 1.0).score == pytest.approx(0.8 * 0.7)
+    assert PosePrediction(1, 1, np.zeros((4, 3)), 1.0, 1.0).score == 0.0

@@ -17,15 +17,13 @@ from torch.utils.data import DataLoader
 
 from metapose.codec import HeatmapCodec, flip_back
 from metapose.data.batches import collate
+from metapose.data.detections import rescore
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
 from metapose.data.topdown import BOX_PADDING, apply_affine, crop_matrix
 from metapose.optim import DeviceOptions
 from metapose.skeleton import COCO17, Skeleton
 
 HeatmapFn = Callable[[np.ndarray], np.ndarray]
-
-# SimpleBaseline's instance score: the box score times the mean of the keypoint scores above this.
-KEYPOINT_SCORE_THRESHOLD = 0.2
 
 
 def torch_heatmap_fn(model: nn.Module, options: DeviceOptions) -> HeatmapFn:
@@ -59,14 +57,6 @@ def heatmaps_with_flip(
     return 0.5 * (heatmaps + flip_back(mirrored, flip_index))
 
 
-def instance_score(
-    keypoint_scores: np.ndarray, box_score: float, threshold: float = KEYPOINT_SCORE_THRESHOLD
-) -> float:
-    """Box score x mean of the confident keypoint scores (SimpleBaseline's rescoring)."""
-    confident = keypoint_scores[keypoint_scores > threshold]
-    return float(box_score * (confident.mean() if confident.size else 0.0))
-
-
 @dataclass(frozen=True)
 class PosePrediction:
     image_id: int
@@ -77,7 +67,8 @@ class PosePrediction:
 
     @property
     def score(self) -> float:
-        return instance_score(self.keypoints[:, 2], self.box_score)
+        """SimpleBaseline's instance score: box score x mean confident keypoint score."""
+        return float(rescore(self.keypoints[None, :, 2], np.array([self.box_score]))[0])
 
 
 def decode_batch(heatmaps: np.ndarray, batch: Sample, codec: HeatmapCodec) -> np.ndarray:

@@ -112,16 +112,18 @@ class CocoDataset:
                 {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
                 for i in self.images
             ],
-            "annotations": [annotation_to_dict(a) for a in self.annotations],
+            "annotations": [
+                annotation_to_dict(a, self.person_category_id) for a in self.annotations
+            ],
             "categories": [coco_category(self.skeleton, self.person_category_id)],
         }
 
 
-def annotation_to_dict(ann: Annotation) -> dict[str, Any]:
+def annotation_to_dict(ann: Annotation, category_id: int = 1) -> dict[str, Any]:
     return {
         "id": ann.id,
         "image_id": ann.image_id,
-        "category_id": 1,
+        "category_id": category_id,
         "bbox": [float(v) for v in ann.bbox],
         "area": float(ann.area),
         "iscrowd": int(ann.iscrowd),
@@ -280,6 +282,15 @@ def _parse_annotation(
             path, "visibility flags must be 0, 1 or 2", field="keypoints", annotation_id=ann_id
         )
     keypoints[flags == 0, :2] = 0.0
+    # pycocotools trusts num_keypoints (it marks people with 0 as ignored), so it must agree.
+    stated = entry.get("num_keypoints")
+    if stated is not None and stated != int((flags > 0).sum()):
+        raise DataError(
+            path,
+            f"is {stated!r} but {int((flags > 0).sum())} keypoints have a flag > 0",
+            field="num_keypoints",
+            annotation_id=ann_id,
+        )
 
     if "area" in entry:
         area = entry["area"]
@@ -338,6 +349,10 @@ def parse_coco(
         persons = [c for c in categories if isinstance(c, dict) and c.get("name") == "person"]
         if persons:
             person_id = persons[0].get("id", 1)
+            if not _integer(person_id):
+                raise DataError(
+                    path, f"must be an integer, got {person_id!r}", field="categories[person].id"
+                )
             names = persons[0].get("keypoints")
             if names is not None and len(names) != skeleton.num_keypoints:
                 raise DataError(
