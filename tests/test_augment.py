@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from metapose.config import ConfigError
+from metapose.config import ConfigError, from_dict, to_dict
 from metapose.data.augment import (
     MAX_FIELD_LIPSCHITZ,
     STYLES,
@@ -260,7 +260,7 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="uint8"):
         augmenter.augment(image.astype(np.float32), np.zeros((17, 3), np.float32), rng)
     with pytest.raises(ValueError, match="style"):
-        augmenter.augment(image, np.zeros((17, 3), np.float32), rng, style="blur")  # type: ignore[arg-type]
+        augmenter.augment(image, np.zeros((17, 3), np.float32), rng, style="blur")
 
 
 def test_figure2_shows_each_style() -> None:
@@ -277,3 +277,25 @@ def test_figure2_shows_each_style() -> None:
     assert page.shape[:2] == (2 * single.shape[0] + GAP, 4 * single.shape[1] + 3 * GAP)
     # Keypoints are drawn in colour on the grey dot image.
     assert (single[..., 0] != single[..., 2]).any()
+
+
+def test_config_loads_from_a_mapping() -> None:
+    cfg = from_dict(
+        TaskAugmentConfig,
+        {"styles": ["affine", "composed"], "style_weights": [1, 3], "elastic": {"alpha": 100}},
+    )
+    assert cfg.styles == ("affine", "composed") and cfg.style_weights == (1.0, 3.0)
+    assert cfg.elastic == ElasticWarpConfig(alpha=100.0)
+    assert from_dict(TaskAugmentConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="elastic.strength"):
+        from_dict(TaskAugmentConfig, {"elastic": {"strength": 1.0}})
+    with pytest.raises(ConfigError, match="styles"):
+        from_dict(TaskAugmentConfig, {"styles": ["blur"]})
+
+
+def test_no_keypoints() -> None:
+    image, _ = dot_image(np.random.default_rng(0))
+    out = TaskAugmenter(STRONG).augment(
+        image, np.zeros((0, 3), np.float32), np.random.default_rng(0), style="composed"
+    )
+    assert out.keypoints.shape == (0, 3) and out.image.shape == image.shape

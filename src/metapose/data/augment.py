@@ -52,7 +52,7 @@ Warp = Literal["affine", "perspective", "elastic"]
 
 STYLES: tuple[Style, ...] = get_args(Style)
 PAPER_STYLES: tuple[Style, ...] = ("affine", "elastic", "perspective")  # §4.2: one per image
-STYLE_WARPS: dict[Style, tuple[Warp, ...]] = {
+STYLE_WARPS: dict[str, tuple[Warp, ...]] = {
     "none": (),
     "affine": ("affine",),
     "elastic": ("elastic",),
@@ -423,7 +423,7 @@ class TaskAugmenter:
         keypoints: np.ndarray,
         rng: np.random.Generator,
         *,
-        style: Style | None = None,
+        style: str | None = None,
     ) -> Augmented:
         """Augment an ``(H, W, C)`` uint8 crop and its ``(K, 3)`` keypoints in crop pixels.
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from metapose.data.augment import Style, TaskAugmenter
+from metapose.data.augment import TaskAugmenter
 from metapose.skeleton import COCO17, Skeleton
 
 SIDE_COLOURS = {"left": (0, 114, 255), "right": (255, 94, 0), "center": (0, 200, 80)}  # RGB
@@ -39,7 +39,7 @@ def augmentation_panels(
     rng: np.random.Generator,
     *,
     per_style: int = 2,
-    styles: Sequence[Style] | None = None,
+    styles: Sequence[str] | None = None,
 ) -> list[FigurePanel]:
     """The original crop, then ``per_style`` augmentations for each style (the augmenter's own)."""
     panels = [FigurePanel("original", image, keypoints)]
