@@ -96,6 +96,125 @@ class TopDownAugmentConfig:
                 raise ConfigError(f"augment.{name} must be in [0, 1], got {value}")
 
 
+# ------------------------------------------------------------ task augmentation (paper §4.2)
+
+Style = Literal["none", "affine", "elastic", "perspective", "composed"]
+Warp = Literal["affine", "perspective", "elastic"]
+
+STYLES: tuple[Style, ...] = get_args(Style)
+PAPER_STYLES: tuple[Style, ...] = ("affine", "elastic", "perspective")  # §4.2: one per image
+# Corner jitter is clipped at this many standard deviations so that, with scale < 0.25, no corner
+# leaves its quadrant of the crop and the viewed quadrilateral stays convex.
+PERSPECTIVE_CLIP = 2.0
+MAX_PERSPECTIVE_SCALE = 0.5 / PERSPECTIVE_CLIP
+
+
+def _check_prob(owner: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{owner}.prob must be in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class AffineWarpConfig:
+    """Random affine about the crop centre: zoom, rotation, shear and translation."""
+
+    prob: float = 1.0  # chance the warp is applied when its style is chosen
+    scale: tuple[float, float] = (0.85, 1.15)  # zoom range, drawn log-uniformly
+    rotation: float = 20.0  # degrees, drawn uniformly from [-rotation, rotation]
+    shear: float = 12.0  # degrees per axis, drawn uniformly from [-shear, shear]
+    translate: float = 0.05  # fraction of the crop's width/height, uniform in [-t, t]
+
+    def __post_init__(self) -> None:
+        _check_prob("task_augment.affine", self.prob)
+        low, high = self.scale
+        if not 0 < low <= high:
+            raise ConfigError(
+                f"task_augment.affine.scale must be 0 < low <= high, got {self.scale}"
+            )
+        if not 0 <= self.rotation <= 180:
+            raise ConfigError(
+                f"task_augment.affine.rotation must be in [0, 180], got {self.rotation}"
+            )
+        if not 0 <= self.shear < 90:
+            raise ConfigError(f"task_augment.affine.shear must be in [0, 90), got {self.shear}")
+        if not 0 <= self.translate <= 1:
+            raise ConfigError(
+                f"task_augment.affine.translate must be in [0, 1], got {self.translate}"
+            )
+
+
+@dataclass(frozen=True)
+class ElasticWarpConfig:
+    """Simard et al. (2003) elastic field: noise in [-1, 1], Gaussian ``sigma``, times ``alpha``.
+
+    Both are in crop pixels, so the same values deform a smaller crop relatively more. The
+    defaults bend limbs by about 3.3 px RMS (8 px at most) on a 192 x 256 crop and rarely need
+    damping to :data:`MAX_FIELD_LIPSCHITZ`.
+    """
+
+    prob: float = 1.0
+    alpha: float = 250.0
+    sigma: float = 20.0
+
+    def __post_init__(self) -> None:
+        _check_prob("task_augment.elastic", self.prob)
+        if self.alpha < 0:
+            raise ConfigError(f"task_augment.elastic.alpha must be >= 0, got {self.alpha}")
+        if self.sigma <= 0:
+            raise ConfigError(f"task_augment.elastic.sigma must be > 0, got {self.sigma}")
+
+
+@dataclass(frozen=True)
+class PerspectiveWarpConfig:
+    """The crop shows a random quadrilateral of the input: its corners jitter by N(0, scale)."""
+
+    prob: float = 1.0
+    scale: float = 0.06  # corner jitter std as a fraction of the crop's width/height
+
+    def __post_init__(self) -> None:
+        _check_prob("task_augment.perspective", self.prob)
+        if not 0 <= self.scale < MAX_PERSPECTIVE_SCALE:
+            raise ConfigError(
+                f"task_augment.perspective.scale must be in [0, {MAX_PERSPECTIVE_SCALE}), "
+                f"got {self.scale}"
+            )
+
+
+@dataclass(frozen=True)
+class TaskAugmentConfig:
+    """Task augmentation (paper §4.2): the styles drawn and each warp's strength and probability.
+
+    ``styles`` are drawn with ``style_weights`` (uniform when empty); the default is the paper's
+    one transform out of three.
+    """
+
+    styles: tuple[Style, ...] = PAPER_STYLES
+    style_weights: tuple[float, ...] = ()
+    affine: AffineWarpConfig = field(default_factory=AffineWarpConfig)
+    elastic: ElasticWarpConfig = field(default_factory=ElasticWarpConfig)
+    perspective: PerspectiveWarpConfig = field(default_factory=PerspectiveWarpConfig)
+
+    def __post_init__(self) -> None:
+        if not self.styles:
+            raise ConfigError("task_augment.styles must name at least one style")
+        for style in self.styles:
+            if style not in STYLES:
+                raise ConfigError(f"task_augment.styles: unknown style {style!r} (known: {STYLES})")
+        if len(set(self.styles)) != len(self.styles):
+            raise ConfigError(f"task_augment.styles repeat: {self.styles}")
+        if self.style_weights:
+            if len(self.style_weights) != len(self.styles):
+                raise ConfigError(
+                    f"task_augment.style_weights has {len(self.style_weights)} entries for "
+                    f"{len(self.styles)} styles"
+                )
+            if min(self.style_weights) < 0 or sum(self.style_weights) <= 0:
+                raise ConfigError(
+                    "task_augment.style_weights must be >= 0 with a positive sum, "
+                    f"got {self.style_weights}"
+                )
+
+
 OptimizerName = Literal["sgd", "adam"]
 
 
@@ -199,6 +318,112 @@ class AdaptConfig:
             raise ConfigError(f"adapt.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"adapt.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The source domain(s) of pretraining: built-in synthetic domains rendered on the fly."""
+
+    domains: tuple[str, ...] = ("rgb",)
+
+    def __post_init__(self) -> None:
+        if not self.domains:
+            raise ConfigError("source.domains must name at least one domain")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """A target domain: a synthetic domain rendered to disk, or a COCO-format dataset.
+
+    Synthetic targets get a pool of ``pool_size`` images to draw the K shots from and a disjoint
+    test split of ``test_size`` images (different seeds). COCO-format targets are split by image id
+    ranges (inclusive) ``pool_ids`` and ``test_ids``.
+    """
+
+    name: str
+    domain: str | None = None
+    annotations: str | None = None
+    image_dir: str | None = None
+    pool_size: int = 200
+    test_size: int = 100
+    scene_size: tuple[int, int] = (320, 240)  # (width, height) of synthetic scenes
+    pool_ids: tuple[int, int] | None = None
+    test_ids: tuple[int, int] | None = None
+    test_limit: int | None = None  # evaluate on the first N test images only (CPU budgets)
+    keypoints: tuple[str, ...] | None = None  # evaluate on these keypoints only (partial labels)
+    pck_alpha: float = 0.2
+
+    def __post_init__(self) -> None:
+        if (self.domain is None) == (self.annotations is None):
+            raise ConfigError(f"target {self.name!r}: give exactly one of domain or annotations")
+        if self.annotations is not None and (self.pool_ids is None or self.test_ids is None):
+            raise ConfigError(
+                f"target {self.name!r}: a COCO-format target needs pool_ids, test_ids"
+            )
+        if self.pool_size < 1 or self.test_size < 1:
+            raise ConfigError(f"target {self.name!r}: pool_size and test_size must be >= 1")
+
+    @property
+    def synthetic(self) -> bool:
+        return self.domain is not None
+
+
+def _default_targets() -> tuple[TargetConfig, ...]:
+    return (
+        TargetConfig(name="thermal", domain="thermal"),
+        TargetConfig(name="unique", domain="unique"),
+    )
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The paper's comparison (Table 1): baseline vs meta-learned initial weights, few-shot adapted.
+
+    Both models start from the same ``pretrain`` stage (none: random weights, as Algorithm 1
+    line 1), then spend the same number of images: the baseline on supervised steps
+    (``baseline``), the meta-learner on Reptile (``meta``), over the same stream of augmented
+    source batches. Each is then fine-tuned (``adapt``) on K shots of every target, for every K
+    and seed, and scored on the target's test split.
+    """
+
+    name: str = "paper"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
+    task_augment: TaskAugmentConfig = field(default_factory=TaskAugmentConfig)
+    task_sampler: Literal["mixed", "style"] = "mixed"
+    source: SourceConfig = field(default_factory=SourceConfig)
+    pretrain: TrainConfig | None = field(default_factory=TrainConfig)
+    baseline: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=60000, lr_milestones=(0.75,))
+    )
+    meta: ReptileConfig = field(default_factory=ReptileConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    targets: tuple[TargetConfig, ...] = field(default_factory=_default_targets)
+    shots: tuple[int, ...] = (16, 32)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    from_scratch: bool = False  # also fine-tune randomly initialised weights on the K shots
+    eval_batch_size: int = 64
+    workers: int = 0  # DataLoader worker processes for the source stream
+
+    def __post_init__(self) -> None:
+        meta_images = self.meta.meta_steps * self.meta.images_per_meta_step
+        if abs(self.baseline.images - meta_images) >= self.baseline.batch_size:
+            raise ConfigError(
+                f"unequal budgets: baseline trains on {self.baseline.images} images "
+                f"(steps x batch_size), meta on {meta_images} "
+                "(meta_steps x tasks_per_step x inner_steps x batch_size)"
+            )
+        if self.meta.batch_size != self.baseline.batch_size:
+            raise ConfigError("baseline.batch_size and meta.batch_size must match (same batches)")
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"target names repeat: {names}")
+        if not self.shots or min(self.shots) < 1:
+            raise ConfigError(f"shots must be positive, got {self.shots}")
+        if not self.seeds:
+            raise ConfigError("seeds must not be empty")
 
 
 # ------------------------------------------------------------------------- YAML <-> objects
@@ -347,10 +572,14 @@ __all__ = [
     "ModelConfig",
     "CodecConfig",
     "TopDownAugmentConfig",
+    "TaskAugmentConfig",
     "OptimizerConfig",
     "TrainConfig",
     "ReptileConfig",
     "AdaptConfig",
+    "SourceConfig",
+    "TargetConfig",
+    "ExperimentConfig",
     "from_dict",
     "to_dict",
     "load_config",
