@@ -1,0 +1,184 @@
+"""ONNX export of a PoseResNet, checked by ``onnx.checker`` and against onnxruntime (as timm does).
+
+The graph takes ``images`` ``(N, 3, H, W)`` ImageNet-normalised RGB with a dynamic batch axis and
+returns ``heatmaps`` ``(N, K, H/stride, W/stride)``; the decode stays outside the graph, in numpy
+(:mod:`metapose.onnx_runtime`). The file carries :class:`~metapose.onnx_runtime.ModelMetadata`
+(input and heatmap size, keypoint names, flip index, normalisation) so an application needs
+nothing else to run it.
+
+Exporter: torch >= 2.9 defaults to the ``torch.export``-based exporter, which needs the
+``onnxscript`` package (not a metapose dependency); the TorchScript exporter (``dynamo=False``)
+exports this all-convolutional network exactly and writes opsets up to :data:`MAX_OPSET`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import onnx
+import torch
+
+from metapose.codec import HeatmapCodec
+from metapose.data.coco import CocoDataset
+from metapose.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TopDownDataset,
+    instances_from_coco,
+)
+from metapose.model import PoseResNet
+from metapose.onnx_runtime import METADATA_KEY, ModelMetadata, Normalization, OnnxHeatmapModel
+from metapose.skeleton import COCO17, Skeleton
+
+log = logging.getLogger(__name__)
+
+# Opset 17 (2022) is read by every onnxruntime since 1.13 and by the common edge runtimes;
+# nothing in a ResNet + deconvolution network needs a newer one.
+DEFAULT_OPSET = 17
+# The range torch's TorchScript exporter writes; every opset in it exports this network with
+# heatmaps identical to PyTorch's (checked with torch 2.13 and onnxruntime 1.32).
+MIN_OPSET = 7
+MAX_OPSET = 20
+INPUT_NAME = "images"
+OUTPUT_NAME = "heatmaps"
+BATCH_AXIS = "batch"
+PARITY_TOLERANCE = 1e-4  # max |heatmap difference| allowed between PyTorch and onnxruntime
+PARITY_BATCH = 4  # random crops per parity check
+
+IMAGENET = Normalization(
+    mean=(float(IMAGENET_MEAN[0]), float(IMAGENET_MEAN[1]), float(IMAGENET_MEAN[2])),
+    std=(float(IMAGENET_STD[0]), float(IMAGENET_STD[1]), float(IMAGENET_STD[2])),
+)
+
+
+class ExportReport(NamedTuple):
+    """An exported file and its measured parity with the PyTorch model."""
+
+    path: Path
+    opset: int
+    max_abs_diff_random: float
+    max_abs_diff_real: float | None  # None when no real crops were given
+
+
+class ParityError(RuntimeError):
+    """onnxruntime's heatmaps differ from PyTorch's by more than the tolerance."""
+
+
+def model_metadata(model: PoseResNet, skeleton: Skeleton = COCO17) -> ModelMetadata:
+    config = model.config
+    if config.num_keypoints != skeleton.num_keypoints:
+        raise ValueError(
+            f"the model predicts {config.num_keypoints} keypoints, "
+            f"skeleton {skeleton.name!r} has {skeleton.num_keypoints}"
+        )
+    return ModelMetadata(
+        input_size=config.input_size,
+        heatmap_size=config.heatmap_size,
+        keypoints=skeleton.keypoints,
+        flip_index=tuple(int(i) for i in skeleton.flip_index),
+        normalization=IMAGENET,
+    )
+
+
+def export_onnx(
+    model: PoseResNet,
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    skeleton: Skeleton = COCO17,
+) -> Path:
+    """Write ``model`` (an eval-mode, float32 CPU copy of it) to ``path`` and check the file.
+
+    The batch axis is dynamic; height and width are fixed at the model's input size. The file is
+    written through a temporary name, so ``path`` never holds a half-written model.
+    """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = model_metadata(model, skeleton)
+    # A copy, so the caller's model keeps its device, dtype and train/eval mode.
+    network = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    width, height = model.config.input_size
+    example = torch.zeros(1, 3, height, width)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns that it is deprecated; it is the one that works without
+        # onnxscript (see the module docstring), so the warning says nothing actionable here.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            network,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}},
+            do_constant_folding=True,
+        )
+    proto = onnx.load(str(tmp))
+    onnx.helper.set_model_props(proto, {METADATA_KEY: metadata.to_json()})
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    log.info("exported %s (opset %d, input %dx%d)", path, opset, width, height)
+    return path
+
+
+def check_parity(model: PoseResNet, onnx_path: str | Path, inputs: np.ndarray) -> float:
+    """Max absolute difference between the heatmaps of ``model`` and of onnxruntime.
+
+    ``inputs`` ``(B, 3, H, W)`` float32, normalised as the model expects.
+    """
+    network = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    batch = np.ascontiguousarray(inputs, dtype=np.float32)
+    with torch.inference_mode():
+        expected = network(torch.from_numpy(batch)).numpy()
+    actual = OnnxHeatmapModel(onnx_path)(batch)
+    if actual.shape != expected.shape:
+        raise ParityError(f"onnxruntime gives {actual.shape}, PyTorch {expected.shape}")
+    return float(np.abs(actual - expected).max())
+
+
+def coco_crops(dataset: CocoDataset, codec: HeatmapCodec, limit: int) -> np.ndarray:
+    """The first ``limit`` labelled people of ``dataset`` as normalised crops ``(B, 3, H, W)``."""
+    instances = instances_from_coco(dataset)[:limit]
+    if not instances:
+        raise ValueError(f"{dataset.annotation_file}: no labelled person to crop")
+    crops = TopDownDataset(instances, codec)
+    return np.stack([crops[i].image.numpy() for i in range(len(crops))])
+
+
+def export_checked(
+    model: PoseResNet,
+    path: str | Path,
+    rng: np.random.Generator,
+    *,
+    opset: int = DEFAULT_OPSET,
+    real_crops: np.ndarray | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ExportReport:
+    """:func:`export_onnx`, then :func:`check_parity` on random and (when given) real crops.
+
+    Raises :class:`ParityError` (and removes the file) when a difference exceeds ``tolerance``.
+    """
+    path = export_onnx(model, path, opset=opset)
+    width, height = model.config.input_size
+    random_crops = rng.standard_normal((PARITY_BATCH, 3, height, width)).astype(np.float32)
+    diff_random = check_parity(model, path, random_crops)
+    diff_real = None if real_crops is None else check_parity(model, path, real_crops)
+    worst = max(diff_random, diff_real or 0.0)
+    if worst > tolerance:
+        path.unlink()
+        raise ParityError(
+            f"onnxruntime differs from PyTorch by {worst:.3g} (> {tolerance:g}); file removed"
+        )
+    log.info("parity: max |diff| %.3g random, %s real", diff_random, diff_real)
+    return ExportReport(path, opset, diff_random, diff_real)

@@ -1,0 +1,282 @@
+"""Top-down heatmap models on onnxruntime: the application side of a deployed pose estimator.
+
+Runs an ONNX model exported by :mod:`metapose.export` (or any top-down heatmap model: input
+``(N, 3, H, W)`` normalised RGB, output ``(N, K, h, w)`` heatmaps, as MMPose and the original
+SimpleBaseline export them) and turns its heatmaps into image keypoints with the same numpy
+geometry as training: the SimpleBaseline crop (:mod:`metapose.data.topdown`, OpenCV's
+``warpAffine``), the flip test and the quarter-offset decode (:mod:`metapose.codec`).
+
+This module never imports torch: an application needs numpy, OpenCV, onnxruntime and
+metapose's numpy modules (``codec``, ``config``, ``data.topdown``, ``skeleton``; ``config``
+brings PyYAML). :func:`estimate_poses` is the whole pipeline for one image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from metapose.codec import REFERENCE_HEATMAP_WIDTH, HeatmapCodec, flip_back
+from metapose.config import CodecConfig
+from metapose.data.topdown import (
+    CropParams,
+    apply_affine,
+    box_to_center_scale,
+    crop_matrix,
+    warp_crop,
+)
+from metapose.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# The ONNX ``metadata_props`` key under which metapose stores what an application needs to know.
+METADATA_KEY = "metapose"
+PIXEL_MAX = 255.0
+INPUT_RANK = 4  # (N, 3, H, W) in, (N, K, h, w) out
+RGB_CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``(rgb / 255 - mean) / std`` of the model's input; RGB, in ``[0, 1]`` units."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != RGB_CHANNELS or len(self.std) != RGB_CHANNELS:
+            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32."""
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        out = (image.astype(np.float32) / PIXEL_MAX - mean) / std
+        return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+    def convert(self, images: np.ndarray, target: Normalization) -> np.ndarray:
+        """``(B, 3, H, W)`` images normalised by ``self`` -> normalised by ``target``."""
+        if target == self:
+            return images
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        new_mean, new_std = np.asarray(target.mean), np.asarray(target.std)
+        scale = (std / new_std).astype(np.float32)[:, None, None]
+        shift = ((mean - new_mean) / new_std).astype(np.float32)[:, None, None]
+        return np.ascontiguousarray(images * scale + shift, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What :mod:`metapose.export` writes into an ONNX file beside the graph."""
+
+    input_size: tuple[int, int]  # (width, height)
+    heatmap_size: tuple[int, int]  # (width, height)
+    keypoints: tuple[str, ...]
+    flip_index: tuple[int, ...]
+    normalization: Normalization
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "input_size": list(self.input_size),
+                "heatmap_size": list(self.heatmap_size),
+                "keypoints": list(self.keypoints),
+                "flip_index": list(self.flip_index),
+                "mean": list(self.normalization.mean),
+                "std": list(self.normalization.std),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str, source: Path) -> ModelMetadata:
+        try:
+            raw = json.loads(text)
+            return cls(
+                input_size=(int(raw["input_size"][0]), int(raw["input_size"][1])),
+                heatmap_size=(int(raw["heatmap_size"][0]), int(raw["heatmap_size"][1])),
+                keypoints=tuple(str(k) for k in raw["keypoints"]),
+                flip_index=tuple(int(i) for i in raw["flip_index"]),
+                normalization=Normalization(
+                    mean=(float(raw["mean"][0]), float(raw["mean"][1]), float(raw["mean"][2])),
+                    std=(float(raw["std"][0]), float(raw["std"][1]), float(raw["std"][2])),
+                ),
+            )
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
+            raise DataError(source, f"malformed metadata ({err})", field=METADATA_KEY) from None
+
+
+def _static_dim(value: Any) -> int | None:
+    """An ONNX dimension as an int, or None when it is symbolic (``"batch"``) or unknown."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class OnnxHeatmapModel:
+    """An onnxruntime session as a heatmap function: ``(B, 3, H, W)`` float32 -> ``(B, K, h, w)``.
+
+    The input size comes from the graph's static input shape, else from metapose's metadata,
+    else from ``input_size``; the heatmap size from the graph's output shape, else from one
+    run on a blank batch. ``normalization`` (else the metadata's) is what the model expects of
+    its input; it is None for a foreign model when not given.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        input_size: tuple[int, int] | None = None,
+        normalization: Normalization | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(self.path, "ONNX model not found")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=list(providers)
+            )
+        except Exception as err:  # onnxruntime raises its own untyped errors for bad files
+            raise DataError(self.path, f"onnxruntime cannot load the model: {err}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise DataError(
+                self.path, f"expected one input and an output, got {len(inputs)} / {len(outputs)}"
+            )
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        in_shape, out_shape = inputs[0].shape, outputs[0].shape
+        if len(in_shape) != INPUT_RANK or len(out_shape) != INPUT_RANK:
+            raise DataError(
+                self.path,
+                f"expected (N, 3, H, W) in and (N, K, h, w) out, got {in_shape} and {out_shape}",
+                field=self.input_name,
+            )
+        if _static_dim(in_shape[1]) not in (None, RGB_CHANNELS):
+            raise DataError(
+                self.path, f"input has {in_shape[1]} channels, expected 3", field=self.input_name
+            )
+        self.metadata = self._read_metadata()
+        self.input_size = self._input_size(in_shape, input_size)
+        self.normalization = normalization or (
+            self.metadata.normalization if self.metadata else None
+        )
+        self.num_keypoints, self.heatmap_size = self._output_geometry(out_shape)
+
+    def _read_metadata(self) -> ModelMetadata | None:
+        props = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in props:
+            return None
+        return ModelMetadata.from_json(props[METADATA_KEY], self.path)
+
+    def _input_size(self, shape: Sequence[Any], given: tuple[int, int] | None) -> tuple[int, int]:
+        height, width = _static_dim(shape[2]), _static_dim(shape[3])
+        if width is not None and height is not None:
+            if given is not None and given != (width, height):
+                raise DataError(
+                    self.path,
+                    f"the graph's input is {width}x{height} (WxH), not {given[0]}x{given[1]}",
+                    field=self.input_name,
+                )
+            return (width, height)
+        if given is not None:
+            return given
+        if self.metadata is not None:
+            return self.metadata.input_size
+        raise DataError(
+            self.path,
+            "the input's height and width are dynamic; pass the input size",
+            field=self.input_name,
+        )
+
+    def _output_geometry(self, shape: Sequence[Any]) -> tuple[int, tuple[int, int]]:
+        k, h, w = (_static_dim(d) for d in shape[1:])
+        if k is None or h is None or w is None:
+            width, height = self.input_size
+            probe = self(np.zeros((1, RGB_CHANNELS, height, width), np.float32))
+            k, h, w = probe.shape[1:]
+        return k, (w, h)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: images.astype(np.float32)})
+        return np.asarray(out[0], dtype=np.float32)
+
+    def codec(self, *, dark: bool = False) -> HeatmapCodec:
+        """The decode geometry (input and heatmap sizes) of this model."""
+        sigma = CodecConfig().sigma_at_48 * self.heatmap_size[0] / REFERENCE_HEATMAP_WIDTH
+        return HeatmapCodec(self.input_size, self.heatmap_size, sigma, dark)
+
+
+# ------------------------------------------------------------------------------ app pipeline
+
+
+def crop_people(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    input_size: tuple[int, int],
+    normalization: Normalization,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SimpleBaseline crops of ``(N, 4)`` ``(x, y, w, h)`` boxes of an ``(H, W, 3)`` RGB image.
+
+    Returns the normalised crops ``(N, 3, height, width)`` and the ``(N, 2, 3)`` affines taking
+    crop pixels back to image pixels.
+    """
+    width, height = input_size
+    crops = np.empty((len(boxes), RGB_CHANNELS, height, width), np.float32)
+    inverses = np.empty((len(boxes), 2, 3), np.float64)
+    for i, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
+        center, scale = box_to_center_scale(box, width / height)
+        params = CropParams(center, scale)
+        crops[i] = normalization.apply(
+            warp_crop(image, crop_matrix(params, input_size), input_size)
+        )
+        inverses[i] = crop_matrix(params, input_size, inverse=True)
+    return crops, inverses
+
+
+def heatmaps_to_keypoints(
+    heatmaps: np.ndarray, inverses: np.ndarray, codec: HeatmapCodec
+) -> np.ndarray:
+    """``(N, K, h, w)`` heatmaps -> ``(N, K, 3)`` image pixels ``(x, y)`` and peak scores."""
+    decoded = codec.decode(heatmaps)
+    out = np.empty((*decoded.coords.shape[:2], 3), np.float32)
+    for i in range(heatmaps.shape[0]):
+        out[i, :, :2] = apply_affine(decoded.coords[i].astype(np.float64), inverses[i])
+        out[i, :, 2] = decoded.scores[i]
+    return out
+
+
+def estimate_poses(
+    model: OnnxHeatmapModel,
+    image: np.ndarray,
+    boxes: np.ndarray,
+    *,
+    flip_index: Sequence[int] | np.ndarray | None = None,
+    dark: bool = False,
+) -> np.ndarray:
+    """Keypoints ``(N, K, 3)`` of the people in ``(N, 4)`` ``boxes`` of an RGB ``image``.
+
+    With ``flip_index`` (a metapose export carries it in its metadata) the heatmaps are averaged
+    with those of the mirrored crops, SimpleBaseline's flip test.
+    """
+    if model.normalization is None:
+        raise ValueError(f"{model.path}: no input normalization in the model; pass one")
+    if len(boxes) == 0:
+        return np.zeros((0, model.num_keypoints, 3), np.float32)
+    crops, inverses = crop_people(image, boxes, model.input_size, model.normalization)
+    heatmaps = model(crops)
+    if flip_index is not None:
+        mirrored = model(np.ascontiguousarray(crops[..., ::-1]))
+        heatmaps = 0.5 * (heatmaps + flip_back(mirrored, np.asarray(flip_index)))
+    return heatmaps_to_keypoints(heatmaps, inverses, model.codec(dark=dark))
