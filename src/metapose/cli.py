@@ -1,4 +1,4 @@
-"""The ``metapose`` command line: the only place that parses argv, prints and draws progress bars."""
+"""The ``metapose`` command line: the only place that parses argv, prints and draws progress."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from tqdm import tqdm
 
-from metapose.config import ConfigError
+from metapose.config import ConfigError, ModelConfig, to_dict
 from metapose.errors import DataError
+from metapose.model import PoseResNet
+from metapose.train import StepLog
+
+T = TypeVar("T")
 
 log = logging.getLogger("metapose")
 
@@ -29,9 +34,15 @@ class TqdmProgress:
 
     def stage(self, name: str, total: int) -> Callable[[int], None]:
         self.close_stage()
-        self._bar = tqdm(total=total, desc=name, disable=not self.enabled, dynamic_ncols=True, leave=True)
+        self._bar = tqdm(
+            total=total, desc=name, disable=not self.enabled, dynamic_ncols=True, leave=True
+        )
         bar = self._bar
-        return lambda n: bar.update(n)
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        return advance
 
     def close_stage(self) -> None:
         if self._bar is not None:
@@ -69,8 +80,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise SystemExit("error: --domain is required (or use --preview)")
     bar = tqdm(total=args.images, desc=f"synth {args.domain}", dynamic_ncols=True)
     path = write_synth_dataset(
-        get_domain(args.domain), args.images, args.seed, out, width=args.width, height=args.height,
-        split=args.split, workers=args.workers, progress=lambda n: bar.update(n),
+        get_domain(args.domain),
+        args.images,
+        args.seed,
+        out,
+        width=args.width,
+        height=args.height,
+        split=args.split,
+        workers=args.workers,
+        progress=lambda n: bar.update(n),
     )
     bar.close()
     print(f"wrote {args.images} images and {path}")
@@ -94,6 +112,236 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_config(path: str | None, cls: type[T]) -> T:
+    from metapose.config import load_config
+
+    return load_config(path, cls) if path else cls()
+
+
+def _initial_model(
+    model_cfg: ModelConfig, init: str | None, seed: int, device: torch.device
+) -> PoseResNet:
+    """Weights from ``--init`` (whose own model config wins) or random ones drawn from ``seed``."""
+    from metapose.checkpoint import load_checkpoint
+    from metapose.model import PoseResNet
+
+    if init:
+        loaded = load_checkpoint(init, device)
+        if loaded.model.config != model_cfg:
+            log.warning("using the model config of %s, not the run config's", init)
+        return loaded.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PoseResNet(model_cfg)
+
+
+def _advance(bar: tqdm) -> None:
+    bar.update(1)
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    names = (("ap", "AP"), ("ap50", "AP50"), ("ar", "AR"), ("pck", "PCK@0.2"))
+    return "  ".join(f"{title} {metrics[key]:.3f}" for key, title in names if key in metrics)
+
+
+def _step_bar(total: int, desc: str, done: int = 0) -> tuple[tqdm, Callable[[StepLog], None]]:
+    bar = tqdm(total=total, initial=done, desc=desc, dynamic_ncols=True)
+
+    def on_step(entry: StepLog) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{entry.loss:.2e}", images=entry.images)
+
+    return bar, on_step
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metapose.codec import HeatmapCodec
+    from metapose.config import DataConfig, TrainRunConfig, replace, save_config
+    from metapose.data.coco import load_coco
+    from metapose.optim import DeviceOptions
+    from metapose.scoring import evaluate_model, make_eval_set
+    from metapose.sources import batches_for
+    from metapose.train import train
+
+    cfg = _run_config(args.config, TrainRunConfig)
+    if args.data:
+        cfg = replace(cfg, data=DataConfig(annotations=args.data, image_dir=args.images))
+    if args.steps:
+        cfg = replace(cfg, train=replace(cfg.train, steps=args.steps))
+    device = resolve_device(args.device)
+    model = _initial_model(cfg.model, args.init, cfg.seed, device)
+    codec = HeatmapCodec.for_model(model.config, cfg.codec)
+    stream = batches_for(
+        cfg.data,
+        codec,
+        augment=cfg.augment,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.seed,
+        workers=cfg.workers,
+    )
+    validate = None
+    if cfg.val is not None:
+        assert cfg.val.annotations is not None
+        val_set = make_eval_set(
+            load_coco(cfg.val.annotations, cfg.val.image_dir, check_images="decode"), codec
+        )
+        options = DeviceOptions(device)
+
+        def validate(m: PoseResNet) -> dict[str, float]:
+            return evaluate_model(m, val_set, options, flip=cfg.codec.flip_test)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    bar, on_step = _step_bar(cfg.train.steps, "train")
+    history = train(
+        model,
+        stream,
+        cfg.train,
+        device,
+        out_dir=out,
+        resume=not args.no_resume,
+        run_config=cfg,
+        on_step=on_step,
+        validate=validate,
+        validate_every=cfg.validate_every,
+    )
+    bar.close()
+    print(f"trained {history.images_seen} images; final loss {history.steps[-1].loss:.3e}")
+    for metrics in history.evals[-1:]:
+        print(f"validation at step {metrics['step']:.0f}: {_metrics_line(metrics)}")
+    print(f"checkpoint: {out / 'model.safetensors'}")
+    return 0
+
+
+def cmd_meta(args: argparse.Namespace) -> int:
+    from metapose.codec import HeatmapCodec
+    from metapose.config import DataConfig, MetaRunConfig, replace, save_config
+    from metapose.meta import meta_train
+    from metapose.sources import batches_for
+
+    cfg = _run_config(args.config, MetaRunConfig)
+    if args.data:
+        cfg = replace(cfg, data=DataConfig(annotations=args.data, image_dir=args.images))
+    if args.steps:
+        cfg = replace(cfg, meta=replace(cfg.meta, meta_steps=args.steps))
+    device = resolve_device(args.device)
+    model = _initial_model(cfg.model, args.init, cfg.seed, device)
+    codec = HeatmapCodec.for_model(model.config, cfg.codec)
+    tasks = batches_for(
+        cfg.data,
+        codec,
+        augment=cfg.augment,
+        task_augment=cfg.task_augment,
+        sampler=cfg.task_sampler,
+        batch_size=cfg.meta.batch_size,
+        seed=cfg.seed,
+        workers=cfg.workers,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    bar, on_step = _step_bar(cfg.meta.meta_steps, "Reptile")
+    history = meta_train(
+        model,
+        tasks,
+        cfg.meta,
+        device,
+        out_dir=out,
+        resume=not args.no_resume,
+        run_config=cfg,
+        on_step=on_step,
+    )
+    bar.close()
+    print(f"meta-trained on {history.images_seen} images ({cfg.meta.meta_steps} meta steps)")
+    print(f"checkpoint: {out / 'model.safetensors'}")
+    return 0
+
+
+def _id_range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    lo, _, hi = text.partition("-")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise SystemExit(f"error: expected an image id range like 1-4000, got {text!r}") from None
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from metapose.adapt import choose_shots, fine_tune
+    from metapose.checkpoint import load_checkpoint, save_checkpoint
+    from metapose.codec import HeatmapCodec
+    from metapose.config import AdaptConfig, OptimizerConfig, TopDownAugmentConfig
+    from metapose.data.coco import load_coco
+    from metapose.data.dataset import TopDownDataset, instances_from_coco
+    from metapose.optim import DeviceOptions
+    from metapose.scoring import evaluate_model, make_eval_set
+
+    device = resolve_device(args.device)
+    options = DeviceOptions(device)
+    model = load_checkpoint(args.checkpoint, device).model
+    codec = HeatmapCodec.for_model(model.config)
+    data = load_coco(args.data, args.images, check_images="decode")
+    pool = _id_range(args.pool_ids)
+    pool_ids = None if pool is None else [i.id for i in data.images if pool[0] <= i.id <= pool[1]]
+    shots = choose_shots(data, args.shots, args.seed, pool=pool_ids)
+    test = None
+    if args.eval:
+        test = make_eval_set(load_coco(args.eval, args.eval_images, check_images="decode"), codec)
+        before = evaluate_model(model, test, options)
+        print(f"before: {_metrics_line(before)}")
+    config = AdaptConfig(
+        optimizer=OptimizerConfig(name=args.optimizer, lr=args.lr),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        head_only=args.head_only,
+    )
+    support = TopDownDataset(
+        instances_from_coco(data, image_ids=shots),
+        codec,
+        augment=TopDownAugmentConfig(),
+        seed=args.seed,
+        cache_images=True,
+    )
+    bar = tqdm(desc=f"adapt on {len(shots)} images", dynamic_ncols=True)
+    result = fine_tune(
+        model,
+        support,
+        config,
+        options,
+        seed=args.seed,
+        on_step=lambda step, loss: _advance(bar),
+    )
+    bar.close()
+    print("loss per epoch: " + " ".join(f"{v:.2e}" for v in result.epoch_losses))
+    metrics = {}
+    if test is not None:
+        metrics = evaluate_model(model, test, options)
+        print(f"after:  {_metrics_line(metrics)}")
+    path = save_checkpoint(
+        args.out,
+        model,
+        metrics=metrics,
+        extra={
+            "adapted_from": str(args.checkpoint),
+            "shot_image_ids": shots,
+            "adapt": to_dict(config),
+            "epoch_losses": list(result.epoch_losses),
+        },
+    )
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def cmd_import_lsp(args: argparse.Namespace) -> int:
+    from metapose.data.lsp import import_lsp
+
+    out = import_lsp(args.joints, args.images, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from metapose.evaluate import evaluate_oks, format_table, load_results
 
@@ -112,7 +360,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metapose",
-        description="Few-shot adaptation of top-down pose estimators by meta-learned initial weights.",
+        description="Few-shot adaptation of top-down pose estimators by meta-learned init.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,12 +377,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", action="store_true", help="write one labelled grid PNG per domain")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("experiment", help="run the paper's experiment from a config and write the report")
+    p = sub.add_parser(
+        "experiment", help="run the paper's experiment from a config and write the report"
+    )
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser(
+        "train", help="supervised training (the baseline) on synthetic or COCO-format data"
+    )
+    p.add_argument(
+        "--config", help="TrainRunConfig YAML (defaults: ResNet-50 256x192 on synthetic rgb)"
+    )
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log, config")
+    p.add_argument(
+        "--data", help="COCO person_keypoints JSON to train on (default: synthetic stream)"
+    )
+    p.add_argument("--images", help="image folder of --data")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--init", help="start from this checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--no-resume", action="store_true", help="ignore a training state found in --out"
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("meta", help="Reptile meta-training of initial weights")
+    p.add_argument("--config", help="MetaRunConfig YAML")
+    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--data", help="COCO person_keypoints JSON to draw tasks from (default: synthetic)"
+    )
+    p.add_argument("--images", help="image folder of --data")
+    p.add_argument("--steps", type=int, help="override meta.meta_steps")
+    p.add_argument("--init", help="start from this checkpoint (e.g. a supervised one)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-resume", action="store_true")
+    p.set_defaults(func=cmd_meta)
+
+    p = sub.add_parser("adapt", help="fine-tune a checkpoint on K labelled images of a new domain")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="COCO person_keypoints JSON holding the shot pool")
+    p.add_argument("--images", help="image folder of --data")
+    p.add_argument("--shots", type=int, default=16, help="K: images drawn from the pool")
+    p.add_argument("--seed", type=int, default=0, help="which K images are drawn")
+    p.add_argument("--pool-ids", help="draw shots only from this image id range, e.g. 1-4000")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--head-only", action="store_true", help="freeze the backbone")
+    p.add_argument("--eval", help="COCO JSON to score before and after adaptation")
+    p.add_argument("--eval-images", help="image folder of --eval")
+    p.add_argument("--out", required=True, help="adapted checkpoint (.safetensors)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser(
+        "import-lsp", help="LSP / LSPet joints.mat -> COCO person_keypoints JSON"
+    )
+    q.add_argument("--joints", required=True, help="joints.mat (14x3xN LSPet or 3x14xN LSP)")
+    q.add_argument("--images", required=True, help="folder of im*.jpg")
+    q.add_argument("--out", required=True, help="JSON to write")
+    q.set_defaults(func=cmd_import_lsp)
 
     p = sub.add_parser("evaluate", help="OKS AP/AR of a COCO results JSON against ground truth")
     p.add_argument("--gt", required=True, help="person_keypoints JSON")

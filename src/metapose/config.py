@@ -426,6 +426,49 @@ class ExperimentConfig:
             raise ConfigError("seeds must not be empty")
 
 
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: a COCO-format dataset, or (no ``annotations``) the synthetic stream."""
+
+    annotations: str | None = None
+    image_dir: str | None = None
+    domains: tuple[str, ...] = ("rgb",)  # synthetic domains when ``annotations`` is not given
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """``metapose train``: supervised training of one model."""
+
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    val: DataConfig | None = None  # a COCO-format validation set, scored every validate_every
+    validate_every: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.val is not None and self.val.annotations is None:
+            raise ConfigError("val.annotations must name a COCO-format file")
+
+
+@dataclass(frozen=True)
+class MetaRunConfig:
+    """``metapose meta``: Reptile meta-training of initial weights."""
+
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
+    task_augment: TaskAugmentConfig = field(default_factory=TaskAugmentConfig)
+    task_sampler: Literal["mixed", "style"] = "mixed"
+    data: DataConfig = field(default_factory=DataConfig)
+    meta: ReptileConfig = field(default_factory=ReptileConfig)
+    workers: int = 0
+
+
 # ------------------------------------------------------------------------- YAML <-> objects
 
 
@@ -580,6 +623,9 @@ __all__ = [
     "SourceConfig",
     "TargetConfig",
     "ExperimentConfig",
+    "DataConfig",
+    "TrainRunConfig",
+    "MetaRunConfig",
     "from_dict",
     "to_dict",
     "load_config",

@@ -55,7 +55,9 @@ class PredictionPanel:
     predictions: dict[str, np.ndarray]  # model name -> keypoints with scores
 
 
-def prediction_grid(panels: Sequence[PredictionPanel], path: str | Path, *, threshold: float = 0.2) -> Path:
+def prediction_grid(
+    panels: Sequence[PredictionPanel], path: str | Path, *, threshold: float = 0.2
+) -> Path:
     """Fig. 3: one row per image, one column per model, predictions drawn on the same crop."""
     models = list(dict.fromkeys(m for p in panels for m in p.predictions))
     fig, axes = plt.subplots(
@@ -70,8 +72,16 @@ def prediction_grid(panels: Sequence[PredictionPanel], path: str | Path, *, thre
             if row == 0:
                 ax.set_title(MODEL_TITLES.get(model, model), fontsize=10)
             if col == 0:
-                ax.text(-0.05, 0.5, panel.title, transform=ax.transAxes, rotation=90,
-                        ha="right", va="center", fontsize=8)
+                ax.text(
+                    -0.05,
+                    0.5,
+                    panel.title,
+                    transform=ax.transAxes,
+                    rotation=90,
+                    ha="right",
+                    va="center",
+                    fontsize=8,
+                )
     return _save(fig, path)
 
 
@@ -79,7 +89,9 @@ def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
     """Fig. 4: fine-tuning loss per epoch, mean over seeds with a 95 % band, per target and K."""
     adapted = [r for r in results if r.shots > 0 and r.epoch_losses]
     targets = list(dict.fromkeys(r.target for r in adapted))
-    fig, axes = plt.subplots(1, max(len(targets), 1), figsize=(4.2 * max(len(targets), 1), 3.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(targets), 1), figsize=(4.2 * max(len(targets), 1), 3.2), squeeze=False
+    )
     styles = ["-", "--", ":", "-."]
     for ax, target in zip(axes[0], targets, strict=False):
         shots = sorted({r.shots for r in select(adapted, target=target)})
@@ -94,9 +106,16 @@ def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
                 est = [mean_ci(curves[:, e]) for e in range(length)]
                 mean = np.array([e.mean for e in est])
                 half = np.nan_to_num(np.array([e.half_width for e in est]))
-                ax.plot(epochs, mean, styles[si % len(styles)], color=MODEL_COLOURS[model],
-                        label=f"{MODEL_TITLES[model]} K={k}")
-                ax.fill_between(epochs, mean - half, mean + half, color=MODEL_COLOURS[model], alpha=0.15)
+                ax.plot(
+                    epochs,
+                    mean,
+                    styles[si % len(styles)],
+                    color=MODEL_COLOURS[model],
+                    label=f"{MODEL_TITLES[model]} K={k}",
+                )
+                ax.fill_between(
+                    epochs, mean - half, mean + half, color=MODEL_COLOURS[model], alpha=0.15
+                )
         ax.set_title(target)
         ax.set_xlabel("epoch of fine-tuning")
         ax.set_ylabel("train loss (JointsMSE)")
@@ -109,17 +128,30 @@ def k_curve(rows: Sequence[SummaryRow], path: str | Path, *, metric: str = "ap")
     """Test metric against K (K = 0: not adapted), mean ± 95 % CI over seeds, per target."""
     rows = [r for r in rows if r.model != DIFFERENCE and metric in r.metrics]
     targets = list(dict.fromkeys(r.target for r in rows))
-    fig, axes = plt.subplots(1, max(len(targets), 1), figsize=(4.2 * max(len(targets), 1), 3.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(targets), 1), figsize=(4.2 * max(len(targets), 1), 3.2), squeeze=False
+    )
     for ax, target in zip(axes[0], targets, strict=False):
         for model in ("scratch", "baseline", "meta"):
-            pts = sorted((r.shots, r.metrics[metric]) for r in rows if r.target == target and r.model == model)
+            pts = sorted(
+                (r.shots, r.metrics[metric])
+                for r in rows
+                if r.target == target and r.model == model
+            )
             if not pts:
                 continue
             ks = np.array([k for k, _ in pts], dtype=float)
             mean = np.array([e.mean for _, e in pts])
             half = np.nan_to_num(np.array([e.half_width for _, e in pts]))
-            ax.errorbar(ks, mean, yerr=half, marker="o", capsize=3, color=MODEL_COLOURS[model],
-                        label=MODEL_TITLES[model])
+            ax.errorbar(
+                ks,
+                mean,
+                yerr=half,
+                marker="o",
+                capsize=3,
+                color=MODEL_COLOURS[model],
+                label=MODEL_TITLES[model],
+            )
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlabel("K (shots; 0 = not adapted)")
         ax.set_ylabel(METRIC_TITLES[metric])

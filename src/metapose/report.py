@@ -66,7 +66,9 @@ def summarize(results: Sequence[RunResult]) -> list[SummaryRow]:
                 if runs:
                     rows.append(
                         SummaryRow(
-                            target, shots, model,
+                            target,
+                            shots,
+                            model,
                             {m: mean_ci([r.metrics[m] for r in runs]) for m in metrics},
                         )
                     )
@@ -76,7 +78,9 @@ def summarize(results: Sequence[RunResult]) -> list[SummaryRow]:
             if paired:
                 rows.append(
                     SummaryRow(
-                        target, shots, DIFFERENCE,
+                        target,
+                        shots,
+                        DIFFERENCE,
                         {
                             m: mean_ci([meta[s].metrics[m] - base[s].metrics[m] for s in paired])
                             for m in metrics
@@ -90,9 +94,11 @@ def format_table(rows: Sequence[SummaryRow], metrics: Sequence[str] | None = Non
     """A markdown table: Dataset | Model | AP | AP50 | AP75 | AR | AR50 | AR75 (| PCK@0.2)."""
     if not rows:
         return "(no results)\n"
-    names = list(metrics) if metrics is not None else [
-        m for m in (*TABLE_METRICS, "pck") if any(m in r.metrics for r in rows)
-    ]
+    names = (
+        list(metrics)
+        if metrics is not None
+        else [m for m in (*TABLE_METRICS, "pck") if any(m in r.metrics for r in rows)]
+    )
     head = "| Dataset | Model | " + " | ".join(METRIC_TITLES[m] for m in names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 2)]
     for r in rows:
@@ -172,7 +178,8 @@ def write_index_html(
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
 tr.win td {{ background: #e3f6e3; }} tr.loss td {{ background: #fbe3e3; }}
-figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 1em; }}
+figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+pre {{ background: #f5f5f5; padding: 1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Mean ± 95 % confidence interval over seeds (Student t). "meta - baseline" rows are paired

@@ -67,15 +67,22 @@ def load_result(directory: str | Path, key: str) -> RunResult | None:
 
 
 def load_results(directory: str | Path) -> list[RunResult]:
-    return [RunResult.from_dict(json.loads(p.read_text())) for p in sorted(Path(directory).glob("*.json"))]
+    return [
+        RunResult.from_dict(json.loads(p.read_text()))
+        for p in sorted(Path(directory).glob("*.json"))
+    ]
 
 
 def select(
-    results: Iterable[RunResult], *, target: str | None = None, model: str | None = None,
+    results: Iterable[RunResult],
+    *,
+    target: str | None = None,
+    model: str | None = None,
     shots: int | None = None,
 ) -> list[RunResult]:
     return [
-        r for r in results
+        r
+        for r in results
         if (target is None or r.target == target)
         and (model is None or r.model == model)
         and (shots is None or r.shots == shots)

@@ -66,7 +66,7 @@ _IMAGE_NUMBER = re.compile(r"(\d+)")
 
 
 def read_lsp_joints(path: str | Path) -> np.ndarray:
-    """``joints`` of an LSP/LSPet ``joints.mat`` as ``(N, 14, 3)``, whichever layout the file uses."""
+    """``joints`` of an LSP/LSPet ``joints.mat`` as ``(N, 14, 3)``, whatever its layout."""
     path = Path(path)
     try:
         mat = scipy.io.loadmat(str(path))

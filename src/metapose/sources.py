@@ -1,0 +1,190 @@
+"""Where training batches come from: synthetic people rendered on the fly, or a COCO-format folder.
+
+Every batch is a pure function of ``(seed, batch number)``, so a stream restarts exactly where a
+checkpoint left it and two consumers (the baseline and the meta-learner) can read the same
+batches. With task augmentation (paper §4.2) each crop is also warped (affine, elastic or
+perspective); the ``"style"`` sampler gives all crops of a batch (a task) one source domain and one
+augmentation style, the ``"mixed"`` sampler (the paper's) draws both per crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+
+from metapose.codec import HeatmapCodec
+from metapose.config import DataConfig, TaskAugmentConfig, TopDownAugmentConfig
+from metapose.data.augment import TaskAugmenter
+from metapose.data.batches import BatchStream, EpochBatches, IndexedBatches, collate
+from metapose.data.coco import load_coco
+from metapose.data.dataset import (
+    CropTransform,
+    Instance,
+    Sample,
+    TopDownDataset,
+    instances_from_coco,
+    make_sample,
+)
+from metapose.data.records import LabelledImage
+from metapose.synth.domains import Domain, get_domain
+from metapose.synth.scene import render_crop
+
+TaskSampler = Literal["mixed", "style"]
+
+
+def _task_transform(augmenter: TaskAugmenter, style: str) -> CropTransform:
+    def transform(
+        image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        out = augmenter.augment(image, keypoints, rng, style=style)
+        return out.image, out.keypoints
+
+    return transform
+
+
+def _batch_maker(
+    draw: Callable[[np.random.Generator, int], tuple[np.ndarray, Instance]],
+    *,
+    choices: int,
+    codec: HeatmapCodec,
+    augment: TopDownAugmentConfig | None,
+    task_augment: TaskAugmentConfig | None,
+    sampler: TaskSampler,
+    batch_size: int,
+    seed: int,
+) -> Callable[[int], Sample]:
+    """Batch ``b``: crops ``draw(rng, choice)`` with ``choice`` one of ``choices`` sources."""
+    augmenter = TaskAugmenter(task_augment) if task_augment is not None else None
+    per_task = sampler == "style"
+
+    def make_batch(b: int) -> Sample:
+        task_rng = np.random.default_rng([seed, b])
+        task_choice = int(task_rng.integers(choices))
+        task_style = augmenter.sample_style(task_rng) if augmenter is not None else None
+        samples = []
+        for i in range(batch_size):
+            rng = np.random.default_rng([seed, b, i])
+            choice = task_choice if per_task else int(rng.integers(choices))
+            image, instance = draw(rng, choice)
+            transform = None
+            if augmenter is not None:
+                style = task_style if per_task else augmenter.sample_style(rng)
+                transform = _task_transform(augmenter, str(style))
+            samples.append(
+                make_sample(
+                    image, instance, codec, augment=augment, rng=rng, crop_transform=transform
+                )
+            )
+        return collate(samples)
+
+    return make_batch
+
+
+def person_instance(labelled: LabelledImage, index: int = 0) -> Instance:
+    person = labelled.people[index]
+    return Instance(labelled.image, person.bbox, person.keypoints, area=person.area)
+
+
+def synthetic_batches(
+    domains: Sequence[Domain],
+    codec: HeatmapCodec,
+    *,
+    augment: TopDownAugmentConfig | None,
+    task_augment: TaskAugmentConfig | None = None,
+    sampler: TaskSampler = "mixed",
+    batch_size: int = 32,
+    seed: int = 0,
+    workers: int = 0,
+) -> IndexedBatches:
+    """Endless batches of single-person crops of ``domains`` at the model's input size."""
+    if not domains:
+        raise ValueError("synthetic_batches needs at least one domain")
+    width, height = codec.input_size
+
+    def draw(rng: np.random.Generator, choice: int) -> tuple[np.ndarray, Instance]:
+        labelled = render_crop(domains[choice], rng, width, height)
+        return labelled.image, person_instance(labelled)
+
+    make = _batch_maker(
+        draw,
+        choices=len(domains),
+        codec=codec,
+        augment=augment,
+        task_augment=task_augment,
+        sampler=sampler,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    return IndexedBatches(make, num_workers=workers)
+
+
+def dataset_batches(
+    dataset: TopDownDataset,
+    *,
+    task_augment: TaskAugmentConfig | None = None,
+    sampler: TaskSampler = "mixed",
+    batch_size: int = 32,
+    seed: int = 0,
+    workers: int = 0,
+) -> EpochBatches | IndexedBatches:
+    """A finite dataset's batches: shuffled epochs, or random tasks under task augmentation."""
+    if task_augment is None:
+        return EpochBatches(dataset, batch_size, seed=seed, num_workers=workers)
+    instances = dataset.instances
+
+    def draw(rng: np.random.Generator, choice: int) -> tuple[np.ndarray, Instance]:
+        instance = instances[int(rng.integers(len(instances)))]
+        return dataset.load_image(instance), instance
+
+    make = _batch_maker(
+        draw,
+        choices=1,
+        codec=dataset.codec,
+        augment=dataset.augment,
+        task_augment=task_augment,
+        sampler=sampler,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    return IndexedBatches(make, num_workers=workers)
+
+
+def batches_for(
+    data: DataConfig,
+    codec: HeatmapCodec,
+    *,
+    augment: TopDownAugmentConfig | None,
+    task_augment: TaskAugmentConfig | None = None,
+    sampler: TaskSampler = "mixed",
+    batch_size: int = 32,
+    seed: int = 0,
+    workers: int = 0,
+) -> BatchStream:
+    """The batch stream a :class:`~metapose.config.DataConfig` describes.
+
+    A COCO-format dataset is checked completely (every image decoded) before the first batch, so
+    bad data fails before anything is written.
+    """
+    if data.annotations is None:
+        return synthetic_batches(
+            [get_domain(name) for name in data.domains],
+            codec,
+            augment=augment,
+            task_augment=task_augment,
+            sampler=sampler,
+            batch_size=batch_size,
+            seed=seed,
+            workers=workers,
+        )
+    coco = load_coco(data.annotations, data.image_dir, check_images="decode")
+    dataset = TopDownDataset(instances_from_coco(coco), codec, augment=augment, seed=seed)
+    return dataset_batches(
+        dataset,
+        task_augment=task_augment,
+        sampler=sampler,
+        batch_size=batch_size,
+        seed=seed,
+        workers=workers,
+    )
