@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metapose import distributed
 from metapose.adapt import adapt
 from metapose.checkpoint import load_state, save_checkpoint, save_state
 from metapose.config import ReptileConfig
@@ -84,6 +85,13 @@ def reptile_step(
         result = adapt(model, itertools.repeat(task), config.inner_steps, config.inner, options)
         first_losses.append(result.losses[0])
         adapted.append(clone_state(model))
+    if distributed.current().active:
+        # Every rank adapted to its own tasks: average the adapted weights over all of them.
+        local_mean = interpolate_states(before, adapted, 1.0)
+        for value in local_mean.values():
+            if value.is_floating_point():
+                distributed.mean_across_ranks_(value)
+        adapted = [local_mean]
     model.load_state_dict(interpolate_states(before, adapted, beta))
     return float(sum(first_losses) / len(first_losses))
 
@@ -106,10 +114,14 @@ def meta_train(
     """
     options = DeviceOptions(device, config.amp, config.channels_last)
     options.prepare(model)
+    dist_info = distributed.current()
+    if dist_info.active:
+        tasks = tasks.sharded(dist_info.rank, dist_info.world_size)
     history = History()
     start = 0
     out = Path(out_dir) if out_dir is not None else None
-    runlog = RunLog(out, "meta") if out is not None else None
+    writes = out is not None and dist_info.is_main  # only rank 0 writes files
+    runlog = RunLog(out, "meta") if writes and out is not None else None
     if out is not None and resume and (out / STATE_FILE).exists():
         state = load_state(out / STATE_FILE, device)
         model.load_state_dict(state["model"])
@@ -120,7 +132,8 @@ def meta_train(
         log.info("resumed meta-training from %s at meta step %d", out / STATE_FILE, start)
 
     def save(step: int) -> None:
-        assert out is not None
+        if not writes or out is None:
+            return
         save_checkpoint(out / LAST_FILE, model, run_config=run_config, extra={"meta_step": step})
         save_state(
             out / STATE_FILE,
@@ -134,7 +147,9 @@ def meta_train(
         batch = [next(stream) for _ in range(config.tasks_per_step)]
         beta = config.beta(step)
         loss = reptile_step(model, batch, config, options, beta=beta)
-        images += sum(int(t.image.shape[0]) for t in batch) * config.inner_steps
+        images += (
+            sum(int(t.image.shape[0]) for t in batch) * config.inner_steps * dist_info.world_size
+        )
         entry = StepLog(step + 1, images, loss, beta, time.perf_counter() - t0)
         history.steps.append(entry)
         if runlog is not None and (
@@ -149,7 +164,7 @@ def meta_train(
             and (step + 1) % config.checkpoint_every == 0
         ):
             save(step + 1)
-    if out is not None:
+    if writes and out is not None:
         save(config.meta_steps)
         save_checkpoint(
             out / FINAL_FILE,

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from metapose import distributed
 from metapose.checkpoint import load_state, optimizer_state_from_json, save_checkpoint, save_state
 from metapose.config import TrainConfig
 from metapose.data.batches import BatchStream
@@ -85,6 +87,13 @@ def train(
     """
     options = DeviceOptions(device, config.amp, config.channels_last)
     options.prepare(model)
+    dist_info = distributed.current()
+    net: nn.Module = model
+    if dist_info.active:
+        # Under torchrun: gradients are averaged across ranks, each rank reads its own batches.
+        ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        stream = stream.sharded(dist_info.rank, dist_info.world_size)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, lr_milestone_steps(config), config.lr_gamma
@@ -92,7 +101,8 @@ def train(
     history = History()
     start = 0
     out = Path(out_dir) if out_dir is not None else None
-    runlog = RunLog(out, "train") if out is not None else None
+    writes = out is not None and dist_info.is_main  # only rank 0 writes files
+    runlog = RunLog(out, "train") if writes and out is not None else None
 
     if out is not None and resume and (out / STATE_FILE).exists():
         state = load_state(out / STATE_FILE, device)
@@ -106,7 +116,8 @@ def train(
         log.info("resumed from %s at step %d", out / STATE_FILE, start)
 
     def save(step: int) -> None:
-        assert out is not None
+        if not writes or out is None:
+            return
         save_checkpoint(out / LAST_FILE, model, run_config=run_config, extra={"step": step})
         save_state(
             out / STATE_FILE,
@@ -125,21 +136,26 @@ def train(
     model.train()
     for step in range(start, config.steps):
         batch = next(batches)
-        loss = step_on_batch(model, optimizer, batch, options)
+        loss = step_on_batch(net, optimizer, batch, options)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        images += int(batch.image.shape[0])
+        images += int(batch.image.shape[0]) * dist_info.world_size
         entry = StepLog(step + 1, images, loss, lr, time.perf_counter() - t0)
         history.steps.append(entry)
         if runlog is not None and ((step + 1) % config.log_every == 0 or step + 1 == config.steps):
             runlog.write(asdict(entry))
         if on_step is not None:
             on_step(entry)
-        if validate is not None and validate_every and (step + 1) % validate_every == 0:
+        if (
+            validate is not None
+            and validate_every
+            and (step + 1) % validate_every == 0
+            and dist_info.is_main
+        ):
             metrics = {"step": step + 1, **validate(model)}
             history.evals.append(metrics)
-            if runlog is not None:
-                RunLog(out, "val", tensorboard=False).write(metrics)  # type: ignore[arg-type]
+            if runlog is not None and out is not None:
+                RunLog(out, "val", tensorboard=False).write(metrics)
             model.train()
         if (
             out is not None
@@ -148,7 +164,9 @@ def train(
         ):
             save(step + 1)
 
-    if out is not None:
+    if dist_info.active:
+        distributed.broadcast_buffers_(model)
+    if writes and out is not None:
         save(config.steps)
         save_checkpoint(
             out / FINAL_FILE,

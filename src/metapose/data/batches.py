@@ -9,7 +9,7 @@ stream's content never depends on how many workers make it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -19,9 +19,15 @@ from metapose.data.dataset import Sample, TopDownDataset
 
 
 class BatchStream(Protocol):
-    """An endless stream of collated batches; ``batches(start)`` skips the first ``start``."""
+    """An endless stream of collated batches; ``batches(start)`` skips the first ``start``.
+
+    ``sharded(rank, world_size)`` is the part of the stream one of ``world_size`` processes reads
+    (distributed training): disjoint, and together the whole stream.
+    """
 
     def batches(self, start: int = 0) -> Iterator[Sample]: ...
+
+    def sharded(self, rank: int, world_size: int) -> BatchStream: ...
 
 
 def collate(samples: list[Sample]) -> Sample:
@@ -36,22 +42,37 @@ class EpochBatches:
     batch_size: int
     seed: int = 0
     num_workers: int = 0
+    rank: int = 0
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         if len(self.dataset) == 0:
             raise ValueError("cannot draw batches from an empty dataset")
+        if self.global_batches_per_epoch < self.world_size:
+            raise ValueError(
+                f"{self.global_batches_per_epoch} batches per epoch for {self.world_size} ranks"
+            )
+
+    @property
+    def global_batches_per_epoch(self) -> int:
+        # With fewer samples than a batch (few-shot), one batch holds them all.
+        return max(len(self.dataset) // self.batch_size, 1)
 
     @property
     def batches_per_epoch(self) -> int:
-        # With fewer samples than a batch (few-shot), one batch holds them all.
-        return max(len(self.dataset) // self.batch_size, 1)
+        """This rank's batches per epoch (the remainder of the division by ranks is dropped)."""
+        return self.global_batches_per_epoch // self.world_size
+
+    def sharded(self, rank: int, world_size: int) -> EpochBatches:
+        return replace(self, rank=rank, world_size=world_size)
 
     def epoch_order(self, epoch: int) -> list[list[int]]:
         n = len(self.dataset)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         perm = torch.randperm(n, generator=gen).tolist()
         size = min(self.batch_size, n)
-        return [perm[i * size : (i + 1) * size] for i in range(self.batches_per_epoch)]
+        order = [perm[i * size : (i + 1) * size] for i in range(self.global_batches_per_epoch)]
+        return order[self.rank :: self.world_size][: self.batches_per_epoch]
 
     def batches(self, start: int = 0) -> Iterator[Sample]:
         epoch, offset = divmod(start, self.batches_per_epoch)
@@ -93,10 +114,19 @@ class IndexedBatches:
 
     make_batch: Callable[[int], Sample]
     num_workers: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    def sharded(self, rank: int, world_size: int) -> IndexedBatches:
+        return replace(self, rank=rank, world_size=world_size)
+
+    def _global_batch(self, b: int) -> Sample:
+        return self.make_batch(b * self.world_size + self.rank)
 
     def batches(self, start: int = 0) -> Iterator[Sample]:
+        make = self.make_batch if self.world_size == 1 else self._global_batch
         loader = DataLoader(
-            _IndexedBatchesDataset(self.make_batch, start),
+            _IndexedBatchesDataset(make, start),
             batch_size=None,
             num_workers=self.num_workers,
             prefetch_factor=2 if self.num_workers else None,

@@ -1,0 +1,473 @@
+"""The paper's experiment (§4, Table 1): does a meta-learned initial model adapt better?
+
+Stages, each resumable from ``out_dir``:
+
+1. targets: synthetic target domains are rendered to COCO-format folders (a shot pool and a
+   disjoint test split); COCO-format targets on disk are split by image id.
+2. pretraining on the synthetic source stream (shared by both models, optional);
+3. equal budgets: the baseline continues with supervised steps, the meta-learner with Reptile,
+   on the very same stream of augmented source batches (task ``t`` = batch ``t``);
+4. for every target, K and seed: both models (and optionally random weights) are fine-tuned on
+   the same K shots and scored with OKS AP/AR (and PCK) on the test split; unadapted scores too;
+5. the report: Table 1 with 95 % CIs, Figures 2-4, a K-curve and an HTML page.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from metapose import distributed
+from metapose.adapt import choose_shots, fine_tune
+from metapose.checkpoint import load_checkpoint
+from metapose.codec import HeatmapCodec
+from metapose.config import ExperimentConfig, TargetConfig, save_config
+from metapose.data.augment import TaskAugmenter
+from metapose.data.augment_figure import figure2
+from metapose.data.batches import IndexedBatches
+from metapose.data.coco import CocoDataset, load_coco, write_json_atomic
+from metapose.data.dataset import (
+    TopDownDataset,
+    crop_params_of,
+    denormalize_image,
+    instances_from_coco,
+    make_sample,
+)
+from metapose.data.images import write_rgb
+from metapose.data.topdown import apply_affine, crop_matrix
+from metapose.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
+from metapose.inference import PosePrediction
+from metapose.meta import meta_train
+from metapose.model import PoseResNet
+from metapose.optim import DeviceOptions
+from metapose.provenance import provenance
+from metapose.report import format_table, summarize, verdicts, write_index_html
+from metapose.results import UNADAPTED, RunResult, load_result, save_result
+from metapose.scoring import EvalSet, make_eval_set, predict_eval_set, predictions_to_results, score
+from metapose.sources import person_instance, synthetic_batches
+from metapose.synth.domains import get_domain
+from metapose.synth.scene import render_crop
+from metapose.synth.writer import write_synth_dataset
+from metapose.train import FINAL_FILE, train
+
+log = logging.getLogger(__name__)
+
+PANELS_PER_TARGET = 3  # test crops shown per target in Fig. 3
+
+
+class Progress(Protocol):
+    """How the experiment reports progress; the CLI draws bars, the library stays silent."""
+
+    def stage(self, name: str, total: int) -> Callable[[int], None]: ...
+
+    def close_stage(self) -> None: ...
+
+
+class SilentProgress:
+    def stage(self, name: str, total: int) -> Callable[[int], None]:
+        log.info("%s (%d)", name, total)
+        return lambda n: None
+
+    def close_stage(self) -> None:
+        pass
+
+
+def derived_seed(*parts: int | str) -> int:
+    """A stable 31-bit seed from named parts (the same on every machine and Python run)."""
+    return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+def init_model(cfg: ExperimentConfig, seed: int) -> PoseResNet:
+    """Randomly initialised weights that depend on ``seed`` only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PoseResNet(cfg.model)
+
+
+# ------------------------------------------------------------------------------ source data
+
+
+def source_batches(cfg: ExperimentConfig, codec: HeatmapCodec, stream: str) -> IndexedBatches:
+    """Augmented synthetic source crops; batch ``b`` of a named ``stream`` never changes."""
+    return synthetic_batches(
+        [get_domain(name) for name in cfg.source.domains],
+        codec,
+        augment=cfg.augment,
+        task_augment=cfg.task_augment,
+        sampler=cfg.task_sampler,
+        batch_size=cfg.baseline.batch_size,
+        seed=derived_seed(cfg.seed, "source", stream),
+        workers=cfg.workers,
+    )
+
+
+# ------------------------------------------------------------------------------ targets
+
+
+@dataclass(frozen=True)
+class Target:
+    config: TargetConfig
+    dataset: CocoDataset  # the shot pool's images (and, for real targets, the test images too)
+    pool_ids: tuple[int, ...]
+    test: EvalSet
+
+
+def _synthetic_split(
+    cfg: ExperimentConfig,
+    target: TargetConfig,
+    split: str,
+    size: int,
+    root: Path,
+    progress: Progress,
+) -> CocoDataset:
+    assert target.domain is not None
+    folder = root / target.name / split
+    annotation_file = folder / "annotations" / f"person_keypoints_{split}.json"
+    if not annotation_file.exists():
+        width, height = target.scene_size
+        tick = progress.stage(f"render {target.name} {split}", size)
+        write_synth_dataset(
+            get_domain(target.domain),
+            size,
+            derived_seed(cfg.seed, "target", target.name, split),
+            folder,
+            width=width,
+            height=height,
+            split=split,
+            progress=tick,
+        )
+        progress.close_stage()
+    return load_coco(annotation_file)
+
+
+def prepare_target(
+    cfg: ExperimentConfig,
+    target: TargetConfig,
+    root: Path,
+    codec: HeatmapCodec,
+    progress: Progress,
+) -> Target:
+    if target.synthetic:
+        pool = _synthetic_split(cfg, target, "pool", target.pool_size, root, progress)
+        test = _synthetic_split(cfg, target, "test", target.test_size, root, progress)
+        pool_ids = tuple(img.id for img in pool.images)
+    else:
+        assert (
+            target.annotations is not None
+            and target.pool_ids is not None
+            and target.test_ids is not None
+        )
+        full = load_coco(target.annotations, target.image_dir)
+        lo, hi = target.pool_ids
+        pool_ids = tuple(i.id for i in full.images if lo <= i.id <= hi)
+        lo, hi = target.test_ids
+        test_ids = [i.id for i in full.images if lo <= i.id <= hi]
+        pool, test = full, full.subset(test_ids)
+    if target.test_limit is not None:
+        test = test.subset([i.id for i in test.images[: target.test_limit]])
+    test_set = make_eval_set(
+        test,
+        codec,
+        keypoints=target.keypoints,
+        pck_alpha=target.pck_alpha,
+        batch_size=cfg.eval_batch_size,
+    )
+    return Target(target, pool, pool_ids, test_set)
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+@dataclass(frozen=True)
+class ExperimentOutcome:
+    results: tuple[RunResult, ...]
+    table: str
+    verdicts: tuple[str, ...]
+    report_dir: Path
+    seconds: float
+
+
+def _trained(
+    path: Path,
+    build: Callable[[], PoseResNet],
+    run: Callable[[PoseResNet], None],
+    device: torch.device,
+) -> PoseResNet:
+    """Load ``path/model.safetensors`` if a previous run finished it, else build and run."""
+    final = path / FINAL_FILE
+    if final.exists():
+        log.info("reusing %s", final)
+        return load_checkpoint(final, device).model
+    model = build()
+    run(model)
+    return model
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    device: torch.device,
+    *,
+    progress: Progress | None = None,
+) -> ExperimentOutcome:
+    """Run (or resume) the whole experiment into ``out_dir`` and write ``out_dir/report``."""
+    t0 = time.perf_counter()
+    progress = progress or SilentProgress()
+    dist_info = distributed.current()
+    out = Path(out_dir)
+    codec = HeatmapCodec.for_model(cfg.model, cfg.codec)
+    options = DeviceOptions(device)
+
+    # Stage 1: target data, rendered or split by rank 0 (the others read what it wrote).
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        write_json_atomic(out / "provenance.json", provenance(), indent=2)
+        targets = [prepare_target(cfg, tc, out / "data", codec, progress) for tc in cfg.targets]
+    distributed.barrier()
+    if not dist_info.is_main:
+        targets = [
+            prepare_target(cfg, tc, out / "data", codec, SilentProgress()) for tc in cfg.targets
+        ]
+
+    # Stage 2: shared pretraining.
+    def pretrain(model: PoseResNet) -> None:
+        assert cfg.pretrain is not None
+        tick = progress.stage("pretraining (shared)", cfg.pretrain.steps)
+        train(
+            model,
+            source_batches(cfg, codec, "pretrain"),
+            cfg.pretrain,
+            device,
+            out_dir=out / "models" / "pretrain",
+            run_config=cfg,
+            on_step=lambda e: tick(1),
+        )
+        progress.close_stage()
+
+    start = init_model(cfg, derived_seed(cfg.seed, "init"))
+    if cfg.pretrain is not None:
+        start = _trained(out / "models" / "pretrain", lambda: start, pretrain, device)
+
+    # Stage 3: equal budgets on the same batches.
+    stream = source_batches(cfg, codec, "continue")
+
+    def continue_baseline(model: PoseResNet) -> None:
+        tick = progress.stage("baseline: supervised", cfg.baseline.steps)
+        train(
+            model,
+            stream,
+            cfg.baseline,
+            device,
+            out_dir=out / "models" / "baseline",
+            run_config=cfg,
+            on_step=lambda e: tick(1),
+        )
+        progress.close_stage()
+
+    def continue_meta(model: PoseResNet) -> None:
+        tick = progress.stage("meta: Reptile", cfg.meta.meta_steps)
+        meta_train(
+            model,
+            stream,
+            cfg.meta,
+            device,
+            out_dir=out / "models" / "meta",
+            run_config=cfg,
+            on_step=lambda e: tick(1),
+        )
+        progress.close_stage()
+
+    models = {
+        "baseline": _trained(
+            out / "models" / "baseline", lambda: copy.deepcopy(start), continue_baseline, device
+        ),
+        "meta": _trained(
+            out / "models" / "meta", lambda: copy.deepcopy(start), continue_meta, device
+        ),
+    }
+
+    # Stage 4: few-shot adaptation and scoring, one job per (target, model, K, seed). Under
+    # torchrun the jobs are dealt out to the ranks; each result is its own file.
+    results_dir = out / "results"
+    names = [*models, *(["scratch"] if cfg.from_scratch else [])]
+    job_list = [Job(t, m, UNADAPTED, 0) for t in targets for m in models] + [
+        Job(t, m, k, seed) for t in targets for k in cfg.shots for seed in cfg.seeds for m in names
+    ]
+    mine = [job for i, job in enumerate(job_list) if i % dist_info.world_size == dist_info.rank]
+    tick = progress.stage("adapt and evaluate", len(mine))
+    for job in mine:
+        if load_result(results_dir, job.key) is None:
+            result, predictions = run_job(job, cfg, models, codec, options)
+            save_result(results_dir, result)
+            write_json_atomic(
+                out / "predictions" / f"{job.key}.json", predictions_to_results(predictions)
+            )
+        tick(1)
+    progress.close_stage()
+    distributed.barrier()
+    results = [r for job in job_list if (r := load_result(results_dir, job.key)) is not None]
+    if not dist_info.is_main:
+        return ExperimentOutcome(tuple(results), "", (), out / "report", time.perf_counter() - t0)
+    return write_report(cfg, out, results, targets, codec, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Score ``model`` on ``target`` after fine-tuning on K shots drawn by ``seed`` (K=0: as is)."""
+
+    target: Target
+    model: str
+    shots: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return RunResult(self.target.config.name, self.model, self.shots, self.seed, {}).key
+
+
+def run_job(
+    job: Job,
+    cfg: ExperimentConfig,
+    models: dict[str, PoseResNet],
+    codec: HeatmapCodec,
+    options: DeviceOptions,
+) -> tuple[RunResult, list[PosePrediction]]:
+    t0 = time.perf_counter()
+    name = job.target.config.name
+    if job.model in models:
+        model = copy.deepcopy(models[job.model])
+    else:  # "scratch": random weights, the same for every K of a seed
+        model = init_model(cfg, derived_seed(cfg.seed, "scratch", job.seed))
+    losses: tuple[float, ...] = ()
+    shots: list[int] = []
+    if job.shots != UNADAPTED:
+        shots = choose_shots(
+            job.target.dataset,
+            job.shots,
+            derived_seed(cfg.seed, "shots", name, job.shots, job.seed),
+            pool=job.target.pool_ids,
+        )
+        support = TopDownDataset(
+            instances_from_coco(job.target.dataset, image_ids=shots),
+            codec,
+            augment=cfg.augment,
+            seed=derived_seed(cfg.seed, "support", name, job.shots, job.seed),
+            cache_images=True,
+        )
+        losses = fine_tune(model, support, cfg.adapt, options, seed=job.seed).epoch_losses
+    predictions = predict_eval_set(model, job.target.test, options, flip=cfg.codec.flip_test)
+    result = RunResult(
+        name,
+        job.model,
+        job.shots,
+        job.seed,
+        score(predictions, job.target.test),
+        epoch_losses=losses,
+        seconds=time.perf_counter() - t0,
+        shot_image_ids=tuple(shots),
+    )
+    return result, predictions
+
+
+def write_report(
+    cfg: ExperimentConfig,
+    out: Path,
+    results: Sequence[RunResult],
+    targets: Sequence[Target],
+    codec: HeatmapCodec,
+    seconds: float,
+) -> ExperimentOutcome:
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    rows = summarize(results)
+    table = format_table(rows)
+    notes = verdicts(rows)
+    (report / "table.md").write_text(
+        f"# {cfg.name}: few-shot adaptation, mean ± 95 % CI over {len(cfg.seeds)} seeds\n\n"
+        + table
+        + "\n"
+        + "\n".join(f"- {n}" for n in notes)
+        + "\n"
+    )
+    write_json_atomic(
+        report / "table.json", {"rows": [r.to_dict() for r in rows], "verdicts": notes}, indent=1
+    )
+
+    figures = [
+        ("Fig. 2: a source crop under each task augmentation", _figure2(cfg, codec, report).name),
+        (
+            "Fig. 3: predictions of the baseline and the meta-learned model after adaptation",
+            _figure3(cfg, out, targets, report).name,
+        ),
+        (
+            "Fig. 4: training loss during the meta-test (few-shot fine-tuning)",
+            meta_test_loss(results, report / "fig4_meta_test_loss.png").name,
+        ),
+        ("Test AP against K", k_curve(rows, report / "k_curve.png").name),
+    ]
+    if any("pck" in r.metrics for r in rows):
+        figures.append(
+            ("Test PCK@0.2 against K", k_curve(rows, report / "k_curve_pck.png", metric="pck").name)
+        )
+    write_index_html(
+        report / "index.html",
+        title=f"metapose experiment: {cfg.name}",
+        rows=rows,
+        figures=figures,
+        notes=notes,
+        config_yaml=(out / "config.yaml").read_text(),
+        provenance=provenance(),
+    )
+    return ExperimentOutcome(tuple(results), table, tuple(notes), report, seconds)
+
+
+def _figure2(cfg: ExperimentConfig, codec: HeatmapCodec, report: Path) -> Path:
+    """A source crop (as the model sees it) and two draws of each task augmentation style."""
+    rng = np.random.default_rng(derived_seed(cfg.seed, "figure2"))
+    labelled = render_crop(get_domain(cfg.source.domains[0]), rng, *cfg.model.input_size)
+    base = make_sample(labelled.image, person_instance(labelled), codec)
+    grid = figure2(
+        denormalize_image(base.image.numpy()),
+        base.keypoints.numpy(),
+        TaskAugmenter(cfg.task_augment),
+        rng,
+    )
+    path = report / "fig2_augmentations.png"
+    write_rgb(path, grid)
+    return path
+
+
+def _figure3(cfg: ExperimentConfig, out: Path, targets: Sequence[Target], report: Path) -> Path:
+    """Predictions read back from the saved results of the largest K and the first seed."""
+    import json
+
+    panels = []
+    k, seed = max(cfg.shots), cfg.seeds[0]
+    for target in targets:
+        name = target.config.name
+        preds: dict[str, list[dict[str, object]]] = {}
+        for model in ("baseline", "meta"):
+            file = out / "predictions" / f"{RunResult(name, model, k, seed, {}).key}.json"
+            if file.exists():
+                preds[model] = json.loads(file.read_text())
+        batch = target.test.batches[0]
+        for i in range(min(PANELS_PER_TARGET, int(batch.image.shape[0]))):
+            crop = denormalize_image(batch.image[i].numpy())
+            matrix = crop_matrix(crop_params_of(batch, i), cfg.model.input_size)
+            shown = {}
+            for model, entries in preds.items():
+                kp = np.asarray(entries[i]["keypoints"], dtype=np.float64).reshape(-1, 3)
+                kp[:, :2] = apply_affine(kp[:, :2], matrix)
+                shown[model] = kp
+            panels.append(PredictionPanel(f"{name} #{i + 1}", crop, shown))
+    return prediction_grid(panels, report / "fig3_predictions.png")
