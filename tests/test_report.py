@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from metapose.report import DIFFERENCE, format_table, summarize, verdicts
+from metapose.results import RunResult, load_results, save_result
+from metapose.stats import mean_ci
+
+
+def test_mean_ci_is_the_student_t_interval() -> None:
+    x = [0.5, 0.55, 0.6, 0.52, 0.58]
+    est = mean_ci(x)
+    lo, hi = stats.t.interval(0.95, df=4, loc=np.mean(x), scale=stats.sem(x))
+    assert est.mean == pytest.approx(np.mean(x)) and est.half_width == pytest.approx((hi - lo) / 2)
+    assert math.isnan(mean_ci([0.3]).half_width) and mean_ci([0.3]).format() == "0.300"
+
+
+def runs(model: str, aps: list[float], shots: int = 16) -> list[RunResult]:
+    return [
+        RunResult("thermal", model, shots, seed, {"ap": ap, "ar": ap + 0.1})
+        for seed, ap in enumerate(aps)
+    ]
+
+
+def test_difference_is_paired_by_seed() -> None:
+    # Large spread across seeds but a constant +0.02 per seed: the paired CI is tight.
+    base = runs("baseline", [0.2, 0.5, 0.8])
+    meta = runs("meta", [0.22, 0.52, 0.82])
+    rows = summarize(base + meta)
+    diff = next(r for r in rows if r.model == DIFFERENCE)
+    assert diff.metrics["ap"].mean == pytest.approx(0.02)
+    assert diff.metrics["ap"].half_width == pytest.approx(0.0, abs=1e-9)
+    assert verdicts(rows) == ["thermal K=16: AP difference 0.020 ± 0.000 -> meta-learned init wins"]
+
+
+def test_overlapping_results_are_a_tie_and_a_loss_is_a_loss() -> None:
+    tie = summarize(runs("baseline", [0.2, 0.5, 0.8]) + runs("meta", [0.25, 0.45, 0.81]))
+    assert "tie" in verdicts(tie)[0]
+    loss = summarize(runs("baseline", [0.5, 0.6, 0.7]) + runs("meta", [0.4, 0.5, 0.6]))
+    assert "baseline wins" in verdicts(loss)[0]
+
+
+def test_table_has_the_paper_layout() -> None:
+    rows = summarize(
+        runs("baseline", [0.2, 0.3]) + runs("meta", [0.25, 0.35]) + runs("baseline", [0.1], shots=0)
+    )
+    table = format_table(rows).splitlines()
+    assert table[0] == "| Dataset | Model | AP | AR |"
+    assert table[2].startswith("| thermal (not adapted) | Baseline | 0.100 |")
+    assert any(
+        line.startswith("| thermal K=16 | meta - baseline | +0.050 ± 0.000") for line in table
+    )
+
+
+def test_results_round_trip_through_files(tmp_path) -> None:  # noqa: ANN001
+    r = RunResult(
+        "unique", "meta", 4, 2, {"ap": 0.4}, epoch_losses=(1.0, 0.5), shot_image_ids=(3, 9)
+    )
+    save_result(tmp_path, r)
+    assert load_results(tmp_path) == [r]
