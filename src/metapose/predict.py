@@ -1,0 +1,475 @@
+"""Top-down pose prediction on image files: person boxes in, COCO results and overlays out.
+
+The library side of ``metapose predict`` and ``metapose evaluate --onnx``. A pose estimator is a
+heatmap function (a PyTorch checkpoint or an ONNX model on onnxruntime) with its decode
+geometry; both run through :func:`metapose.inference.predict` (SimpleBaseline crop, flip test,
+quarter-offset decode), so a model and its export give the same keypoints. Person boxes come
+from a COCO detections JSON (SimpleBaseline's rescoring and OKS-NMS are then applied, see
+:mod:`metapose.data.detections`), from a COCO annotations JSON, or are the whole image.
+Results follow the COCO keypoint results format (https://cocodataset.org/#format-results).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from metapose.checkpoint import load_checkpoint
+from metapose.codec import HeatmapCodec
+from metapose.config import CodecConfig
+from metapose.data.coco import CocoDataset, load_coco, read_json
+from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
+from metapose.data.detections import (
+    BOX_SCORE_THRESHOLD,
+    detection_instances,
+    load_detections,
+    postprocess,
+)
+from metapose.data.images import read_rgb, write_rgb
+from metapose.data.topdown import box_to_center_scale
+from metapose.errors import DataError
+from metapose.evaluate import EvalResult, evaluate_oks, make_result, results_to_json
+from metapose.export import IMAGENET
+from metapose.inference import HeatmapFn, PosePrediction, predict, torch_heatmap_fn
+from metapose.onnx_runtime import Normalization, OnnxHeatmapModel
+from metapose.optim import DeviceOptions
+from metapose.skeleton import COCO17, Skeleton
+from metapose.viz import draw_box, draw_pose
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+OVERLAY_SUFFIX = ".png"
+# Keypoints scoring below this are left off overlays (their position is a guess).
+DRAW_THRESHOLD = 0.3
+Box = tuple[float, float, float, float]
+
+
+class Progress(Protocol):
+    """Progress reporting: the CLI draws bars, the library stays silent."""
+
+    def stage(self, name: str, total: int) -> Callable[[int], None]: ...
+
+    def close_stage(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How images are run: batching, flip test, box filtering, post-processing and drawing."""
+
+    batch_size: int = 32
+    flip: bool = True
+    box_score_threshold: float = BOX_SCORE_THRESHOLD  # detections scoring below are dropped
+    oks_nms: bool = True  # rescore + OKS-NMS poses found in detected boxes (SimpleBaseline)
+    draw_threshold: float = DRAW_THRESHOLD
+    num_workers: int = 0  # DataLoader workers reading and cropping images
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.draw_threshold <= 1:
+            raise ValueError(f"draw_threshold must be in [0, 1], got {self.draw_threshold}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+# ------------------------------------------------------------------------------ estimators
+
+
+class PoseEstimator(NamedTuple):
+    """A heatmap function with its decode geometry; it takes ImageNet-normalised crops."""
+
+    fn: HeatmapFn
+    codec: HeatmapCodec
+    skeleton: Skeleton
+    source: Path
+
+
+def estimator_from_checkpoint(
+    path: str | Path, options: DeviceOptions, *, codec: CodecConfig | None = None
+) -> PoseEstimator:
+    """A metapose checkpoint (``.safetensors`` + sidecar) on ``options.device``."""
+    loaded = load_checkpoint(path, options.device)
+    model = loaded.model
+    _check_keypoints(model.config.num_keypoints, COCO17, Path(path))
+    return PoseEstimator(
+        torch_heatmap_fn(model, options),
+        HeatmapCodec.for_model(model.config, codec),
+        COCO17,
+        Path(path),
+    )
+
+
+def estimator_from_onnx(
+    path: str | Path,
+    *,
+    input_size: tuple[int, int] | None = None,
+    normalization: Normalization | None = None,
+    threads: int | None = None,
+    dark: bool = False,
+) -> PoseEstimator:
+    """Any top-down heatmap ONNX model on onnxruntime.
+
+    ``normalization`` is what the model expects of its input; it defaults to the file's metapose
+    metadata, else to ImageNet's (the convention of SimpleBaseline, HRNet and MMPose models).
+    """
+    model = OnnxHeatmapModel(
+        path, input_size=input_size, normalization=normalization, threads=threads
+    )
+    _check_keypoints(model.num_keypoints, COCO17, model.path)
+    expected = model.normalization
+    if expected is None:
+        log.info("%s: no normalisation given or stored; using ImageNet's", model.path)
+        expected = IMAGENET
+
+    def run(images: np.ndarray) -> np.ndarray:
+        # Crops arrive ImageNet-normalised (metapose's data pipeline); re-normalise if needed.
+        return model(IMAGENET.convert(images, expected))
+
+    return PoseEstimator(run, model.codec(dark=dark), COCO17, model.path)
+
+
+def _check_keypoints(num_keypoints: int, skeleton: Skeleton, source: Path) -> None:
+    if num_keypoints != skeleton.num_keypoints:
+        raise DataError(
+            source,
+            f"the model predicts {num_keypoints} keypoints; the {skeleton.name} skeleton has "
+            f"{skeleton.num_keypoints}",
+        )
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to run: its id in the results and its person boxes (None: the whole image)."""
+
+    path: Path
+    image_id: int
+    boxes: tuple[Box, ...] | None
+    scores: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class PredictionPlan:
+    jobs: tuple[ImageJob, ...]
+    from_detections: bool  # boxes came from a detector: rescore and OKS-NMS the poses
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files given directly, and those in given folders (not recursive, sorted by name)."""
+    out: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            out += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            out.append(item)
+        else:
+            raise DataError(item, "no such image file or folder")
+    if not out:
+        raise DataError(
+            Path(inputs[0]) if inputs else Path("."),
+            f"no image files ({', '.join(IMAGE_SUFFIXES)}) found",
+        )
+    names = [p.name for p in out]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        # Overlays are named after the image file; two images must not share one.
+        raise DataError(out[0].parent, f"image file names repeat: {repeated[:3]}")
+    return out
+
+
+def _numeric_ids(images: Sequence[Path]) -> list[int] | None:
+    """COCO names images by their id (``000000397133.jpg``); None when some name is not a number."""
+    if not all(p.stem.isdigit() for p in images):
+        return None
+    ids = [int(p.stem) for p in images]
+    return ids if len(set(ids)) == len(ids) else None
+
+
+def _plan_from_annotations(images: list[Path], gt: CocoDataset) -> list[ImageJob]:
+    by_name = {Path(i.file_name).name: i.id for i in gt.images}
+    jobs = []
+    for path in images:
+        if path.name not in by_name:
+            raise DataError(gt.annotation_file, f"lists no image named {path.name}", field="images")
+        image_id = by_name[path.name]
+        people = [a for a in gt.annotations_by_image[image_id] if not a.iscrowd]
+        jobs.append(
+            ImageJob(path, image_id, tuple(a.bbox for a in people), tuple(1.0 for _ in people))
+        )
+    return jobs
+
+
+def _plan_from_detections(
+    images: list[Path], detections_file: Path, score_threshold: float
+) -> list[ImageJob]:
+    ids = _numeric_ids(images)
+    if ids is None:
+        raise DataError(
+            detections_file,
+            "detections name images by id, but the image file names are not (distinct) COCO ids; "
+            "pass an annotations JSON whose 'images' list the files, or use the whole image",
+            field="image_id",
+        )
+    detections = load_detections(detections_file, score_threshold=score_threshold)
+    unused = set(detections) - set(ids)
+    if unused:
+        log.info("%s: boxes for %d images not given", detections_file, len(unused))
+    jobs = []
+    for path, image_id in zip(images, ids, strict=True):
+        found = detections.get(image_id, ())
+        jobs.append(
+            ImageJob(path, image_id, tuple(d.bbox for d in found), tuple(d.score for d in found))
+        )
+    return jobs
+
+
+def plan_prediction(
+    inputs: Sequence[str | Path],
+    *,
+    boxes: str | Path | None = None,
+    whole_image: bool = False,
+    box_score_threshold: float = BOX_SCORE_THRESHOLD,
+) -> PredictionPlan:
+    """What to run: the images of ``inputs`` and where their people are.
+
+    ``boxes`` is a COCO detections JSON (a list; image ids are the files' numeric names, as in
+    COCO) or a COCO annotations JSON (an object; images matched by file name, non-crowd person
+    boxes). With ``whole_image`` each image is one person box; its image ids are the files'
+    numeric names where they all have one, else their 1-based position. Every input is checked
+    here, before anything is run or written.
+    """
+    if (boxes is None) == (not whole_image):
+        raise ValueError("give either boxes (a COCO JSON) or whole_image, not both or neither")
+    images = list_images(inputs)
+    if whole_image:
+        ids = _numeric_ids(images) or list(range(1, len(images) + 1))
+        jobs = [ImageJob(p, i, None, (1.0,)) for p, i in zip(images, ids, strict=True)]
+        return PredictionPlan(tuple(jobs), from_detections=False)
+    assert boxes is not None
+    boxes = Path(boxes)
+    if isinstance(read_json(boxes), list):
+        jobs = _plan_from_detections(images, boxes, box_score_threshold)
+        return PredictionPlan(tuple(jobs), from_detections=True)
+    gt = load_coco(boxes, images[0].parent, check_images="none", require_trainable=False)
+    return PredictionPlan(tuple(_plan_from_annotations(images, gt)), from_detections=False)
+
+
+# ------------------------------------------------------------------------------ running
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    images: int
+    people: int  # poses written to the results
+    results_path: Path
+    overlays: tuple[Path, ...]
+
+
+def _instances(
+    job: ImageJob, image: np.ndarray, aspect_ratio: float, num_keypoints: int, first_id: int
+) -> list[Instance]:
+    height, width = image.shape[:2]
+    boxes = job.boxes if job.boxes is not None else ((0.0, 0.0, float(width), float(height)),)
+    no_labels = np.zeros((num_keypoints, 3), np.float32)
+    out = []
+    for i, (box, score) in enumerate(zip(boxes, job.scores, strict=True)):
+        # The padded crop box's area, as SimpleBaseline's OKS-NMS uses it for detections.
+        _, scale = box_to_center_scale(box, aspect_ratio)
+        out.append(
+            Instance(
+                image=image,
+                box=box,
+                keypoints=no_labels,
+                image_id=job.image_id,
+                annotation_id=first_id + i,
+                area=float(scale[0] * scale[1]),
+                score=score,
+            )
+        )
+    return out
+
+
+class Kept(NamedTuple):
+    """A pose that goes into the results: the instance it came from and its final score."""
+
+    prediction: PosePrediction
+    score: float
+
+
+def _kept(predictions: Sequence[PosePrediction], from_detections: bool, nms: bool) -> list[Kept]:
+    """Poses rescored (SimpleBaseline) and, for detections, OKS-NMS'd per image."""
+    if not predictions:
+        return []
+    if from_detections and nms:
+        kept = postprocess(
+            [p.image_id for p in predictions],
+            np.stack([p.keypoints for p in predictions]),
+            np.array([p.box_score for p in predictions]),
+            np.array([p.area for p in predictions]),
+        )
+        return [
+            Kept(predictions[i], float(s)) for i, s in zip(kept.indices, kept.scores, strict=True)
+        ]
+    return [Kept(p, p.score) for p in predictions]
+
+
+def _result(kept: Kept) -> dict[str, Any]:
+    return make_result(kept.prediction.image_id, kept.prediction.keypoints, kept.score)
+
+
+def predict_images(
+    plan: PredictionPlan,
+    estimator: PoseEstimator,
+    results_path: str | Path,
+    *,
+    overlay_dir: str | Path | None = None,
+    options: PredictOptions | None = None,
+    progress: Progress | None = None,
+) -> PredictSummary:
+    """Run ``estimator`` on every image of ``plan``; write the results JSON and overlay PNGs.
+
+    Crops of several images share a batch. The results JSON (COCO keypoint results, each entry
+    also naming its ``file_name``, a field COCO tools ignore) is written atomically once all
+    images are done; an overlay ``<image stem>.png`` per image, people drawn over it, as each
+    image is done.
+    """
+    options = options or PredictOptions()
+    codec = estimator.codec
+    aspect_ratio = codec.input_size[0] / codec.input_size[1]
+    overlays_to = None if overlay_dir is None else Path(overlay_dir)
+    if overlays_to is not None:
+        overlays_to.mkdir(parents=True, exist_ok=True)
+    tick = progress.stage("predict", len(plan.jobs)) if progress else None
+    results: list[dict[str, Any]] = []
+    overlays: list[Path] = []
+    pending: list[tuple[ImageJob, np.ndarray, list[Instance]]] = []
+
+    def flush() -> None:
+        instances = [inst for _, _, group in pending for inst in group]
+        predictions: list[PosePrediction] = []
+        if instances:
+            predictions = predict(
+                estimator.fn,
+                TopDownDataset(instances, codec, skeleton=estimator.skeleton),
+                flip=options.flip,
+                skeleton=estimator.skeleton,
+                batch_size=options.batch_size,
+                num_workers=options.num_workers,
+            )
+        start = 0
+        for job, image, group in pending:
+            mine = predictions[start : start + len(group)]
+            start += len(group)
+            kept = _kept(mine, plan.from_detections, options.oks_nms)
+            results.extend({**_result(k), "file_name": job.path.name} for k in kept)
+            if overlays_to is not None:
+                boxes = {inst.annotation_id: inst.box for inst in group}
+                canvas = draw_people(image, kept, boxes, estimator.skeleton, options)
+                overlays.append(overlays_to / f"{job.path.stem}{OVERLAY_SUFFIX}")
+                write_rgb(overlays[-1], canvas)
+            if tick is not None:
+                tick(1)
+        pending.clear()
+
+    next_id = 1
+    for job in plan.jobs:
+        image = read_rgb(job.path)
+        group = _instances(job, image, aspect_ratio, estimator.skeleton.num_keypoints, next_id)
+        next_id += len(group)
+        pending.append((job, image, group))
+        if sum(len(g) for _, _, g in pending) >= options.batch_size:
+            flush()
+    flush()
+    if progress is not None:
+        progress.close_stage()
+    results_path = Path(results_path)
+    results_to_json(results_path, results)
+    log.info("%d poses on %d images -> %s", len(results), len(plan.jobs), results_path)
+    return PredictSummary(len(plan.jobs), len(results), results_path, tuple(overlays))
+
+
+def draw_people(
+    image: np.ndarray,
+    kept: Sequence[Kept],
+    boxes: dict[int, Box],
+    skeleton: Skeleton,
+    options: PredictOptions,
+) -> np.ndarray:
+    """The image with each kept pose and its person box (labelled with the pose's score)."""
+    canvas = image
+    height, width = image.shape[:2]
+    whole_image = (0.0, 0.0, float(width), float(height))
+    for k in kept:
+        box = boxes[k.prediction.annotation_id]
+        if box != whole_image:  # a frame around the whole picture says nothing
+            canvas = draw_box(canvas, box, label=f"{k.score:.2f}")
+        canvas = draw_pose(
+            canvas,
+            k.prediction.keypoints,
+            skeleton,
+            threshold=options.draw_threshold,
+            kind="scores",
+        )
+    return canvas if kept else image.copy()
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+class CocoScore(NamedTuple):
+    result: EvalResult
+    results: list[dict[str, Any]]  # the COCO keypoint results that were scored
+
+
+def evaluate_on_coco(
+    estimator: PoseEstimator,
+    gt: CocoDataset,
+    *,
+    detections: str | Path | None = None,
+    keypoints: Sequence[str] | None = None,
+    options: PredictOptions | None = None,
+    progress: Progress | None = None,
+) -> CocoScore:
+    """OKS AP/AR of ``estimator`` on a COCO-format dataset.
+
+    With ground-truth boxes (the default) every labelled, non-crowd person is one crop; with a
+    detections JSON, every kept person box, the poses then rescored and OKS-NMS'd per image as
+    SimpleBaseline does. ``keypoints``: score only this subset (see
+    :func:`metapose.evaluate.evaluate_oks`).
+    """
+    options = options or PredictOptions()
+    codec = estimator.codec
+    if detections is None:
+        instances = instances_from_coco(gt)
+    else:
+        boxes = load_detections(
+            detections,
+            score_threshold=options.box_score_threshold,
+            image_ids=[i.id for i in gt.images],
+        )
+        instances = detection_instances(gt, boxes, codec.input_size[0] / codec.input_size[1])
+    tick = progress.stage("evaluate", len(instances)) if progress else None
+    predictions = predict(
+        estimator.fn,
+        TopDownDataset(instances, codec, skeleton=estimator.skeleton),
+        flip=options.flip,
+        skeleton=estimator.skeleton,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        on_batch=tick,
+    )
+    if progress is not None:
+        progress.close_stage()
+    if detections is None:
+        results = [make_result(p.image_id, p.keypoints, p.score) for p in predictions]
+    else:
+        results = [_result(k) for k in _kept(predictions, True, options.oks_nms)]
+    return CocoScore(evaluate_oks(gt, results, keypoints=keypoints), results)
