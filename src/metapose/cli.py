@@ -88,7 +88,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         height=args.height,
         split=args.split,
         workers=args.workers,
-        progress=lambda n: bar.update(n),
+        progress=bar,
     )
     bar.close()
     print(f"wrote {args.images} images and {path}")
@@ -342,12 +342,126 @@ def cmd_import_lsp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from metapose.optim import DeviceOptions
+    from metapose.predict import (
+        PredictOptions,
+        estimator_from_checkpoint,
+        estimator_from_onnx,
+        plan_prediction,
+        predict_images,
+    )
+
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise SystemExit("error: give exactly one of --checkpoint or --onnx")
+    if (args.boxes is None) == (not args.whole_image):
+        raise SystemExit("error: give exactly one of --boxes JSON or --whole-image")
+    plan = plan_prediction(
+        args.inputs,
+        boxes=args.boxes,
+        whole_image=args.whole_image,
+        box_score_threshold=args.box_threshold,
+    )
+    if args.onnx:
+        estimator = estimator_from_onnx(args.onnx, threads=args.threads)
+    else:
+        estimator = estimator_from_checkpoint(
+            args.checkpoint, DeviceOptions(resolve_device(args.device))
+        )
+    out = Path(args.out)
+    summary = predict_images(
+        plan,
+        estimator,
+        out / "results.json",
+        overlay_dir=None if args.no_overlays else out / "overlays",
+        options=PredictOptions(
+            batch_size=args.batch_size,
+            flip=not args.no_flip,
+            draw_threshold=args.threshold,
+            oks_nms=not args.no_nms,
+        ),
+        progress=TqdmProgress(not args.quiet),
+    )
+    print(f"{summary.people} people on {summary.images} images -> {summary.results_path}")
+    if summary.overlays:
+        print(f"overlays: {out / 'overlays'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from metapose.checkpoint import load_checkpoint
+    from metapose.codec import HeatmapCodec
+    from metapose.data.coco import load_coco
+    from metapose.export import coco_crops, export_checked
+
+    model = load_checkpoint(args.checkpoint).model
+    crops = None
+    if args.check_data:
+        codec = HeatmapCodec.for_model(model.config)
+        crops = coco_crops(load_coco(args.check_data, args.check_images), codec, limit=16)
+    report = export_checked(
+        model, args.out, np.random.default_rng(args.seed), opset=args.opset, real_crops=crops
+    )
+    print(f"wrote {report.path} (opset {report.opset}); onnx.checker passed")
+    print(
+        f"max |heatmap difference| vs PyTorch: random crops {report.max_abs_diff_random:.2e}"
+        + (
+            f", real crops {report.max_abs_diff_real:.2e}"
+            if report.max_abs_diff_real is not None
+            else ""
+        )
+    )
+    return 0
+
+
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from metapose.weights import import_checkpoint
+
+    input_size = None
+    if args.input_size:
+        w, _, h = args.input_size.partition("x")
+        input_size = (int(w), int(h))
+    path, report = import_checkpoint(
+        args.src,
+        args.format,
+        args.out,
+        input_size=input_size,
+        strict=not args.allow_partial,
+        init_seed=args.seed,
+    )
+    print(report.summary())
+    print(f"checkpoint: {path}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from metapose.evaluate import evaluate_oks, format_table, load_results
 
     keypoints = tuple(args.keypoints.split(",")) if args.keypoints else None
-    # Scoring needs the annotations only, never the images.
-    result = evaluate_oks(args.gt, load_results(args.results), keypoints=keypoints)
+    if (args.results is None) == (args.onnx is None):
+        raise SystemExit("error: give exactly one of --results JSON or --onnx model")
+    if args.results:
+        # Scoring results needs the annotations only, never the images.
+        result = evaluate_oks(args.gt, load_results(args.results), keypoints=keypoints)
+    else:
+        from metapose.data.coco import load_coco
+        from metapose.evaluate import results_to_json
+        from metapose.predict import PredictOptions, estimator_from_onnx, evaluate_on_coco
+
+        gt = load_coco(args.gt, args.images, require_trainable=False)
+        score = evaluate_on_coco(
+            estimator_from_onnx(args.onnx, threads=args.threads),
+            gt,
+            detections=args.detections,
+            keypoints=keypoints,
+            options=PredictOptions(flip=not args.no_flip, batch_size=args.batch_size),
+            progress=TqdmProgress(not args.quiet),
+        )
+        result = score.result
+        if args.save_results:
+            results_to_json(args.save_results, score.results)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2))
@@ -446,9 +560,59 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="JSON to write")
     q.set_defaults(func=cmd_import_lsp)
 
+    p = sub.add_parser("predict", help="poses on your images: COCO results JSON and overlay PNGs")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("--checkpoint", help="metapose checkpoint (.safetensors)")
+    p.add_argument("--onnx", help="or: an exported ONNX model (runs on onnxruntime)")
+    p.add_argument("--boxes", help="person boxes: COCO detections JSON or annotations JSON")
+    p.add_argument("--whole-image", action="store_true", help="one person box = the whole image")
+    p.add_argument("--box-threshold", type=float, default=0.0, help="minimum detection score")
+    p.add_argument("--threshold", type=float, default=0.2, help="keypoint score drawn at least")
+    p.add_argument("--out", required=True, help="folder for results.json and overlays/")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument("--no-nms", action="store_true", help="keep duplicate detections")
+    p.add_argument("--no-overlays", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="model.onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--check-data", help="also compare on real crops of this COCO JSON")
+    p.add_argument("--check-images", help="image folder of --check-data")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random parity inputs")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "import-weights", help="torchvision / SimpleBaseline / MMPose weights -> checkpoint"
+    )
+    p.add_argument("src", help=".pth (loaded with weights_only=True) or .safetensors")
+    p.add_argument("--format", required=True, choices=("torchvision", "simplebaseline", "mmpose"))
+    p.add_argument("--out", required=True, help="metapose checkpoint (.safetensors)")
+    p.add_argument(
+        "--input-size", help="WxH, e.g. 192x256 (default: from the file name, else 192x256)"
+    )
+    p.add_argument("--allow-partial", action="store_true", help="accept missing/mismatched keys")
+    p.add_argument("--seed", type=int, default=0, help="initialises what the file does not hold")
+    p.set_defaults(func=cmd_import_weights)
+
     p = sub.add_parser("evaluate", help="OKS AP/AR of a COCO results JSON against ground truth")
     p.add_argument("--gt", required=True, help="person_keypoints JSON")
-    p.add_argument("--results", required=True, help="COCO keypoint results JSON")
+    p.add_argument("--results", help="COCO keypoint results JSON to score")
+    p.add_argument("--onnx", help="or: a top-down heatmap ONNX model (N x 3 x H x W RGB in) to run")
+    p.add_argument("--images", help="image folder of --gt (with --onnx)")
+    p.add_argument("--detections", help="person boxes from a COCO detections JSON (with --onnx)")
+    p.add_argument("--no-flip", action="store_true", help="no flip test (with --onnx)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    p.add_argument(
+        "--save-results", help="write the predictions as COCO results JSON (with --onnx)"
+    )
+    p.add_argument("--quiet", action="store_true")
     p.add_argument("--keypoints", help="comma-separated subset of keypoint names to score")
     p.add_argument("--json", help="also write the numbers to this file")
     p.set_defaults(func=cmd_evaluate)

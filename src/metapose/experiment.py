@@ -21,7 +21,6 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -49,6 +48,7 @@ from metapose.inference import PosePrediction
 from metapose.meta import meta_train
 from metapose.model import PoseResNet
 from metapose.optim import DeviceOptions
+from metapose.progress import Progress, SilentProgress
 from metapose.provenance import provenance
 from metapose.report import format_table, summarize, verdicts, write_index_html
 from metapose.results import UNADAPTED, RunResult, load_result, save_result
@@ -62,23 +62,6 @@ from metapose.train import FINAL_FILE, train
 log = logging.getLogger(__name__)
 
 PANELS_PER_TARGET = 3  # test crops shown per target in Fig. 3
-
-
-class Progress(Protocol):
-    """How the experiment reports progress; the CLI draws bars, the library stays silent."""
-
-    def stage(self, name: str, total: int) -> Callable[[int], None]: ...
-
-    def close_stage(self) -> None: ...
-
-
-class SilentProgress:
-    def stage(self, name: str, total: int) -> Callable[[int], None]:
-        log.info("%s (%d)", name, total)
-        return lambda n: None
-
-    def close_stage(self) -> None:
-        pass
 
 
 def derived_seed(*parts: int | str) -> int:

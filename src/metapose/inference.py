@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from metapose.codec import HeatmapCodec, flip_back
 from metapose.data.batches import collate
-from metapose.data.detections import rescore
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
+from metapose.data.detections import rescore
 from metapose.data.topdown import BOX_PADDING, apply_affine, crop_matrix
 from metapose.optim import DeviceOptions
 from metapose.skeleton import COCO17, Skeleton

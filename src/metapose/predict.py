@@ -12,10 +12,13 @@ Results follow the COCO keypoint results format (https://cocodataset.org/#format
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +41,7 @@ from metapose.export import IMAGENET
 from metapose.inference import HeatmapFn, PosePrediction, predict, torch_heatmap_fn
 from metapose.onnx_runtime import Normalization, OnnxHeatmapModel
 from metapose.optim import DeviceOptions
+from metapose.progress import Progress
 from metapose.skeleton import COCO17, Skeleton
 from metapose.viz import draw_box, draw_pose
 
@@ -48,14 +52,6 @@ OVERLAY_SUFFIX = ".png"
 # Keypoints scoring below this are left off overlays (their position is a guess).
 DRAW_THRESHOLD = 0.3
 Box = tuple[float, float, float, float]
-
-
-class Progress(Protocol):
-    """Progress reporting: the CLI draws bars, the library stays silent."""
-
-    def stage(self, name: str, total: int) -> Callable[[int], None]: ...
-
-    def close_stage(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -344,9 +340,13 @@ def predict_images(
     options = options or PredictOptions()
     codec = estimator.codec
     aspect_ratio = codec.input_size[0] / codec.input_size[1]
-    overlays_to = None if overlay_dir is None else Path(overlay_dir)
-    if overlays_to is not None:
-        overlays_to.mkdir(parents=True, exist_ok=True)
+    final_overlays = None if overlay_dir is None else Path(overlay_dir)
+    overlays_to = None
+    if final_overlays is not None:
+        # Overlays are staged and moved into place only when every image has been read, so a
+        # bad image part-way leaves nothing half-written.
+        final_overlays.mkdir(parents=True, exist_ok=True)
+        overlays_to = Path(tempfile.mkdtemp(prefix=".partial-", dir=final_overlays))
     tick = progress.stage("predict", len(plan.jobs)) if progress else None
     results: list[dict[str, Any]] = []
     overlays: list[Path] = []
@@ -380,14 +380,24 @@ def predict_images(
         pending.clear()
 
     next_id = 1
-    for job in plan.jobs:
-        image = read_rgb(job.path)
-        group = _instances(job, image, aspect_ratio, estimator.skeleton.num_keypoints, next_id)
-        next_id += len(group)
-        pending.append((job, image, group))
-        if sum(len(g) for _, _, g in pending) >= options.batch_size:
-            flush()
-    flush()
+    try:
+        for job in plan.jobs:
+            image = read_rgb(job.path)
+            group = _instances(job, image, aspect_ratio, estimator.skeleton.num_keypoints, next_id)
+            next_id += len(group)
+            pending.append((job, image, group))
+            if sum(len(g) for _, _, g in pending) >= options.batch_size:
+                flush()
+        flush()
+        if overlays_to is not None and final_overlays is not None:
+            moved = []
+            for staged in overlays:
+                os.replace(staged, final_overlays / staged.name)
+                moved.append(final_overlays / staged.name)
+            overlays = moved
+    finally:
+        if overlays_to is not None:
+            shutil.rmtree(overlays_to, ignore_errors=True)
     if progress is not None:
         progress.close_stage()
     results_path = Path(results_path)
