@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from torch.utils.data import DataLoader
@@ -58,6 +59,9 @@ def test_crop_mode_writes_one_person_per_image(tmp_path: Path) -> None:
 
 
 def test_stream_items_do_not_depend_on_the_number_of_workers() -> None:
+    # Start OpenCV's thread pool first: forked workers inherit it half-alive, which must not hang
+    # them (a cv2.setNumThreads call in a worker did).
+    cv2.GaussianBlur(np.zeros((512, 512), np.float32), (0, 0), 3.0)
     stream = SynthStream("rgb", seed=3, size=(48, 64), length=4)
     serial = [item.image for item in stream]
     loader = DataLoader(stream, batch_size=None, num_workers=2)

@@ -40,11 +40,11 @@ def solo_mask(
         ellipsoid_parts=body.ellipsoid_parts[keep_e],
     )
     native = render.native
-    canvas = Canvas.over(np.zeros((native.height, native.width, render.canvas.colour.shape[2])))
+    canvas = Canvas.over(np.zeros((render.canvas.colour.shape[0], native.height, native.width)))
     for _, draw in figure_jobs(canvas, replace(figure, body=alone), native, render.light, 0):
         draw()
     if edges:
-        return np.abs(canvas.colour).sum(axis=2) > 0
+        return np.abs(canvas.colour).sum(axis=0) > 0
     return canvas.label >= 0
 
 

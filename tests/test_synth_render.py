@@ -14,12 +14,12 @@ from metapose.synth.domains import DOMAINS, RGB, Domain, get_domain
 from metapose.synth.raster import Canvas, Light
 from metapose.synth.scene import render_crop, render_scene
 
-LIGHT = Light(np.array([0.0, 0.0, -1.0]), 0.5, 0.5, 0.0)
+LIGHT = Light(np.array([0.0, 0.0, -1.0]), 0.5, 0.5)
 WHITE = np.ones((4, 3), np.float32)
 
 
 def canvas(w: int = 80, h: int = 60) -> Canvas:
-    return Canvas.over(np.zeros((h, w, 3), np.float32))
+    return Canvas.over(np.zeros((3, h, w), np.float32))
 
 
 def test_sphere_covers_its_disc_with_the_right_depth() -> None:
@@ -29,7 +29,7 @@ def test_sphere_covers_its_disc_with_the_right_depth() -> None:
     assert (c.label == 3).sum() == pytest.approx(np.pi * radius**2, rel=0.03)
     assert c.depth[30, 40] == pytest.approx(5.0 - radius * 0.01, abs=1e-4)
     # Edges are anti-aliased: partly covered pixels get part of the colour.
-    partial = (c.colour[..., 0] > 0.02) & (c.colour[..., 0] < 0.45)
+    partial = (c.colour[0] > 0.02) & (c.colour[0] < 0.45)
     assert partial.sum() > 20
 
 
@@ -95,10 +95,10 @@ def test_front_and_back_views_differ_in_the_face() -> None:
         nose = fig.body.keypoints[0]
         position = nose + np.array([0.0, 0.1, 2.0])  # the same camera, in front at yaw 0
         cam = Camera(600.0, 64.0, 64.0, look_at(position, nose), position, 128, 128)
-        c = Canvas.over(np.zeros((128, 128, 3), np.float32))
+        c = Canvas.over(np.zeros((3, 128, 128), np.float32))
         for _, draw in scene.figure_jobs(c, fig, cam, LIGHT, 0):
             draw()
-        head = c.colour[np.isin(c.label, (P["head"], P["hair"]))]
+        head = c.image()[np.isin(c.label, (P["head"], P["hair"]))]
         skin_shares.append(float((head[:, 0] > head[:, 1]).mean()))
     assert skin_shares[0] > skin_shares[1] + 0.3
 

@@ -382,7 +382,7 @@ class RGBStyle:
             ]
         )
         ambient = float(rng.uniform(0.35, 0.6))
-        return Light(direction, ambient, float(rng.uniform(0.5, 0.8)), float(rng.uniform(0, 0.15)))
+        return Light(direction, ambient, float(rng.uniform(0.5, 0.8)))
 
     def finish(
         self, buffer: np.ndarray, rng: np.random.Generator, size: tuple[int, int], scale: float
@@ -547,7 +547,7 @@ class ThermalStyle:
     def light(self, rng: np.random.Generator) -> Light:
         # Emission falls off at grazing angles (emissivity), so light the surfaces "from the
         # camera" with a weak directional term instead of a lamp.
-        return Light(np.array([0.0, 0.0, -1.0]), 0.94, 0.08, 0.0, headlight=True)
+        return Light(np.array([0.0, 0.0, -1.0]), 0.94, 0.08, headlight=True)
 
     def finish(
         self, buffer: np.ndarray, rng: np.random.Generator, size: tuple[int, int], scale: float

@@ -330,7 +330,7 @@ def render_background(
     casters: list[Caster],
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """The room as seen by ``camera``: ``(h, w, C)`` float32, without the blocks."""
+    """The room as seen by ``camera``: ``(C, h, w)`` float32, without the blocks."""
     # Rays that miss a plane carry infinite distances; their pixels are masked out below.
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         return _render_planes(room, camera, light, channels, casters, rng)
@@ -344,6 +344,8 @@ def _render_planes(
     casters: list[Caster],
     rng: np.random.Generator,
 ) -> np.ndarray:
+    # Per pixel: which material (0 sky, 1 floor, then walls and their patches), the pattern's
+    # mix and the shading; the colours are looked up once at the end.
     h, w = camera.height, camera.width
     u = np.arange(w, dtype=np.float32)[None, :]
     v = np.arange(h, dtype=np.float32)[:, None]
@@ -351,31 +353,31 @@ def _render_planes(
     dx, dy, dz = np.broadcast_arrays(dx, dy, dz)
     cx, cy, cz = (float(c) for c in camera.position)
     lit = [float(c) for c in light.direction]
-    out = np.empty((h, w, channels), np.float32)
+    looks = [room.sky, room.floor]
     # Sky, brighter towards the horizon: a gradient down the middle column.
     mid = w // 2
     up = -dy[:, mid] / np.sqrt(dx[:, mid] ** 2 + dy[:, mid] ** 2 + dz[:, mid] ** 2)
-    out[:] = _paint(room.sky, (1.0 - np.clip(-up, 0.0, 1.0)) ** 4)[:, None, :]
+    sky_mix = ((1.0 - np.clip(-up, 0.0, 1.0)) ** 4)[:, None]
     # Floor.
     hit = dy < -1e-6
     t_floor = np.where(hit, -cy / dy, np.float32(np.inf))
     fx = np.where(hit, cx + t_floor * dx, np.float32(0.0))
     fz = np.where(hit, cz + t_floor * dz, np.float32(0.0))
-    if light.headlight:  # thermal: no cast light, so no shadows
+    material = hit.astype(np.int8)
+    footprint = t_floor * np.float32(1.0 / camera.focal)  # metres per pixel on the floor
+    mix = np.where(hit, texture(room.floor, fx, fz, footprint), sky_mix)
+    if light.headlight:  # thermal: no cast light, so no shading and no shadows
         shade = np.ones((h, w), np.float32)
     else:
         floor_shade = light.ambient + light.diffuse * max(lit[1], 0.0)
         shade = _shadows(casters, camera, rng) * np.float32(floor_shade)
-    if not room.outdoor:
-        # The floor darkens near the walls (ambient occlusion in the corner).
-        for wall in room.walls:
-            nx, nz = float(wall.normal[0]), float(wall.normal[2])
-            dist = np.abs(nx * fx + nz * fz - float(wall.offset))
-            shade *= 1.0 - CORNER_SHADE * np.exp(dist * np.float32(-1.0 / CORNER_WIDTH))
-    footprint = t_floor * np.float32(1.0 / camera.focal)  # metres per pixel on the floor
-    floor_colour = _paint(room.floor, texture(room.floor, fx, fz, footprint))
-    floor_colour *= shade[..., None]
-    np.copyto(out, floor_colour, where=hit[..., None])
+        if not room.outdoor:
+            # The floor darkens near the walls (ambient occlusion in the corner).
+            for wall in room.walls:
+                nx, nz = float(wall.normal[0]), float(wall.normal[2])
+                dist = np.abs(nx * fx + nz * fz - float(wall.offset))
+                shade *= 1.0 - CORNER_SHADE * np.exp(dist * np.float32(-1.0 / CORNER_WIDTH))
+        shade = np.where(hit, shade, np.float32(1.0))
     best = t_floor
     # Walls.
     for wall in room.walls:
@@ -389,57 +391,64 @@ def _render_planes(
             continue
         along = np.where(hit, (cx + t * dx) * n[2] - (cz + t * dz) * n[0], np.float32(0.0))
         height = np.where(hit, y, np.float32(0.0))
-        mix = texture(wall.look, along, height, t * np.float32(1.0 / camera.focal))
+        wall_mix = texture(wall.look, along, height, t * np.float32(1.0 / camera.focal))
         if wall.look.pattern == "skyline":
-            hit &= mix >= 0
-        colour = _paint(wall.look, np.maximum(mix, 0.0))
+            hit &= wall_mix >= 0
+        material[hit] = len(looks)
+        looks.append(wall.look)
+        np.copyto(mix, wall_mix, where=hit)
         for patch in wall.patches:
-            inside = (along >= patch.u0) & (along < patch.u1) & (height >= patch.y0)
+            inside = hit & (along >= patch.u0) & (along < patch.u1) & (height >= patch.y0)
             inside &= height < patch.y1
             if inside.any():
-                np.copyto(
-                    colour,
-                    _paint(patch.look, 0.2 * _noise(along, height, 1.0)),
-                    where=inside[..., None],
-                )
+                material[inside] = len(looks)
+                looks.append(patch.look)
+                np.copyto(mix, 0.2 * _noise(along, height, 1.0), where=inside)
         if not light.headlight:
             wall_shade = light.ambient + light.diffuse * max(
                 sum(a * b for a, b in zip(lit, n, strict=True)), 0.0
             )
-            if room.outdoor:
-                colour *= np.float32(wall_shade)
-            else:
+            if not room.outdoor:
                 corner = 1.0 - CORNER_SHADE * np.exp(height * np.float32(-1.0 / CORNER_WIDTH))
-                colour *= (corner * np.float32(wall_shade))[..., None]
-        np.copyto(out, colour, where=hit[..., None])
+                np.copyto(shade, corner * np.float32(wall_shade), where=hit)
+            else:
+                shade[hit] = wall_shade
         best = np.where(hit, t, best)
-    return out
+    # Planar (C, h, w), like the canvas: per-pixel weights then multiply whole planes.
+    bases = np.array([look.base for look in looks], np.float32).T
+    steps = np.array([look.alt for look in looks], np.float32).T - bases
+    material = material.astype(np.intp)
+    colour = np.take(bases, material, axis=1)
+    colour += np.take(steps, material, axis=1) * np.maximum(mix, 0.0)
+    colour *= shade
+    return colour
+
+
+_RING = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+_RING_COS, _RING_SIN = np.cos(_RING), np.sin(_RING)
 
 
 def _shadows(casters: list[Caster], camera: Camera, rng: np.random.Generator) -> np.ndarray:
     """Multiplicative soft contact shadows on the floor, ``(h, w)``."""
     h, w = camera.height, camera.width
-    if not casters:
-        return np.ones((h, w), np.float32)
     mask = np.zeros((h, w), np.float32)
-    angles = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    if not casters:
+        return 1.0 - mask
+    rings = np.zeros((len(casters), len(_RING), 3))
+    for i, caster in enumerate(casters):
+        rings[i, :, 0] = caster.x + caster.rx * _RING_COS
+        rings[i, :, 2] = caster.z + caster.rz * _RING_SIN
+    uv, z = camera.project(rings.reshape(-1, 3))
+    uv = uv.reshape(len(casters), len(_RING), 2)
+    z = z.reshape(len(casters), len(_RING))
+    strengths = rng.uniform(*SHADOW_STRENGTH, len(casters))
     blur = 1.0
-    for caster in casters:
-        ring = np.column_stack(
-            [
-                caster.x + caster.rx * np.cos(angles),
-                np.zeros_like(angles),
-                caster.z + caster.rz * np.sin(angles),
-            ]
-        )
-        uv, z = camera.project(ring)
-        if (z <= NEAR_PLANE).any():
+    for ring, depth, strength in zip(uv, z, strengths, strict=True):
+        if (depth <= NEAR_PLANE).any():
             continue
-        strength = float(rng.uniform(*SHADOW_STRENGTH))
-        cv2.fillPoly(
-            mask, [np.round(uv * 4).astype(np.int32)], strength, lineType=cv2.LINE_8, shift=2
-        )
-        blur = max(blur, 0.25 * float(np.ptp(uv[:, 1])))
+        cv2.fillPoly(mask, [np.round(ring * 4).astype(np.int32)], float(strength),
+                     lineType=cv2.LINE_8, shift=2)
+        blur = max(blur, 0.25 * float(np.ptp(ring[:, 1])))
     blurred: np.ndarray = cv2.GaussianBlur(mask, (0, 0), min(blur, 0.05 * max(h, w)))
     return 1.0 - blurred
 
@@ -480,7 +489,7 @@ def block_faces(
 
 
 def paint_blocks(image: np.ndarray, blocks: list[Block], camera: Camera, light: Light) -> None:
-    """Draw blocks into a background image far to near (painter's algorithm), in place."""
+    """Draw blocks into a ``(C, h, w)`` background far to near (painter's algorithm), in place."""
     order = sorted(
         blocks, key=lambda b: -float(np.linalg.norm(np.array([b.x, 0.0, b.z]) - camera.position))
     )
@@ -488,7 +497,8 @@ def paint_blocks(image: np.ndarray, blocks: list[Block], camera: Camera, light: 
     for block in order:
         for corners_px, _, colour in block_faces(block, camera, light):
             pts = np.round(corners_px * (1 << shift)).astype(np.int32)
-            cv2.fillConvexPoly(image, pts, colour.tolist(), lineType=cv2.LINE_8, shift=shift)
+            for plane, value in zip(image, colour, strict=True):
+                cv2.fillConvexPoly(plane, pts, float(value), lineType=cv2.LINE_8, shift=shift)
 
 
 def draw_blocks(

@@ -204,32 +204,40 @@ def rot_z(deg: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def local_rotations(angles: np.ndarray) -> np.ndarray:
-    """``(17, 3)`` degrees -> ``(17, 3, 3)`` rotations of each joint in its parent's frame.
+# Every joint but the root rotates by Rx(a) Rz(b) Ry(c) in its parent's frame, with
+# (a, b, c) = SIGNS * angles: the signs make positive angles mean what POSE_JOINTS says on both
+# sides of the body (a right limb's abduction and twist mirror the left's).
+_SIGNS = np.ones((NUM_POSE_JOINTS, 3))
+_SIGNS[[J[n] for n in ("lumbar", "thorax", "neck", "head")], 1] = -1.0
+for _side, _sign in (("left", 1.0), ("right", -1.0)):
+    for _joint in ("shoulder", "hip"):
+        _SIGNS[J[f"{_side}_{_joint}"]] = (-1.0, _sign, _sign)
+    for _joint in ("wrist", "ankle"):  # no twist: the forearm and shin carry it
+        _SIGNS[J[f"{_side}_{_joint}"]] = (-1.0, _sign, 0.0)
+    _SIGNS[J[f"{_side}_elbow"]] = (-1.0, 0.0, 0.0)  # hinges
+    _SIGNS[J[f"{_side}_knee"]] = (1.0, 0.0, 0.0)
 
-    The signs make positive angles mean what :data:`POSE_JOINTS` says on both sides of the body:
-    a right limb's abduction and twist are mirrored about the sagittal (y-z) plane.
-    """
-    out = np.empty((NUM_POSE_JOINTS, 3, 3))
-    a = angles
+
+def _stack(c: np.ndarray, s: np.ndarray, axis: int) -> np.ndarray:
+    """``(N, 3, 3)`` rotations about ``axis`` (0 x, 1 y, 2 z) from cosines and sines."""
+    out = np.zeros((len(c), 3, 3))
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    out[:, axis, axis] = 1.0
+    out[:, i, i] = c
+    out[:, j, j] = c
+    out[:, i, j] = -s
+    out[:, j, i] = s
+    return out
+
+
+def local_rotations(angles: np.ndarray) -> np.ndarray:
+    """``(17, 3)`` degrees -> ``(17, 3, 3)`` rotations of each joint in its parent's frame."""
+    signed = np.deg2rad(angles * _SIGNS)
+    c, s = np.cos(signed), np.sin(signed)
+    out = _stack(c[:, 0], s[:, 0], 0) @ _stack(c[:, 1], s[:, 1], 2) @ _stack(c[:, 2], s[:, 2], 1)
     root = J["root"]
-    out[root] = rot_y(a[root, 2]) @ rot_x(a[root, 0]) @ rot_z(-a[root, 1])
-    for name in ("lumbar", "thorax", "neck", "head"):
-        j = J[name]
-        out[j] = rot_x(a[j, 0]) @ rot_z(-a[j, 1]) @ rot_y(a[j, 2])
-    for side, sign in (("left", 1.0), ("right", -1.0)):
-        j = J[f"{side}_shoulder"]
-        out[j] = rot_x(-a[j, 0]) @ rot_z(sign * a[j, 1]) @ rot_y(sign * a[j, 2])
-        j = J[f"{side}_elbow"]
-        out[j] = rot_x(-a[j, 0])
-        j = J[f"{side}_wrist"]
-        out[j] = rot_x(-a[j, 0]) @ rot_z(sign * a[j, 1])
-        j = J[f"{side}_hip"]
-        out[j] = rot_x(-a[j, 0]) @ rot_z(sign * a[j, 1]) @ rot_y(sign * a[j, 2])
-        j = J[f"{side}_knee"]
-        out[j] = rot_x(a[j, 0])
-        j = J[f"{side}_ankle"]
-        out[j] = rot_x(-a[j, 0]) @ rot_z(sign * a[j, 1])
+    pitch, roll, yaw = angles[root]
+    out[root] = rot_y(yaw) @ rot_x(pitch) @ rot_z(-roll)
     return out
 
 

@@ -8,9 +8,10 @@ A pixel keeps the nearest surface (depth buffer) and the id of what is there (la
 edges are anti-aliased by a coverage of ``0.5 - signed distance`` pixels blended over what is
 below, with volumes drawn far to near so the blend is mostly right.
 
-Surfaces are Lambert-shaded with a little specular; colours come from a small per-object palette
+Surfaces are Lambert-shaded (ambient plus diffuse); colours come from a small per-object palette
 (``(M, C)``, any number of channels ``C``: RGB albedo, or a temperature for thermal), indexed per
-pixel so that sleeves, hair and face features are plain lookups.
+pixel so that sleeves, hair and face features are plain lookups. The colour buffer is planar,
+``(C, H, W)``: numpy's loops stay long and fast when a per-pixel weight multiplies every channel.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ class Light(NamedTuple):
     direction: np.ndarray
     ambient: float
     diffuse: float
-    specular: float
     headlight: bool = False
 
 
@@ -94,7 +94,7 @@ MOUTH_Y = -0.45
 
 @dataclass
 class Canvas:
-    """Colour ``(H, W, C)`` float32, depth ``(H, W)`` float32 (metres), label ``(H, W)`` int32."""
+    """Colour ``(C, H, W)`` float32, depth ``(H, W)`` float32 (metres), label ``(H, W)`` int32."""
 
     colour: np.ndarray
     depth: np.ndarray
@@ -102,12 +102,17 @@ class Canvas:
 
     @classmethod
     def over(cls, background: np.ndarray) -> Canvas:
-        h, w = background.shape[:2]
+        """A canvas whose colour starts as ``background`` ``(C, H, W)`` and is empty."""
+        h, w = background.shape[1:]
         return cls(
             np.ascontiguousarray(background, dtype=np.float32),
             np.full((h, w), np.inf, np.float32),
             np.full((h, w), EMPTY, np.int32),
         )
+
+    def image(self) -> np.ndarray:
+        """The colour buffer as ``(H, W, C)``."""
+        return np.ascontiguousarray(self.colour.transpose(1, 2, 0))
 
     @property
     def height(self) -> int:
@@ -136,8 +141,10 @@ class Canvas:
         depth_view = self.depth[ya:yb, xa:xb]
         nearer = depth < depth_view
         alpha = coverage * nearer
-        colour_view = self.colour[ya:yb, xa:xb]
-        colour_view += alpha[..., None] * (colour - colour_view)
+        colour_view = self.colour[:, ya:yb, xa:xb]
+        colour = colour - colour_view
+        colour *= alpha
+        colour_view += colour
         # Only pixels the surface covers at least half take its depth and label.
         owned = nearer & (coverage >= 0.5)
         np.copyto(depth_view, depth, where=owned)
@@ -164,9 +171,7 @@ class Canvas:
         """
         x0, y0, z0, r0, x1, y1, z1, r1 = ends
         window = self._window(
-            min(x0 - r0, x1 - r1),
-            max(x0 + r0, x1 + r1),
-            min(y0 - r0, y1 - r1),
+            min(x0 - r0, x1 - r1), max(x0 + r0, x1 + r1), min(y0 - r0, y1 - r1),
             max(y0 + r0, y1 + r1),
         )
         xa, xb, ya, yb = window
@@ -174,44 +179,47 @@ class Canvas:
             return
         ax, ay = x1 - x0, y1 - y0
         length2 = ax * ax + ay * ay
-        px = self._cols(xa, xb) - np.float32(x0)
-        py = self._rows(ya, yb) - np.float32(y0)
-        t = (px * np.float32(ax / (length2 + EPS))) + (py * np.float32(ay / (length2 + EPS)))
+        inv_l2 = 1.0 / (length2 + EPS)
+        px = self._cols(xa, xb) - x0  # (1, w)
+        py = self._rows(ya, yb) - y0  # (h, 1)
+        # Position along the axis (clamped) and the offset from it.
+        t = px * (ax * inv_l2) + py * (ay * inv_l2)
         np.maximum(t, 0.0, out=t)
         np.minimum(t, 1.0, out=t)
-        ox = px - t * np.float32(ax)
-        oy = py - t * np.float32(ay)
-        d2 = ox * ox + oy * oy
-        r = np.float32(r0) + t * np.float32(r1 - r0)
-        h2 = r * r - d2
-        np.maximum(h2, 0.0, out=h2)
-        h = np.sqrt(h2)
-        coverage = (np.float32(0.5) + r) - np.sqrt(d2)
-        metres = np.float32(metres_per_px[0]) + t * np.float32(metres_per_px[1] - metres_per_px[0])
-        depth = (np.float32(z0) + t * np.float32(z1 - z0)) - metres * h
+        ox = px - t * ax
+        oy = py - t * ay
+        d2 = ox * ox
+        d2 += oy * oy
+        r = t * (r1 - r0)
+        r += r0
+        h = r * r
+        h -= d2
+        np.maximum(h, 0.0, out=h)
+        np.sqrt(h, out=h)  # half-chord of the section: how far the surface stands out
+        coverage = r + 0.5
+        coverage -= np.sqrt(d2)
+        metres = 0.5 * (metres_per_px[0] + metres_per_px[1])
+        depth = t * (z1 - z0)
+        depth += z0
+        depth -= h * metres
         if length2 < (r0 + r1) ** 2:
             # Foreshortened: the end caps can reach past the axis projection.
-            for cx, cy, cz, cr, cm in (
-                (x0, y0, z0, r0, metres_per_px[0]),
-                (x1, y1, z1, r1, metres_per_px[1]),
-            ):
-                ex = self._cols(xa, xb) - np.float32(cx)
-                ey = self._rows(ya, yb) - np.float32(cy)
+            for cx, cy, cz, cr in ((x0, y0, z0, r0), (x1, y1, z1, r1)):
+                ex = self._cols(xa, xb) - cx
+                ey = self._rows(ya, yb) - cy
                 e2 = ex * ex + ey * ey
-                cap_cov = np.float32(0.5 + cr) - np.sqrt(e2)
-                cap_depth = np.float32(cz) - np.float32(cm) * np.sqrt(
-                    np.maximum(np.float32(cr * cr) - e2, 0.0)
-                )
-                inside = cap_cov > 0.5
-                np.copyto(depth, np.minimum(depth, cap_depth), where=inside)
+                cap_cov = (0.5 + cr) - np.sqrt(e2)
+                cap_depth = cz - metres * np.sqrt(np.maximum(cr * cr - e2, 0.0))
+                np.copyto(depth, np.minimum(depth, cap_depth), where=cap_cov > 0.5)
                 np.maximum(coverage, cap_cov, out=coverage)
         np.minimum(coverage, 1.0, out=coverage)
         np.maximum(coverage, 0.0, out=coverage)
-        if not coverage.any():
-            return
-        inv_r = 1.0 / (r + EPS)
+        # Lambert term of the normal (ox, oy, -h) / r.
         lx, ly, lz = (float(v) for v in light.direction)
-        ndotl = (ox * np.float32(lx) + oy * np.float32(ly) - h * np.float32(lz)) * inv_r
+        lit = ox * lx
+        lit += oy * ly
+        lit -= h * lz
+        lit /= r + EPS
         # Split the axis between two palette entries (a sleeve ending on the arm, say).
         if split <= 0.0:
             index: np.ndarray | int = far
@@ -220,15 +228,13 @@ class Canvas:
         else:
             index = np.where(t < split, near, far)
         if pattern.kind != SOLID:
-            length_m = np.sqrt(length2) * 0.5 * (metres_per_px[0] + metres_per_px[1])
-            u = t * np.float32(length_m)
-            v = (ox * np.float32(-ay) + oy * np.float32(ax)) * np.float32(
-                0.5 * (metres_per_px[0] + metres_per_px[1]) / (np.sqrt(length2) + EPS)
-            )
+            length = np.sqrt(length2)
+            u = t * (length * metres)
+            v = (ox * -ay + oy * ax) * (metres / (length + EPS))
             mark = pattern_mask(pattern, u, v)
             # The pattern belongs to the garment (``near``), not to the skin beyond its end.
             index = index + (mark if isinstance(index, int) else mark & (index == near))
-        colour = shade(palette, index, ndotl, -h * inv_r, light)
+        colour = shade(palette, index, lit, light)
         self._composite(window, coverage, depth, colour, label)
 
     # ------------------------------------------------------------------------------- ellipsoid
@@ -294,7 +300,10 @@ class Canvas:
         nz = dx * np.float32(q[2, 0]) + dy * np.float32(q[2, 1]) + w * np.float32(q[2, 2])
         inv_n = 1.0 / (np.sqrt(nx * nx + ny * ny + nz * nz) + np.float32(EPS))
         lx, ly, lz = (float(v) for v in light.direction)
-        ndotl = (nx * np.float32(lx) + ny * np.float32(ly) + nz * np.float32(lz)) * inv_n
+        lit = nx * lx
+        lit += ny * ly
+        lit += nz * lz
+        lit *= inv_n
         need_local = face is not None or pattern.kind != SOLID
         idx: np.ndarray | int = index
         if need_local:
@@ -307,7 +316,7 @@ class Canvas:
             else:
                 scale = np.float32(metres_per_px * np.linalg.norm(axes_px, axis=0).mean())
                 idx = index + pattern_mask(pattern, sy * scale, sx * scale)
-        colour = shade(palette, idx, ndotl, nz * inv_n, light)
+        colour = shade(palette, idx, lit, light)
         self._composite(window, coverage, depth, colour, label)
 
     # ------------------------------------------------------------------------------- polygon
@@ -342,7 +351,7 @@ class Canvas:
         ry = (self._rows(ya, yb) - np.float32(pcy)) * np.float32(1.0 / focal)
         denom = rx * np.float32(normal[0]) + ry * np.float32(normal[1]) + np.float32(normal[2])
         depth = np.float32(offset) / np.where(np.abs(denom) < EPS, np.float32(EPS), denom)
-        self._composite(window, coverage, depth, colour.astype(np.float32), label)
+        self._composite(window, coverage, depth, colour.astype(np.float32)[:, None, None], label)
 
     def _cols(self, xa: int, xb: int) -> np.ndarray:
         """Pixel x coordinates of columns ``xa:xb`` as a ``(1, w)`` row."""
@@ -405,21 +414,12 @@ def face_index(face: Face, sx: np.ndarray, sy: np.ndarray, sz: np.ndarray) -> np
 
 
 def shade(
-    palette: np.ndarray,
-    index: np.ndarray | int,
-    ndotl: np.ndarray,
-    facing: np.ndarray,
-    light: Light,
+    palette: np.ndarray, index: np.ndarray | int, lit: np.ndarray, light: Light
 ) -> np.ndarray:
-    """Lambert plus a Blinn-like highlight; returns ``(h, w, C)`` colours."""
-    lit = np.maximum(ndotl, 0.0)
-    intensity = np.float32(light.ambient) + np.float32(light.diffuse) * lit
-    albedo = palette[index] if isinstance(index, np.ndarray) else palette[index][None, None, :]
-    out = albedo * intensity[..., None]
-    if light.specular > 0:
-        # Highlight where the surface faces between the light and the viewer (cheap power 8).
-        half = lit * np.maximum(-facing, 0.0)
-        half = half * half
-        half = half * half
-        out += np.float32(light.specular) * (half * half)[..., None]
-    return out
+    """Lambert shading of palette colours: ``(C, h, w)`` from the cosine ``lit`` (in place)."""
+    np.maximum(lit, 0.0, out=lit)
+    lit *= light.diffuse
+    lit += light.ambient
+    if isinstance(index, np.ndarray):
+        return np.take(palette.T, index, axis=1) * lit
+    return palette[index][:, None, None] * lit

@@ -61,7 +61,7 @@ CROP_SHIFT = 0.06  # centre jitter, as a share of the crop size
 NEIGHBOUR_SHARE = 0.3  # chance of a second person near a crop's person
 OCCLUDER_SHARE = 0.1  # chance of a block between the camera and a crop's person
 LATERAL_SPREAD = 1.1  # scene people spread this far past the image sides (x tan(fov/2))
-BACKGROUND_RESOLUTION = 0.4  # the room is ray-cast at this share of the output resolution
+BACKGROUND_RESOLUTION = 0.3  # the room is ray-cast at this share of the output resolution
 PLACEMENT_TRIES = 12
 BLOCK_LABEL = -2  # first label of depth-tested blocks; block j is BLOCK_LABEL - j
 
@@ -343,8 +343,8 @@ def _render(
     background = render_background(room, bg_camera, light, style.channels, casters, rng)
     paint_blocks(background, behind, bg_camera, light)
     if bg_camera.width != native.width or bg_camera.height != native.height:
-        background = upsample(background, bg_scale, (native.width, native.height))
-        background = background.reshape(native.height, native.width, style.channels)
+        size = (native.width, native.height)
+        background = np.stack([upsample(plane, bg_scale, size) for plane in background])
     canvas = Canvas.over(background)
     light_cam = _camera_light(light, native)
     jobs = draw_blocks(canvas, front, native, light, BLOCK_LABEL)
@@ -354,7 +354,7 @@ def _render(
     jobs.sort(key=lambda job: -job[0])
     for _, draw in jobs:
         draw()
-    image = style.finish(canvas.colour, rng, (camera.width, camera.height), scale)
+    image = style.finish(canvas.image(), rng, (camera.width, camera.height), scale)
     return canvas, native, light_cam, image
 
 

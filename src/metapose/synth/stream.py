@@ -14,7 +14,6 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar, overload
 
-import cv2
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -83,10 +82,9 @@ class SynthStream(IterableDataset, Generic[T]):
 
     def indices(self) -> Iterator[int]:
         """The item indices this process renders (its DataLoader worker's share)."""
+        # (No cv2.setNumThreads here: in a forked worker it waits forever for the parent's
+        # pool threads, which the fork did not copy.)
         info = get_worker_info()
-        if info is not None:
-            # Workers already share the cores; OpenCV's thread pool would only compete.
-            cv2.setNumThreads(1)
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         if self.length is None:
             return itertools.count(worker, workers)
