@@ -47,7 +47,6 @@ STAGES: dict[str, list[tuple[Any, str]]] = {
         (appearance.RGBStyle, "finish"),
         (appearance.ThermalStyle, "finish"),
     ],
-    "resampling": [(scene, "upsample")],
 }
 
 

@@ -11,7 +11,7 @@ from metapose.synth.appearance import upsample
 from metapose.synth.body import P
 from metapose.synth.camera import Camera, CameraPrior, look_at
 from metapose.synth.domains import DOMAINS, RGB, Domain, get_domain
-from metapose.synth.raster import Canvas, Light
+from metapose.synth.raster import STRIPES, Canvas, Light, Pattern
 from metapose.synth.scene import render_crop, render_scene
 
 LIGHT = Light(np.array([0.0, 0.0, -1.0]), 0.5, 0.5)
@@ -40,6 +40,21 @@ def test_capsule_silhouette_and_depth() -> None:
     assert mask[30, 10:71].all() and mask[24:37, 40].all()
     assert not mask[17, 40] and not mask[30, 2]
     assert c.depth[30, 40] == pytest.approx(4.0 - 0.06, abs=1e-4)
+
+
+def test_garment_pattern_stays_on_the_garment() -> None:
+    """A sleeve's stripes stop where the sleeve ends; bare skin carries no pattern."""
+    palette = np.zeros((6, 3), np.float32)
+    palette[0] = (0, 1, 0)  # skin
+    palette[4] = (1, 0, 0)  # garment
+    palette[5] = (0, 0, 1)  # its stripes
+    stripes = Pattern(STRIPES, period=0.05)
+    ends = (10, 30, 4.0, 8, 70, 30, 4.0, 8)
+    for split, shown in ((0.0, {1}), (1.0, {0, 2}), (0.5, {0, 1, 2})):
+        c = canvas()
+        c.draw_cone(ends, (0.01, 0.01), 1, palette, 4, 0, split, LIGHT, stripes)
+        dominant = set(np.argmax(c.colour[:, c.label == 1], axis=0).tolist())
+        assert dominant == shown, split
 
 
 def test_nearer_surface_wins_whatever_the_order() -> None:

@@ -45,8 +45,8 @@ def _rgb_copy(image: np.ndarray) -> np.ndarray:
 
 def _sizes(image: np.ndarray, radius: int | None, thickness: int | None) -> tuple[int, int]:
     short = min(image.shape[:2])
-    r = radius if radius is not None else max(2, round(short / 70))
-    t = thickness if thickness is not None else max(1, round(short / 140))
+    r = radius if radius is not None else max(2, round(short / 90))
+    t = thickness if thickness is not None else max(1, round(short / 200))
     return r, t
 
 

@@ -109,7 +109,7 @@ class AppearanceStyle(Protocol):
     def finish(
         self, buffer: np.ndarray, rng: np.random.Generator, size: tuple[int, int], scale: float
     ) -> np.ndarray:
-        """``(h, w, C)`` float32 render at ``scale`` -> ``(H, W, 3)`` uint8 RGB, ``size=(W, H)``.
+        """``(C, h, w)`` float32 render at ``scale`` -> ``(H, W, 3)`` uint8 RGB, ``size=(W, H)``.
 
         May overwrite ``buffer``.
         """
@@ -354,11 +354,15 @@ class RGBStyle:
             base = _hsv(0.1, 0.05 if choice == "asphalt" else 0.3, grey)
             return SurfaceLook(base, base * 0.85, "noise", 0.1)
         if kind == "sky":
-            base = _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.1, 0.5), rng.uniform(0.75, 1.0))
-            return SurfaceLook(base, np.clip(base * 1.15, 0, 1), "plain", 1.0)
+            # Deeper blue overhead (base), paler at the horizon (alt).
+            base = _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.25, 0.6), rng.uniform(0.7, 0.95))
+            pale = _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.05, 0.2), rng.uniform(0.8, 0.95))
+            return SurfaceLook(base, pale, "plain", 1.0)
         if kind == "skyline":
-            base = _hsv(rng.uniform(0.15, 0.4), rng.uniform(0.1, 0.5), rng.uniform(0.2, 0.5))
-            return SurfaceLook(base, base * 0.7, "skyline", float(rng.uniform(4.0, 12.0)))
+            # Distant trees and buildings, hazy: their tops fade towards the sky's colour.
+            base = _hsv(rng.uniform(0.15, 0.4), rng.uniform(0.1, 0.4), rng.uniform(0.25, 0.45))
+            haze = _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.05, 0.2), rng.uniform(0.6, 0.8))
+            return SurfaceLook(base, haze, "skyline", float(rng.uniform(4.0, 12.0)))
         if kind == "window":
             return SurfaceLook(_rgb(200, 220, 240), _rgb(240, 240, 235), "plain", 1.0)
         if kind == "appliance":
@@ -381,27 +385,33 @@ class RGBStyle:
                 np.cos(elevation) * np.sin(azimuth),
             ]
         )
-        ambient = float(rng.uniform(0.35, 0.6))
-        return Light(direction, ambient, float(rng.uniform(0.5, 0.8)))
+        return Light(direction, float(rng.uniform(0.45, 0.7)), float(rng.uniform(0.35, 0.65)))
 
     def finish(
         self, buffer: np.ndarray, rng: np.random.Generator, size: tuple[int, int], scale: float
     ) -> np.ndarray:
-        image = upsample(buffer, scale, size)
+        # Planar (C, H, W) float32 throughout, in place: per-pixel noise then adds to whole
+        # planes, and one merge interleaves the channels at the end.
+        image = buffer
+        if scale != 1.0 or image.shape[2] != size[0] or image.shape[1] != size[1]:
+            image = np.stack([upsample(plane, scale, size) for plane in image])
         if rng.random() < self.blur_share:
-            image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.4, 0.9)))
+            sigma = float(rng.uniform(0.4, 0.9))
+            image = np.stack([cv2.GaussianBlur(plane, (0, 0), sigma) for plane in image])
         gain = rng.uniform(0.85, 1.15) * (1.0 + rng.normal(0.0, 0.04, 3))
-        # In place from here on: the render buffer is not needed after finishing.
-        image *= (gain * 255.0).astype(np.float32)
+        image *= (gain * 255.0).astype(np.float32)[:, None, None]
         noise = float(rng.uniform(*self.noise_sd))
         if noise > 0:
             # Luminance noise, uniform with the wanted standard deviation (uniform numbers are
             # several times cheaper to draw than Gaussian ones).
-            grain = rng.random(image.shape[:2], dtype=np.float32) - np.float32(0.5)
-            image += (grain * np.float32(noise * 255.0 * np.sqrt(12.0)))[..., None]
-        image += np.float32(0.5)
+            grain = rng.random(image.shape[1:], dtype=np.float32)
+            grain -= 0.5
+            grain *= noise * 255.0 * np.sqrt(12.0)
+            image += grain
+        image += 0.5
         np.clip(image, 0, 255, out=image)
-        return image.astype(np.uint8)
+        planes = image.astype(np.uint8)
+        return cv2.merge(list(planes))
 
 
 # ----------------------------------------------------------------------------------- thermal
@@ -552,7 +562,7 @@ class ThermalStyle:
     def finish(
         self, buffer: np.ndarray, rng: np.random.Generator, size: tuple[int, int], scale: float
     ) -> np.ndarray:
-        temp = buffer[..., 0] if buffer.ndim == 3 else buffer
+        temp = buffer[0]
         h, w = temp.shape
         temp = cv2.GaussianBlur(temp, (0, 0), float(rng.uniform(*self.blur)))
         columns = rng.normal(0.0, rng.uniform(*self.column_noise), (1, w)).astype(np.float32)

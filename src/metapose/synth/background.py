@@ -307,9 +307,12 @@ def _pattern(look: SurfaceLook, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         cell = (np.floor(u / p) + np.floor(v / p)) % 2
         return cell.astype(np.float32)
     if kind == "skyline":
-        # Rooftops and tree crowns: a height profile along the skyline.
-        profile = p * (0.3 + _noise(u * 0.05, np.zeros_like(u), 1.0) * 1.4)
-        return np.where(v < profile, 0.3 * _noise(u, v, 2.0), -1.0)
+        # Tree crowns and rooftops: a smooth height profile with flat-topped blocks in places.
+        crowns = 0.55 + 0.2 * np.sin(u * (2.1 / p)) + 0.12 * np.sin(u * (5.3 / p) + 1.7)
+        blocks = np.floor(u * (0.35 / p))
+        roofs = 0.4 + 0.6 * _hash(blocks.astype(np.intp), blocks.astype(np.intp) * 5)
+        profile = p * np.where(np.sin(blocks * 1.3) > 0.3, roofs, crowns)
+        return np.where(v < profile, 0.25 * _noise(u, v, 2.0) + 0.5 * (v / profile), -1.0)
     raise ValueError(f"unknown surface pattern {kind!r}")
 
 
@@ -356,8 +359,8 @@ def _render_planes(
     looks = [room.sky, room.floor]
     # Sky, brighter towards the horizon: a gradient down the middle column.
     mid = w // 2
-    up = -dy[:, mid] / np.sqrt(dx[:, mid] ** 2 + dy[:, mid] ** 2 + dz[:, mid] ** 2)
-    sky_mix = ((1.0 - np.clip(-up, 0.0, 1.0)) ** 4)[:, None]
+    rise = dy[:, mid] / np.sqrt(dx[:, mid] ** 2 + dy[:, mid] ** 2 + dz[:, mid] ** 2)
+    sky_mix = ((1.0 - np.clip(rise, 0.0, 1.0)) ** 4)[:, None]  # 1 at the horizon
     # Floor.
     hit = dy < -1e-6
     t_floor = np.where(hit, -cy / dy, np.float32(np.inf))
@@ -446,8 +449,13 @@ def _shadows(casters: list[Caster], camera: Camera, rng: np.random.Generator) ->
     for ring, depth, strength in zip(uv, z, strengths, strict=True):
         if (depth <= NEAR_PLANE).any():
             continue
-        cv2.fillPoly(mask, [np.round(ring * 4).astype(np.int32)], float(strength),
-                     lineType=cv2.LINE_8, shift=2)
+        cv2.fillPoly(
+            mask,
+            [np.round(ring * 4).astype(np.int32)],
+            float(strength),
+            lineType=cv2.LINE_8,
+            shift=2,
+        )
         blur = max(blur, 0.25 * float(np.ptp(ring[:, 1])))
     blurred: np.ndarray = cv2.GaussianBlur(mask, (0, 0), min(blur, 0.05 * max(h, w)))
     return 1.0 - blurred

@@ -39,10 +39,9 @@ class Camera:
         """``(N, 3)`` world points -> ``(N, 2)`` pixels and ``(N,)`` depths along the axis."""
         cam = self.to_camera(points)
         z = cam[:, 2]
-        safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
-        uv = np.stack(
-            [cam[:, 0] / safe * self.focal + self.cx, cam[:, 1] / safe * self.focal + self.cy], 1
-        )
+        scale = self.focal / np.where(np.abs(z) < 1e-9, 1e-9, z)
+        uv = cam[:, :2] * scale[:, None]
+        uv += (self.cx, self.cy)
         return uv, z
 
     def rays(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,7 +103,7 @@ class CameraPrior:
     roll_sd: float = 4.0
     crop_distance: tuple[float, float] = (2.5, 9.0)
     height: tuple[float, float] = (0.9, 2.6)
-    distance: tuple[float, float] = (3.5, 11.0)
+    distance: tuple[float, float] = (3.0, 9.0)
 
     def __post_init__(self) -> None:
         for name in ("fov", "elevation", "crop_distance", "height", "distance"):

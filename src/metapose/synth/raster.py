@@ -171,7 +171,9 @@ class Canvas:
         """
         x0, y0, z0, r0, x1, y1, z1, r1 = ends
         window = self._window(
-            min(x0 - r0, x1 - r1), max(x0 + r0, x1 + r1), min(y0 - r0, y1 - r1),
+            min(x0 - r0, x1 - r1),
+            max(x0 + r0, x1 + r1),
+            min(y0 - r0, y1 - r1),
             max(y0 + r0, y1 + r1),
         )
         xa, xb, ya, yb = window
@@ -227,7 +229,7 @@ class Canvas:
             index = near
         else:
             index = np.where(t < split, near, far)
-        if pattern.kind != SOLID:
+        if pattern.kind != SOLID and split > 0.0:
             length = np.sqrt(length2)
             u = t * (length * metres)
             v = (ox * -ay + oy * ax) * (metres / (length + EPS))
@@ -277,44 +279,61 @@ class Canvas:
         xa, xb, ya, yb = window
         if xa >= xb or ya >= yb:
             return
-        dx = self._cols(xa, xb) - np.float32(cx)
-        dy = self._rows(ya, yb) - np.float32(cy)
-        gx = dx * np.float32(p00) + dy * np.float32(p01)
-        gy = dx * np.float32(p01) + dy * np.float32(p11)
-        quad = dx * gx + dy * gy
-        grad = np.sqrt(gx * gx + gy * gy)
-        coverage = np.float32(0.5) - (quad - np.float32(1.0)) / (
-            np.float32(2.0) * grad + np.float32(EPS)
-        )
+        dx = self._cols(xa, xb) - cx  # (1, w)
+        dy = self._rows(ya, yb) - cy  # (h, 1)
+        gx = dx * p00 + dy * p01
+        gy = dx * p01 + dy * p11
+        quad = dx * gx
+        quad += dy * gy
+        grad = gx * gx
+        grad += gy * gy
+        np.sqrt(grad, out=grad)
+        grad *= 2.0
+        grad += EPS
+        coverage = 1.0 - quad
+        coverage /= grad
+        coverage += 0.5
         np.minimum(coverage, 1.0, out=coverage)
         np.maximum(coverage, 0.0, out=coverage)
-        if not coverage.any():
-            return
         # Front root of a w^2 + 2 b w + c = 0 along the depth axis (w in pixel units).
-        b = dx * np.float32(qz[0] / a) + dy * np.float32(qz[1] / a)
-        root = np.sqrt(np.maximum(np.float32(1.0) - quad, 0.0) / np.float32(a))
-        w = -b - root
-        depth = np.float32(cz) + w * np.float32(metres_per_px)
-        nx = dx * np.float32(q[0, 0]) + dy * np.float32(q[0, 1]) + w * np.float32(q[0, 2])
-        ny = dx * np.float32(q[1, 0]) + dy * np.float32(q[1, 1]) + w * np.float32(q[1, 2])
-        nz = dx * np.float32(q[2, 0]) + dy * np.float32(q[2, 1]) + w * np.float32(q[2, 2])
-        inv_n = 1.0 / (np.sqrt(nx * nx + ny * ny + nz * nz) + np.float32(EPS))
+        root = 1.0 - quad
+        np.maximum(root, 0.0, out=root)
+        root *= 1.0 / a
+        np.sqrt(root, out=root)
+        w = dx * float(-qz[0] / a) + dy * float(-qz[1] / a)
+        w -= root
+        depth = w * metres_per_px
+        depth += cz
+        # Lambert term of the normal q (dx, dy, w): its light component and its length.
         lx, ly, lz = (float(v) for v in light.direction)
-        lit = nx * lx
-        lit += ny * ly
-        lit += nz * lz
-        lit *= inv_n
+        k = q @ np.array([lx, ly, lz])
+        lit = dx * float(k[0]) + dy * float(k[1])
+        lit += w * float(k[2])
+        nx = dx * float(q[0, 0]) + dy * float(q[0, 1])
+        nx += w * float(q[0, 2])
+        ny = dx * float(q[1, 0]) + dy * float(q[1, 1])
+        ny += w * float(q[1, 2])
+        nz = dx * float(q[2, 0]) + dy * float(q[2, 1])
+        nz += w * float(q[2, 2])
+        nx *= nx
+        ny *= ny
+        nz *= nz
+        nx += ny
+        nx += nz
+        np.sqrt(nx, out=nx)
+        nx += EPS
+        lit /= nx
         need_local = face is not None or pattern.kind != SOLID
         idx: np.ndarray | int = index
         if need_local:
-            inv = inv_axes.astype(np.float32)
-            sx = dx * inv[0, 0] + dy * inv[0, 1] + w * inv[0, 2]
-            sy = dx * inv[1, 0] + dy * inv[1, 1] + w * inv[1, 2]
-            sz = dx * inv[2, 0] + dy * inv[2, 1] + w * inv[2, 2]
+            inv = [[float(c) for c in row] for row in inv_axes]
+            sx = dx * inv[0][0] + dy * inv[0][1] + w * inv[0][2]
+            sy = dx * inv[1][0] + dy * inv[1][1] + w * inv[1][2]
+            sz = dx * inv[2][0] + dy * inv[2][1] + w * inv[2][2]
             if face is not None:
                 idx = face_index(face, sx, sy, sz)
             else:
-                scale = np.float32(metres_per_px * np.linalg.norm(axes_px, axis=0).mean())
+                scale = metres_per_px * float(np.linalg.norm(axes_px, axis=0).mean())
                 idx = index + pattern_mask(pattern, sy * scale, sx * scale)
         colour = shade(palette, idx, lit, light)
         self._composite(window, coverage, depth, colour, label)
@@ -374,19 +393,27 @@ def _coordinates(n: int) -> np.ndarray:
     return out
 
 
+_NOISE_FLAT = np.ascontiguousarray(NOISE).ravel()
+
+
 def pattern_mask(pattern: Pattern, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Integer 0/1 field: where the pattern's second colour shows."""
-    k = np.float32(2.0 * np.pi / pattern.period)
+    k = 2.0 * np.pi / pattern.period
     if pattern.kind == STRIPES:
-        return (
-            np.sin(u * k + np.float32(pattern.phase)) > np.float32(pattern.threshold - 0.5) * 2
-        ).astype(np.intp)
+        wave = np.sin(u * k + pattern.phase)
+        return (wave > (pattern.threshold - 0.5) * 2.0).astype(np.intp)
     if pattern.kind == CHECKS:
-        return ((np.sin(u * k + np.float32(pattern.phase)) * np.sin(v * k)) > 0).astype(np.intp)
-    scale = np.float32(NOISE_SIZE / pattern.period / 8.0)
-    iu = (u * scale + np.float32(pattern.phase)).astype(np.intp) & NOISE_MASK
-    iv = (v * scale).astype(np.intp) & NOISE_MASK
-    return (NOISE[iu, iv] > np.float32(pattern.threshold)).astype(np.intp)
+        wave = np.sin(u * k + pattern.phase)
+        wave *= np.sin(v * k)
+        return (wave > 0.0).astype(np.intp)
+    scale = NOISE_SIZE / pattern.period / 8.0
+    iu = (u * scale + pattern.phase).astype(np.intp)
+    iu &= NOISE_MASK
+    iu <<= 6  # NOISE_SIZE == 64: row offset in the flattened tile
+    iv = (v * scale).astype(np.intp)
+    iv &= NOISE_MASK
+    iu |= iv
+    return (np.take(_NOISE_FLAT, iu) > pattern.threshold).astype(np.intp)
 
 
 def face_index(face: Face, sx: np.ndarray, sy: np.ndarray, sz: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 from metapose.data.records import LabelledImage, Person
@@ -36,7 +37,6 @@ from metapose.synth.appearance import (
     SKIN,
     TOP,
     PersonLook,
-    upsample,
 )
 from metapose.synth.background import (
     NEAR_PLANE,
@@ -343,8 +343,11 @@ def _render(
     background = render_background(room, bg_camera, light, style.channels, casters, rng)
     paint_blocks(background, behind, bg_camera, light)
     if bg_camera.width != native.width or bg_camera.height != native.height:
+        # The room is smooth and unlabelled: a plain resize is exact enough for it.
         size = (native.width, native.height)
-        background = np.stack([upsample(plane, bg_scale, size) for plane in background])
+        background = np.stack(
+            [cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR) for plane in background]
+        )
     canvas = Canvas.over(background)
     light_cam = _camera_light(light, native)
     jobs = draw_blocks(canvas, front, native, light, BLOCK_LABEL)
@@ -354,7 +357,7 @@ def _render(
     jobs.sort(key=lambda job: -job[0])
     for _, draw in jobs:
         draw()
-    image = style.finish(canvas.image(), rng, (camera.width, camera.height), scale)
+    image = style.finish(canvas.colour, rng, (camera.width, camera.height), scale)
     return canvas, native, light_cam, image
 
 
@@ -392,7 +395,7 @@ def render_scene_debug(
     for _ in range(count):
         figure = sample_figure(domain, rng)
         for _attempt in range(PLACEMENT_TRIES):
-            z = max(float(rng.uniform(0.55, 1.6)) * distance, 1.5)
+            z = max(float(rng.uniform(0.6, 1.4)) * distance, 1.5)
             x = float(rng.uniform(-LATERAL_SPREAD, LATERAL_SPREAD)) * z * half_width
             to_camera = np.rad2deg(np.arctan2(-x, -z))
             yaw = float(to_camera + prior.azimuth(rng))
