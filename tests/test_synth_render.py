@@ -150,3 +150,23 @@ def test_thermal_images_carry_no_colour_texture() -> None:
     assert np.corrcoef(rgb[..., 0].ravel(), rgb[..., 2].ravel())[0, 1] != 0 or rgb.std() > 0
     camera = DOMAINS["thermal"].camera
     assert camera.elevation[1] > DOMAINS["rgb"].camera.elevation[1]
+
+
+def test_preview_grid_draws_labels_and_writes_one_png_per_domain(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from metapose.data.images import read_rgb
+    from metapose.synth.preview import preview_grid, write_previews
+
+    labelled = preview_grid("rgb", 0, rows=1, cols=2, scenes=1, crop_size=(48, 64))
+    plain = preview_grid("rgb", 0, rows=1, cols=2, scenes=1, crop_size=(48, 64), labels=False)
+    assert labelled.dtype == np.uint8 and labelled.shape == plain.shape
+    assert labelled.shape[1] == 2 * 48 + 4
+    assert (labelled != plain).any()
+    paths = write_previews(
+        ["thermal", night_domain()], tmp_path, rows=1, cols=1, scenes=0, scale=0.5
+    )
+    assert [p.name for p in paths] == ["synth_preview_thermal.png", "synth_preview_night.png"]
+    assert read_rgb(paths[0]).shape == (128, 96, 3)
+
+
+def night_domain() -> Domain:
+    return Domain("night", RGB.poses, replace(RGB.style, name="night"), RGB.camera)

@@ -18,16 +18,16 @@ sensor, and the finishing step from the rendered buffer to an 8-bit RGB image. T
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol
 
 import cv2
 import numpy as np
 
 from metapose.synth.body import Clothing
+from metapose.synth.draws import weighted_choice, weighted_index
 from metapose.synth.raster import CHECKS, NOISY, STRIPES, Face, Light, Pattern
-
-Option = TypeVar("Option")
 
 # Palette slots of a person's look.
 SKIN, HAIR, EYE, LIPS, TOP, TOP_ALT, BOTTOM, BOTTOM_ALT, SHOES, SHOES_ALT = range(10)
@@ -140,15 +140,7 @@ def _rgb(*values: float) -> np.ndarray:
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    pixel = np.array([[[h * 179.0, s * 255.0, v * 255.0]]], dtype=np.float32).astype(np.uint8)
-    return cv2.cvtColor(pixel, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
-
-
-def _pick(
-    rng: np.random.Generator, options: tuple[Option, ...], weights: tuple[float, ...]
-) -> Option:
-    w = np.asarray(weights, dtype=np.float64)
-    return options[int(rng.choice(len(options), p=w / w.sum()))]
+    return np.array(colorsys.hsv_to_rgb(h, s, v), dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------- RGB
@@ -225,7 +217,7 @@ def garment_pattern(rng: np.random.Generator, plain_share: float = 0.6) -> Patte
             phase=rng.uniform(0, 64),
             threshold=rng.uniform(0.75, 0.9),
         )
-    kind = _pick(rng, (STRIPES, CHECKS, NOISY), (0.5, 0.3, 0.2))
+    kind = weighted_choice(rng, (STRIPES, CHECKS, NOISY), (0.5, 0.3, 0.2))
     return Pattern(
         int(kind),
         period=rng.uniform(0.025, 0.12),
@@ -275,7 +267,7 @@ class RGBStyle:
         hi = min(lo + 1, len(SKIN_TONES) - 1)
         skin = SKIN_TONES[lo] + (tone - lo) * (SKIN_TONES[hi] - SKIN_TONES[lo])
         palette[SKIN] = np.clip(skin * rng.uniform(0.92, 1.05), 0, 1)
-        hair = HAIR_COLOURS[int(rng.choice(len(HAIR_COLOURS), p=np.array(HAIR_WEIGHTS)))]
+        hair = HAIR_COLOURS[weighted_index(rng, HAIR_WEIGHTS)]
         palette[HAIR] = np.clip(hair * rng.uniform(0.85, 1.15), 0, 1)
         palette[EYE] = EYE_COLOUR
         palette[LIPS] = np.clip(palette[SKIN] * np.array([0.85, 0.62, 0.62]), 0, 1)
@@ -291,13 +283,13 @@ class RGBStyle:
         if rng.random() < self.bare_arms_share:
             sleeve = 0.0
         else:
-            sleeve = float(_pick(rng, (0.5, 1.0, 2.0), (0.45, 0.1, 0.45)))
+            sleeve = float(weighted_choice(rng, (0.5, 1.0, 2.0), (0.45, 0.1, 0.45)))
             sleeve += float(rng.uniform(-0.1, 0.05))
         legs = float(rng.uniform(0.35, 0.9)) if rng.random() < self.shorts_share else 2.0
         barefoot = bool(rng.random() < self.barefoot_share)
         if barefoot:
             palette[SHOES] = palette[SKIN]
-        hair_kind = _pick(rng, ("bald", "short", "long"), (0.05, 0.55, 0.40))
+        hair_kind = weighted_choice(rng, ("bald", "short", "long"), (0.05, 0.55, 0.40))
         face = Face(
             skin=SKIN,
             hair=HAIR,
@@ -322,7 +314,9 @@ class RGBStyle:
 
     def surface(self, kind: str, rng: np.random.Generator) -> SurfaceLook:
         if kind == "floor":
-            choice = _pick(rng, ("planks", "tiles", "noise", "checks"), (0.4, 0.3, 0.22, 0.08))
+            choice = weighted_choice(
+                rng, ("planks", "tiles", "noise", "checks"), (0.4, 0.3, 0.22, 0.08)
+            )
             if choice == "planks":
                 base = _hsv(rng.uniform(0.05, 0.1), rng.uniform(0.35, 0.7), rng.uniform(0.3, 0.8))
                 return SurfaceLook(base, base * 0.7, "planks", float(rng.uniform(0.1, 0.2)))
@@ -335,7 +329,9 @@ class RGBStyle:
             base = _hsv(rng.uniform(0, 1), rng.uniform(0, 0.35), rng.uniform(0.25, 0.7))
             return SurfaceLook(base, base * 0.8, "noise", float(rng.uniform(0.2, 1.0)))
         if kind == "wall":
-            choice = _pick(rng, ("plain", "stripes", "bricks", "tiles"), (0.6, 0.15, 0.15, 0.1))
+            choice = weighted_choice(
+                rng, ("plain", "stripes", "bricks", "tiles"), (0.6, 0.15, 0.15, 0.1)
+            )
             if choice == "bricks":
                 base = _hsv(rng.uniform(0.0, 0.08), rng.uniform(0.3, 0.6), rng.uniform(0.35, 0.7))
                 return SurfaceLook(base, _rgb(190, 185, 175), "bricks", 0.075)
@@ -343,7 +339,9 @@ class RGBStyle:
             alt = base * rng.uniform(0.8, 0.95)
             return SurfaceLook(base, alt, str(choice), float(rng.uniform(0.1, 0.6)))
         if kind == "ground":
-            choice = _pick(rng, ("grass", "asphalt", "sand", "pavement"), (0.35, 0.3, 0.1, 0.25))
+            choice = weighted_choice(
+                rng, ("grass", "asphalt", "sand", "pavement"), (0.35, 0.3, 0.1, 0.25)
+            )
             if choice == "grass":
                 base = _hsv(rng.uniform(0.2, 0.3), rng.uniform(0.4, 0.7), rng.uniform(0.3, 0.6))
                 return SurfaceLook(base, base * 0.7, "noise", 0.15)
@@ -504,9 +502,9 @@ class ThermalStyle:
             phase=float(rng.uniform(0, 64)),
             threshold=float(rng.uniform(0.55, 0.75)),
         )
-        sleeve = float(_pick(rng, (0.0, 0.5, 2.0), (0.15, 0.4, 0.45)))
+        sleeve = float(weighted_choice(rng, (0.0, 0.5, 2.0), (0.15, 0.4, 0.45)))
         legs = float(rng.uniform(0.4, 0.9)) if rng.random() < 0.2 else 2.0
-        hair_kind = _pick(rng, ("bald", "short", "long"), (0.05, 0.55, 0.40))
+        hair_kind = weighted_choice(rng, ("bald", "short", "long"), (0.05, 0.55, 0.40))
         face = Face(
             skin=SKIN,
             hair=HAIR,
@@ -576,6 +574,5 @@ class ThermalStyle:
         if rng.random() < 0.5:  # detail enhancement: an unsharp mask, with its halos
             level = level + rng.uniform(0.3, 1.0) * (level - cv2.GaussianBlur(level, (0, 0), 2.0))
         codes = np.clip(level * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        weights = np.asarray(self.palette_weights, dtype=np.float64)
-        palette = self.palettes[int(rng.choice(len(self.palettes), p=weights / weights.sum()))]
+        palette = self.palettes[weighted_index(rng, self.palette_weights)]
         return upsample(PALETTES[palette][codes], scale, size)

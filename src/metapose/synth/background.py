@@ -229,7 +229,7 @@ def sample_room(
 def _wall_patches(style: AppearanceStyle, rng: np.random.Generator, count: int) -> tuple:
     patches = []
     for _ in range(count):
-        kind = str(rng.choice(["window", "door", "decor"]))
+        kind = ("window", "door", "decor")[int(rng.integers(3))]
         u = float(rng.uniform(-4, 4))
         if kind == "window":
             w, y0, h = rng.uniform(0.6, 1.8), rng.uniform(0.8, 1.1), rng.uniform(0.8, 1.5)

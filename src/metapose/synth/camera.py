@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from metapose.synth.draws import weighted_index
+
 WORLD_UP = np.array([0.0, 1.0, 0.0])
 
 
@@ -119,8 +121,7 @@ class CameraPrior:
 
     def azimuth(self, rng: np.random.Generator) -> float:
         """Degrees around the person: 0 sees the face, 180 the back, +-90 a side."""
-        weights = np.asarray(self.azimuth_weights, dtype=np.float64)
-        view = int(rng.choice(3, p=weights / weights.sum()))
+        view = weighted_index(rng, self.azimuth_weights)
         centre = (0.0, 90.0, 180.0)[view]
         sign = 1.0 if rng.random() < 0.5 else -1.0
         return float(sign * centre + rng.uniform(-35.0, 35.0))

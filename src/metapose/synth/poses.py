@@ -36,6 +36,7 @@ from metapose.synth.body import (
     rot_x,
     sample_shape,
 )
+from metapose.synth.draws import weighted_index
 
 Support = Literal["feet", "seat", "air", "hands_feet"]
 
@@ -181,7 +182,7 @@ def arm_forward(p: Pose, side: str) -> None:
 
 
 def random_daily_arm(p: Pose, side: str) -> None:
-    choice = p.rng.choice(5, p=[0.45, 0.15, 0.15, 0.15, 0.10])
+    choice = weighted_index(p.rng, (0.45, 0.15, 0.15, 0.15, 0.10))
     (arm_down, hand_on_hip, arm_folded, arm_phone, arm_forward)[choice](p, side)
 
 

@@ -92,14 +92,23 @@ def write_previews(
     rows: int = 2,
     cols: int = 5,
     scenes: int = 2,
+    scale: float = 1.0,
 ) -> list[Path]:
-    """One ``synth_preview_<domain>.png`` per domain in ``out_dir``; returns the paths."""
+    """One ``synth_preview_<domain>.png`` per domain in ``out_dir``; returns the paths.
+
+    ``scale`` shrinks the grids (the small PNGs under ``docs/`` use 0.6).
+    """
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for domain in domains:
         domain = get_domain(domain)
+        grid = preview_grid(domain, seed, rows, cols, scenes=scenes)
+        if scale != 1.0:
+            grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         path = out_dir / PREVIEW_FILE.format(name=domain.name)
-        write_rgb(path, preview_grid(domain, seed, rows, cols, scenes=scenes))
+        write_rgb(path, grid)
         paths.append(path)
     return paths

@@ -183,29 +183,23 @@ def figure_jobs(
     cones = body.cones
     uv0, z0 = camera.project(cones[:, 0:3])
     uv1, z1 = camera.project(cones[:, 4:7])
-    for i, part in enumerate(body.cone_parts):
-        if z0[i] <= NEAR_PLANE or z1[i] <= NEAR_PLANE:
+    # Plain Python numbers from here: the rasteriser's arithmetic on them stays float32.
+    rows = np.column_stack(
+        [uv0, z0, cones[:, 3] * f / z0, uv1, z1, cones[:, 7] * f / z1, z0 / f, z1 / f]
+    ).tolist()
+    for row, part in zip(rows, body.cone_parts.tolist(), strict=True):
+        if row[2] <= NEAR_PLANE or row[6] <= NEAR_PLANE:
             continue
-        near, far, measure, segment = _CONE_PAINT[int(part)]
+        near, far, measure, segment = _CONE_PAINT[part]
         split = 1.0 if measure is None else garments[measure] - segment
-        ends = (
-            float(uv0[i, 0]),
-            float(uv0[i, 1]),
-            float(z0[i]),
-            float(cones[i, 3] * f / z0[i]),
-            float(uv1[i, 0]),
-            float(uv1[i, 1]),
-            float(z1[i]),
-            float(cones[i, 7] * f / z1[i]),
-        )
         jobs.append(
             (
-                0.5 * float(z0[i] + z1[i]),
+                0.5 * (row[2] + row[6]),
                 partial(
                     canvas.draw_cone,
-                    ends,
-                    (float(z0[i] / f), float(z1[i] / f)),
-                    base + int(part),
+                    tuple(row[:8]),
+                    (row[8], row[9]),
+                    base + part,
                     look.palette,
                     near,
                     far,
@@ -345,9 +339,10 @@ def _render(
     if bg_camera.width != native.width or bg_camera.height != native.height:
         # The room is smooth and unlabelled: a plain resize is exact enough for it.
         size = (native.width, native.height)
-        background = np.stack(
-            [cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR) for plane in background]
-        )
+        full = np.empty((style.channels, native.height, native.width), np.float32)
+        for plane, out in zip(background, full, strict=True):
+            cv2.resize(plane, size, dst=out, interpolation=cv2.INTER_LINEAR)
+        background = full
     canvas = Canvas.over(background)
     light_cam = _camera_light(light, native)
     jobs = draw_blocks(canvas, front, native, light, BLOCK_LABEL)
