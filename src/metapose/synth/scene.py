@@ -37,6 +37,7 @@ from metapose.synth.appearance import (
     SKIN,
     TOP,
     PersonLook,
+    native_scale,
 )
 from metapose.synth.background import (
     NEAR_PLANE,
@@ -308,7 +309,7 @@ def _render(
     """Room, people and blocks as ``camera`` sees them; returns the native canvas, camera and
     light, and the finished ``(H, W, 3)`` image."""
     style = domain.style
-    scale = style.resolution(rng)
+    scale = native_scale(style.resolution(rng), (camera.width, camera.height))
     native = camera.resized(scale)
     forward = camera.rotation[2]
     depths = [float(np.max((fig.body.points() - camera.position) @ forward)) for fig in figures]
