@@ -170,3 +170,23 @@ def test_preview_grid_draws_labels_and_writes_one_png_per_domain(tmp_path) -> No
 
 def night_domain() -> Domain:
     return Domain("night", RGB.poses, replace(RGB.style, name="night"), RGB.camera)
+
+
+def test_block_faces_turn_with_the_block() -> None:
+    """Seen head-on along its turned +z axis, a block shows exactly its front face."""
+    from metapose.synth.background import Block, block_faces
+    from metapose.synth.body import rot_y
+
+    look = RGB.style.surface("furniture", np.random.default_rng(0))
+    light = Light(np.array([0.0, 1.0, 0.0]), 0.5, 0.5)
+    for yaw in (0.0, 0.4, 1.3, 2.5):
+        block = Block(0.0, 0.0, (1.2, 0.6, 0.5), yaw, look)
+        corners = block.corners()
+        axis = rot_y(np.rad2deg(yaw)) @ (0.0, 0.0, 1.0)
+        front = corners[[2, 3, 6, 7]].mean(0) - corners.mean(0)
+        np.testing.assert_allclose(front / np.linalg.norm(front), axis, atol=1e-9)
+        position = corners.mean(0) + 4.0 * axis
+        cam = Camera(200.0, 64.0, 48.0, look_at(position, corners.mean(0)), position, 128, 96)
+        faces = block_faces(block, cam, light)
+        assert len(faces) == 1
+        np.testing.assert_allclose(faces[0][1][0], (0.0, 0.0, -1.0), atol=1e-6)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from metapose.synth.appearance import AppearanceStyle, SurfaceLook
+from metapose.synth.body import rot_y
 from metapose.synth.camera import Camera
 from metapose.synth.raster import NOISE, NOISE_MASK, NOISE_SIZE, Canvas, Light
 
@@ -42,7 +43,8 @@ BOX_FACES = ((0, 1, 2, 3), (4, 7, 6, 5), (0, 4, 5, 1), (1, 5, 6, 2), (2, 6, 7, 3
 
 @dataclass(frozen=True)
 class Block:
-    """A box on the floor: bottom centre ``(x, z)``, size ``(w, h, d)``, turned by ``yaw`` rad.
+    """A box on the floor: bottom centre ``(x, z)``, size ``(w, h, d)``, turned by ``yaw`` rad
+    about the vertical (as :func:`metapose.synth.body.rot_y`).
 
     ``lift`` raises its bottom off the floor (a table top).
     """
@@ -59,7 +61,8 @@ class Block:
         w, h, d = self.size
         c, s = np.cos(self.yaw), np.sin(self.yaw)
         local = np.array([(-w, -d), (w, -d), (w, d), (-w, d)]) * 0.5
-        xz = local @ np.array([[c, -s], [s, c]]).T + (self.x, self.z)
+        # Turned like body.rot_y: local +z ends up along (sin yaw, cos yaw).
+        xz = local @ np.array([[c, s], [-s, c]]).T + (self.x, self.z)
         bottom = np.column_stack([xz[:, 0], np.full(4, self.lift), xz[:, 1]])
         top = bottom + (0.0, h, 0.0)
         return np.concatenate([bottom, top])
@@ -478,9 +481,7 @@ def block_faces(
     if (cam[:, 2] <= NEAR_PLANE).any():
         return []
     uv = cam[:, :2] / cam[:, 2:3] * camera.focal + (camera.cx, camera.cy)
-    c, s = np.cos(block.yaw), np.sin(block.yaw)
-    yaw = np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])
-    normals = _LOCAL_NORMALS @ yaw.T  # world
+    normals = _LOCAL_NORMALS @ rot_y(np.rad2deg(block.yaw)).T  # world
     normals_cam = normals @ camera.rotation.T
     first = cam[_FACE_INDEX[:, 0]]
     offsets = (normals_cam * first).sum(1)

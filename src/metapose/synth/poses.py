@@ -48,8 +48,8 @@ SETTLE_STEP = 2.0
 class PoseSample(NamedTuple):
     """Joint angles ``(17, 3)`` in degrees, the action's name and how the body is supported.
 
-    ``lift`` is the height of the lowest point above the floor (jumps); ``seat`` the seat height
-    a seated pose needs, filled in by :func:`settle`.
+    ``lift`` is the height of the lowest point above the floor (jumps); a ``"seat"`` support
+    gets its seat height from :func:`settle`.
     """
 
     angles: np.ndarray
@@ -79,7 +79,7 @@ class PosePrior:
         index = min(int(np.searchsorted(self._cumulative, rng.random())), len(self.actions) - 1)
         name, _, action = self.actions[index]
         pose = Pose(rng)
-        support = action(pose, rng)
+        support = action(pose)
         return PoseSample(clamp_to_limits(pose.angles), name, support.kind, support.lift)
 
     def __repr__(self) -> str:
@@ -93,7 +93,7 @@ class Contact:
 
 
 FEET = Contact()
-ActionFn = Callable[["Pose", np.random.Generator], Contact]
+ActionFn = Callable[["Pose"], Contact]  # draws from the pose's own generator
 
 
 @dataclass
@@ -189,7 +189,7 @@ def random_daily_arm(p: Pose, side: str) -> None:
 # ----------------------------------------------------------------------------------- daily
 
 
-def stand(p: Pose, rng: np.random.Generator) -> Contact:
+def stand(p: Pose) -> Contact:
     lead, other = p.sides()
     if p.coin(0.25):
         arm_folded(p, lead)
@@ -205,7 +205,7 @@ def stand(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def walk(p: Pose, rng: np.random.Generator) -> Contact:
+def walk(p: Pose) -> Contact:
     phase = p.u(0, 2 * np.pi)
     stride = p.u(18, 28)
     for side, offset in (("left", 0.0), ("right", np.pi)):
@@ -223,7 +223,7 @@ def walk(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def run(p: Pose, rng: np.random.Generator) -> Contact:
+def run(p: Pose) -> Contact:
     phase = p.u(0, 2 * np.pi)
     stride = p.u(35, 55)
     for side, offset in (("left", 0.0), ("right", np.pi)):
@@ -239,7 +239,7 @@ def run(p: Pose, rng: np.random.Generator) -> Contact:
     return Contact("air", p.u(0.02, 0.12)) if airborne else FEET
 
 
-def sit_chair(p: Pose, rng: np.random.Generator) -> Contact:
+def sit_chair(p: Pose) -> Contact:
     lead, other = p.sides()
     for side in ("left", "right"):
         p.set(f"{side}_hip", flex=p.u(75, 100), abd=p.u(0, 15))
@@ -258,7 +258,7 @@ def sit_chair(p: Pose, rng: np.random.Generator) -> Contact:
     return Contact("seat")
 
 
-def sit_floor(p: Pose, rng: np.random.Generator) -> Contact:
+def sit_floor(p: Pose) -> Contact:
     for side in ("left", "right"):
         if p.coin(0.6):  # cross-legged
             p.set(f"{side}_hip", flex=p.u(70, 90), abd=p.u(35, 55), twist=p.u(30, 45))
@@ -273,7 +273,7 @@ def sit_floor(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def crouch(p: Pose, rng: np.random.Generator) -> Contact:
+def crouch(p: Pose) -> Contact:
     depth = p.u(0.6, 1.0)
     for side in ("left", "right"):
         p.set(f"{side}_hip", flex=depth * p.u(105, 130), abd=p.u(5, 25))
@@ -286,7 +286,7 @@ def crouch(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def reach(p: Pose, rng: np.random.Generator) -> Contact:
+def reach(p: Pose) -> Contact:
     lead, other = p.sides()
     if p.coin(0.5):  # up to a shelf, on tiptoe
         p.set(f"{lead}_shoulder", flex=p.u(130, 175), abd=p.u(0, 30))
@@ -304,7 +304,7 @@ def reach(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def wave(p: Pose, rng: np.random.Generator) -> Contact:
+def wave(p: Pose) -> Contact:
     lead, other = p.sides()
     p.set(f"{lead}_shoulder", flex=p.u(-10, 40), abd=p.u(70, 120), twist=p.u(60, 90))
     p.set(f"{lead}_elbow", flex=p.u(40, 110))
@@ -318,7 +318,7 @@ def wave(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def bend_over(p: Pose, rng: np.random.Generator) -> Contact:
+def bend_over(p: Pose) -> Contact:
     trunk = p.u(30, 70)
     p.set("lumbar", flex=trunk)
     p.set("thorax", flex=p.u(5, 30))
@@ -332,7 +332,7 @@ def bend_over(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def kneel(p: Pose, rng: np.random.Generator) -> Contact:
+def kneel(p: Pose) -> Contact:
     lead, other = p.sides()
     p.set(f"{lead}_hip", flex=p.u(80, 100), abd=p.u(0, 15))
     p.set(f"{lead}_knee", flex=p.u(80, 100))
@@ -347,7 +347,7 @@ def kneel(p: Pose, rng: np.random.Generator) -> Contact:
 # ----------------------------------------------------------------------------------- unique
 
 
-def handstand(p: Pose, rng: np.random.Generator) -> Contact:
+def handstand(p: Pose) -> Contact:
     p.set("root", flex=180 + p.u(-12, 12), abd=p.u(-10, 10))
     for side in ("left", "right"):
         p.set(f"{side}_shoulder", flex=p.u(165, 180), abd=p.u(0, 20))
@@ -371,7 +371,7 @@ def handstand(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def cartwheel(p: Pose, rng: np.random.Generator) -> Contact:
+def cartwheel(p: Pose) -> Contact:
     sign = 1.0 if p.coin() else -1.0
     p.set("root", abd=sign * p.u(60, 180), flex=p.u(-15, 15))
     for side in ("left", "right"):
@@ -383,7 +383,7 @@ def cartwheel(p: Pose, rng: np.random.Generator) -> Contact:
     return Contact("air", p.u(0.0, 0.05))
 
 
-def front_split(p: Pose, rng: np.random.Generator) -> Contact:
+def front_split(p: Pose) -> Contact:
     lead, other = p.sides()
     p.set("root", flex=p.u(15, 35))
     p.set(f"{lead}_hip", flex=p.u(120, 165), abd=p.u(-5, 5))
@@ -402,7 +402,7 @@ def front_split(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def side_split(p: Pose, rng: np.random.Generator) -> Contact:
+def side_split(p: Pose) -> Contact:
     for side in ("left", "right"):
         p.set(f"{side}_hip", abd=p.u(70, 90), flex=p.u(0, 20), twist=p.u(10, 40))
         p.set(f"{side}_knee", flex=p.u(0, 8))
@@ -419,7 +419,7 @@ def side_split(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def bridge(p: Pose, rng: np.random.Generator) -> Contact:
+def bridge(p: Pose) -> Contact:
     p.set("lumbar", flex=-p.u(45, 60))
     p.set("thorax", flex=-p.u(30, 45))
     p.set("neck", flex=-p.u(30, 45))
@@ -436,7 +436,7 @@ def bridge(p: Pose, rng: np.random.Generator) -> Contact:
     return Contact("hands_feet")
 
 
-def one_leg_balance(p: Pose, rng: np.random.Generator) -> Contact:
+def one_leg_balance(p: Pose) -> Contact:
     stand_side, free = p.sides()
     p.set(f"{stand_side}_knee", flex=p.u(0, 8))
     kind = p.rng.integers(4)
@@ -464,7 +464,7 @@ def one_leg_balance(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def leap(p: Pose, rng: np.random.Generator) -> Contact:
+def leap(p: Pose) -> Contact:
     lead, other = p.sides()
     p.set("root", flex=p.u(0, 20))
     p.set(f"{lead}_hip", flex=p.u(80, 150))
@@ -478,7 +478,7 @@ def leap(p: Pose, rng: np.random.Generator) -> Contact:
     return Contact("air", p.u(0.2, 0.6))
 
 
-def high_kick(p: Pose, rng: np.random.Generator) -> Contact:
+def high_kick(p: Pose) -> Contact:
     stand_side, free = p.sides()
     p.set(f"{free}_hip", flex=p.u(110, 170), abd=p.u(-5, 35))
     p.set(f"{free}_knee", flex=p.u(0, 10))
@@ -489,7 +489,7 @@ def high_kick(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def downward_dog(p: Pose, rng: np.random.Generator) -> Contact:
+def downward_dog(p: Pose) -> Contact:
     p.set("lumbar", flex=p.u(-10, 10))
     for side in ("left", "right"):
         p.set(f"{side}_shoulder", flex=p.u(160, 180), abd=p.u(5, 15))
@@ -505,7 +505,7 @@ def downward_dog(p: Pose, rng: np.random.Generator) -> Contact:
     return Contact("hands_feet")
 
 
-def lunge(p: Pose, rng: np.random.Generator) -> Contact:
+def lunge(p: Pose) -> Contact:
     """Warrior and triangle poses: legs wide, a lunge or a side bend."""
     lead, other = p.sides()
     sign = 1.0 if lead == "left" else -1.0
@@ -529,7 +529,7 @@ def lunge(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def cobra(p: Pose, rng: np.random.Generator) -> Contact:
+def cobra(p: Pose) -> Contact:
     p.set("root", flex=p.u(85, 95))
     p.set("lumbar", flex=-p.u(35, 60))
     p.set("thorax", flex=-p.u(20, 40))
@@ -542,7 +542,7 @@ def cobra(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def boat(p: Pose, rng: np.random.Generator) -> Contact:
+def boat(p: Pose) -> Contact:
     p.set("root", flex=-p.u(35, 55))
     p.set("lumbar", flex=p.u(0, 15))
     for side in ("left", "right"):
@@ -554,7 +554,7 @@ def boat(p: Pose, rng: np.random.Generator) -> Contact:
     return FEET
 
 
-def straddle_jump(p: Pose, rng: np.random.Generator) -> Contact:
+def straddle_jump(p: Pose) -> Contact:
     for side in ("left", "right"):
         p.set(f"{side}_hip", flex=p.u(60, 100), abd=p.u(55, 85))
         p.set(f"{side}_knee", flex=p.u(0, 15))
@@ -565,7 +565,7 @@ def straddle_jump(p: Pose, rng: np.random.Generator) -> Contact:
     return Contact("air", p.u(0.3, 0.7))
 
 
-def forward_fold(p: Pose, rng: np.random.Generator) -> Contact:
+def forward_fold(p: Pose) -> Contact:
     p.set("lumbar", flex=p.u(60, 75))
     p.set("thorax", flex=p.u(25, 45))
     p.set("neck", flex=p.u(10, 40))
@@ -664,11 +664,11 @@ def settle(
 
 
 class PoseStatistics(NamedTuple):
-    """Shares of sampled people (0..1) and a per-angle distance between two priors."""
+    """Shares (0..1) of a prior's people, posed on random bodies and settled on the floor."""
 
-    ankles_above_hips: float  # both ankles' mean height above the hips' mean height
+    ankles_above_hips: float  # the ankles' mean height above the hips' mean height
     hand_above_head: float  # either wrist above the top of the head
-    inverted: float  # head below the pelvis
+    inverted: float  # the nose below the hips
 
 
 def pose_statistics(prior: PosePrior, num: int, seed: int) -> PoseStatistics:

@@ -120,7 +120,8 @@ class Figure:
 class SceneRender(NamedTuple):
     """A render with its buffers, for tests and debugging.
 
-    ``canvas`` holds the native-resolution buffers (labels: ``figure * NUM_PARTS + part``);
+    ``canvas`` holds the native-resolution depth and label buffers (labels: ``figure *
+    NUM_PARTS + part``; its colour buffer served as the sensor finish's scratch space);
     ``labelled.people[i]`` is figure ``person_figures[i]``.
     """
 
