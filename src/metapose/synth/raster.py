@@ -22,6 +22,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from metapose.synth.body import EYE_DIRECTION
+
 EMPTY = -1  # label of pixels no object covers
 EPS = 1e-6
 # Tileable value noise for fabric and surface textures: a fixed asset (the same in every
@@ -35,6 +37,7 @@ _NOISE = cv2.GaussianBlur(
 )[_WRAP:-_WRAP, _WRAP:-_WRAP].astype(np.float32)
 NOISE = (_NOISE - _NOISE.min()) / (_NOISE.max() - _NOISE.min())
 NOISE_MASK = NOISE_SIZE - 1
+NOISE_SHIFT = NOISE_SIZE.bit_length() - 1  # row stride of the flattened tile, as a shift
 
 # Patterns a palette colour can carry (see Pattern).
 SOLID, STRIPES, CHECKS, NOISY = 0, 1, 2, 3
@@ -87,7 +90,7 @@ class Face(NamedTuple):
 
 
 # Face feature positions on the unit sphere (x is mirrored for the right side).
-EYE_X, EYE_Y = 0.36, 0.12
+EYE_X, EYE_Y = (float(c) for c in EYE_DIRECTION[:2] / np.linalg.norm(EYE_DIRECTION))
 BROW_Y = 0.3
 MOUTH_Y = -0.45
 
@@ -409,7 +412,7 @@ def pattern_mask(pattern: Pattern, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     scale = NOISE_SIZE / pattern.period / 8.0
     iu = (u * scale + pattern.phase).astype(np.intp)
     iu &= NOISE_MASK
-    iu <<= 6  # NOISE_SIZE == 64: row offset in the flattened tile
+    iu <<= NOISE_SHIFT
     iv = (v * scale).astype(np.intp)
     iv &= NOISE_MASK
     iu |= iv
