@@ -16,6 +16,9 @@ from metapose.train import FINAL_FILE, train
 from tests.conftest import TINY_MODEL
 from tests.test_meta import task
 
+# float32: the comparison across processes (1 thread each vs the test's threads) must be exact
+# to rounding, which bfloat16 autocast is not.
+FP32 = DeviceOptions(torch.device("cpu"), amp=False)
 CFG = ReptileConfig(
     inner_steps=2, inner=OptimizerConfig(name="sgd", lr=0.05), batch_size=4, meta_step=0.5
 )
@@ -30,7 +33,7 @@ def _reptile_rank(rank: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     model = fresh()
-    reptile_step(model, [task(rank)], CFG, DeviceOptions(torch.device("cpu")))
+    reptile_step(model, [task(rank)], CFG, FP32)
     torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -38,7 +41,7 @@ def _reptile_rank(rank: int, store: str, out: str) -> None:
 def test_two_ranks_of_reptile_equal_one_process_with_both_tasks(tmp_path: Path) -> None:
     mp.spawn(_reptile_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     single = fresh()
-    reptile_step(single, [task(0), task(1)], CFG, DeviceOptions(torch.device("cpu")))
+    reptile_step(single, [task(0), task(1)], CFG, FP32)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for key, value in single.state_dict().items():
         if value.is_floating_point():

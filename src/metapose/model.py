@@ -9,6 +9,7 @@ prefix rename (see :mod:`metapose.weights`). The model knows nothing of data.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from metapose.config import ModelConfig
@@ -71,8 +72,15 @@ class PoseResNet(nn.Module):
         return self.backbone(images)
 
     def forward_head(self, features: Tensor) -> Tensor:
-        """Backbone features -> heatmaps ``(B, K, H/stride, W/stride)``."""
-        return self.final_layer(self.deconv_layers(features))
+        """Backbone features -> heatmaps ``(B, K, H/stride, W/stride)``.
+
+        The 1x1 heatmap layer always runs in float32, also under mixed-precision autocast: it is
+        cheap, and sub-pixel decoding compares neighbouring heatmap values that bfloat16's 8-bit
+        mantissa would round to ties.
+        """
+        hidden = self.deconv_layers(features)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.final_layer(hidden.float())
 
     def forward(self, images: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(images))
