@@ -16,8 +16,8 @@ import numpy as np
 
 from metapose.data.augment import TaskAugmenter
 from metapose.skeleton import COCO17, Skeleton
+from metapose.viz import SIDE_COLOURS, draw_pose
 
-SIDE_COLOURS = {"left": (0, 114, 255), "right": (255, 94, 0), "center": (0, 200, 80)}  # RGB
 TITLE_HEIGHT = 18  # pixels of the strip above each panel
 TITLE_SCALE = 0.4  # OpenCV font scale that fits TITLE_HEIGHT
 GAP = 4  # pixels between panels
@@ -53,31 +53,23 @@ def augmentation_panels(
 def draw_keypoints(
     image: np.ndarray, keypoints: np.ndarray, skeleton: Skeleton = COCO17, *, zoom: int = 1
 ) -> np.ndarray:
-    """A copy of an RGB crop, enlarged ``zoom`` times, with its labelled keypoints and limbs.
-
-    Limbs are drawn only when ``keypoints`` follow ``skeleton``; colours tell the person's sides.
-    """
+    """A copy of an RGB crop, enlarged ``zoom`` times, with its labelled keypoints and limbs
+    drawn by :func:`metapose.viz.draw_pose` (the project's one palette)."""
     height, width = image.shape[:2]
     canvas = cv2.resize(image, (width * zoom, height * zoom), interpolation=cv2.INTER_NEAREST)
-    canvas = np.ascontiguousarray(canvas)
+    if len(keypoints) == 0:
+        return np.ascontiguousarray(canvas)
+    scaled = keypoints.astype(np.float64).copy()
     # Pixel centres sit at integers: pixel i of the crop spans [i - 0.5, i + 0.5).
-    points = (keypoints[:, :2].astype(np.float64) + 0.5) * zoom - 0.5
-    labelled = keypoints[:, 2] > 0
-    radius = max(1, zoom + 1)
-    if len(keypoints) == skeleton.num_keypoints:
-        for a, b in skeleton.limbs:
-            if labelled[a] and labelled[b]:
-                colour = SIDE_COLOURS[skeleton.sides[b]]
-                pa = tuple(int(round(v)) for v in points[a])
-                pb = tuple(int(round(v)) for v in points[b])
-                cv2.line(canvas, pa, pb, colour, max(1, zoom // 2), cv2.LINE_AA)
-        sides = skeleton.sides
-    else:
-        sides = ("center",) * len(keypoints)
-    for point, side, flag in zip(points, sides, keypoints[:, 2], strict=True):
+    scaled[:, :2] = (scaled[:, :2] + 0.5) * zoom - 0.5
+    if len(scaled) == skeleton.num_keypoints:
+        return draw_pose(canvas, scaled, skeleton, kind="flags")
+    # Points that are not a skeleton's (test dots, say): no limbs, one colour.
+    canvas = np.ascontiguousarray(canvas)
+    for x, y, flag in scaled:
         if flag > 0:
-            centre = (int(round(point[0])), int(round(point[1])))
-            cv2.circle(canvas, centre, radius, SIDE_COLOURS[side], -1, cv2.LINE_AA)
+            centre = (int(round(x)), int(round(y)))
+            cv2.circle(canvas, centre, max(1, zoom + 1), SIDE_COLOURS["center"], -1, cv2.LINE_AA)
     return canvas
 
 
