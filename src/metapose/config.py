@@ -333,7 +333,10 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """A target domain: a synthetic domain rendered to disk, or a COCO-format dataset.
+    """A target domain: a synthetic domain rendered to disk, or a dataset on disk.
+
+    ``annotations`` is a COCO person-keypoint JSON, or an LSP/LSPet ``joints.mat`` (converted
+    into the run folder with :func:`metapose.data.lsp.import_lsp`; ``image_dir`` is then needed).
 
     Synthetic targets get a pool of ``pool_size`` images to draw the K shots from and a disjoint
     test split of ``test_size`` images (different seeds). COCO-format targets are split by image id

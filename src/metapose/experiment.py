@@ -29,7 +29,7 @@ from metapose import distributed
 from metapose.adapt import choose_shots, fine_tune
 from metapose.checkpoint import load_checkpoint
 from metapose.codec import HeatmapCodec
-from metapose.config import ExperimentConfig, TargetConfig, save_config
+from metapose.config import ConfigError, ExperimentConfig, TargetConfig, load_config, save_config
 from metapose.data.augment import TaskAugmenter
 from metapose.data.augment_figure import figure2
 from metapose.data.batches import IndexedBatches
@@ -42,6 +42,7 @@ from metapose.data.dataset import (
     make_sample,
 )
 from metapose.data.images import write_rgb
+from metapose.data.lsp import import_lsp
 from metapose.data.topdown import apply_affine, crop_matrix
 from metapose.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
 from metapose.inference import PosePrediction
@@ -67,6 +68,16 @@ PANELS_PER_TARGET = 3  # test crops shown per target in Fig. 3
 def derived_seed(*parts: int | str) -> int:
     """A stable 31-bit seed from named parts (the same on every machine and Python run)."""
     return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+def check_resumable(cfg: ExperimentConfig, out: Path) -> None:
+    """Resuming is only safe into a folder that holds a run of the very same configuration."""
+    saved = out / "config.yaml"
+    if saved.exists() and load_config(saved, ExperimentConfig) != cfg:
+        raise ConfigError(
+            f"{out} holds a run of a different configuration ({saved}); "
+            "choose another --out, or delete the folder to start over"
+        )
 
 
 def init_model(cfg: ExperimentConfig, seed: int) -> PoseResNet:
@@ -149,7 +160,15 @@ def prepare_target(
             and target.pool_ids is not None
             and target.test_ids is not None
         )
-        full = load_coco(target.annotations, target.image_dir)
+        annotations = Path(target.annotations)
+        if annotations.suffix == ".mat":  # LSP / LSPet joints: converted once into the run
+            converted = root / target.name / "annotations.json"
+            if not converted.exists():
+                if target.image_dir is None:
+                    raise ConfigError(f"target {target.name!r}: an LSP joints.mat needs image_dir")
+                import_lsp(annotations, target.image_dir, converted)
+            annotations = converted
+        full = load_coco(annotations, target.image_dir)
         lo, hi = target.pool_ids
         pool_ids = tuple(i.id for i in full.images if lo <= i.id <= hi)
         lo, hi = target.test_ids
@@ -212,6 +231,7 @@ def run_experiment(
 
     # Stage 1: target data, rendered or split by rank 0 (the others read what it wrote).
     if dist_info.is_main:
+        check_resumable(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         write_json_atomic(out / "provenance.json", provenance(), indent=2)
