@@ -37,6 +37,8 @@ from pycocotools.cocoeval import COCOeval
 from metapose.data.coco import (
     CocoDataset,
     coco_category,
+    is_integer,
+    is_number,
     parse_coco,
     read_json,
     resolve_annotation_file,
@@ -126,16 +128,6 @@ def results_to_json(path: str | Path, results: Sequence[Mapping[str, Any]]) -> N
     write_json_atomic(path, [dict(r) for r in results])
 
 
-def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
-    )
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def validate_results(
     payload: Any, num_keypoints: int, path: str | Path = IN_MEMORY_RESULTS
 ) -> list[dict[str, Any]]:
@@ -156,12 +148,12 @@ def validate_results(
                 raise DataError(path, "missing key", field=f"{where}.{key}")
         image_id = entry["image_id"]
         for key in ("image_id", "category_id"):
-            if not _is_integer(entry[key]):
+            if not is_integer(entry[key]):
                 raise DataError(
                     path, f"must be an integer, got {entry[key]!r}", field=f"{where}.{key}"
                 )
         kps = entry["keypoints"]
-        if not isinstance(kps, list) or not all(_is_number(v) for v in kps):
+        if not isinstance(kps, list) or not all(is_number(v) for v in kps):
             raise DataError(
                 path,
                 "must be a list of finite numbers",
@@ -176,7 +168,7 @@ def validate_results(
                 field=f"{where}.keypoints",
                 image_id=image_id,
             )
-        if not _is_number(entry["score"]):
+        if not is_number(entry["score"]):
             raise DataError(
                 path,
                 f"must be a finite number, got {entry['score']!r}",

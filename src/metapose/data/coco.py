@@ -145,11 +145,13 @@ def coco_category(skeleton: Skeleton = COCO17, category_id: int = 1) -> dict[str
 # ----------------------------------------------------------------------------------- reading
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite JSON number (not a boolean, which Python counts as an int)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """A JSON integer (not a boolean)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -210,14 +212,14 @@ def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
         if key not in entry:
             raise DataError(path, "missing key", field=f"{where}.{key}", image_id=entry.get("id"))
     image_id = entry["id"]
-    if not _integer(image_id):
+    if not is_integer(image_id):
         raise DataError(path, f"must be an integer, got {image_id!r}", field=f"{where}.id")
     if not isinstance(entry["file_name"], str) or not entry["file_name"]:
         raise DataError(
             path, "must be a non-empty string", field=f"{where}.file_name", image_id=image_id
         )
     for key in ("width", "height"):
-        if not _integer(entry[key]) or entry[key] <= 0:
+        if not is_integer(entry[key]) or entry[key] <= 0:
             raise DataError(
                 path,
                 f"must be a positive integer, got {entry[key]!r}",
@@ -238,16 +240,16 @@ def _parse_annotation(
     for key in required:
         if key not in entry:
             raise DataError(path, "missing key", field=f"{where}.{key}", annotation_id=ann_id)
-    if not _integer(ann_id):
+    if not is_integer(ann_id):
         raise DataError(path, f"must be an integer, got {ann_id!r}", field=f"{where}.id")
     image_id = entry["image_id"]
-    if not _integer(image_id) or image_id not in image_ids:
+    if not is_integer(image_id) or image_id not in image_ids:
         raise DataError(
             path, f"no image with id {image_id!r}", field="image_id", annotation_id=ann_id
         )
 
     bbox = entry["bbox"]
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
         raise DataError(
             path,
             f"must be 4 finite numbers [x, y, w, h], got {bbox!r}",
@@ -263,7 +265,7 @@ def _parse_annotation(
         )
 
     kps = entry["keypoints"]
-    if not isinstance(kps, list) or not all(_number(v) for v in kps):
+    if not isinstance(kps, list) or not all(is_number(v) for v in kps):
         raise DataError(
             path, "must be a list of finite numbers", field="keypoints", annotation_id=ann_id
         )
@@ -294,7 +296,7 @@ def _parse_annotation(
 
     if "area" in entry:
         area = entry["area"]
-        if not _number(area) or area < 0:
+        if not is_number(area) or area < 0:
             raise DataError(
                 path,
                 f"must be a non-negative number, got {area!r}",
@@ -309,7 +311,7 @@ def _parse_annotation(
             path, f"must be 0 or 1, got {iscrowd!r}", field="iscrowd", annotation_id=ann_id
         )
     score = entry.get("score", 1.0)
-    if not _number(score):
+    if not is_number(score):
         raise DataError(
             path, f"must be a number, got {score!r}", field="score", annotation_id=ann_id
         )
@@ -349,7 +351,7 @@ def parse_coco(
         persons = [c for c in categories if isinstance(c, dict) and c.get("name") == "person"]
         if persons:
             person_id = persons[0].get("id", 1)
-            if not _integer(person_id):
+            if not is_integer(person_id):
                 raise DataError(
                     path, f"must be an integer, got {person_id!r}", field="categories[person].id"
                 )

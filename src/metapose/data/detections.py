@@ -10,7 +10,6 @@ keypoint scores above 0.2, then runs OKS-NMS at 0.9 per image; :func:`postproces
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from metapose.data.coco import CocoDataset, read_json
+from metapose.data.coco import CocoDataset, is_integer, is_number, read_json
 from metapose.data.dataset import Instance
 from metapose.data.topdown import box_to_center_scale
 from metapose.errors import DataError
@@ -43,14 +42,6 @@ class Detection:
     score: float
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _parse_detection(path: Path, index: int, entry: Any) -> tuple[int, Detection]:
     where = f"[{index}]"
     if not isinstance(entry, dict):
@@ -60,10 +51,10 @@ def _parse_detection(path: Path, index: int, entry: Any) -> tuple[int, Detection
             raise DataError(path, "missing key", field=f"{where}.{key}")
     image_id = entry["image_id"]
     for key in ("image_id", "category_id"):
-        if not _is_integer(entry[key]):
+        if not is_integer(entry[key]):
             raise DataError(path, f"must be an integer, got {entry[key]!r}", field=f"{where}.{key}")
     bbox = entry["bbox"]
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
         raise DataError(
             path,
             f"must be 4 finite numbers [x, y, w, h], got {bbox!r}",
@@ -78,7 +69,7 @@ def _parse_detection(path: Path, index: int, entry: Any) -> tuple[int, Detection
             image_id=image_id,
         )
     score = entry["score"]
-    if not _is_number(score):
+    if not is_number(score):
         raise DataError(
             path,
             f"must be a finite number, got {score!r}",
