@@ -440,19 +440,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metapose.evaluate import evaluate_oks, format_table, load_results
 
     keypoints = tuple(args.keypoints.split(",")) if args.keypoints else None
-    if (args.results is None) == (args.onnx is None):
-        raise SystemExit("error: give exactly one of --results JSON or --onnx model")
+    given = [x for x in (args.results, args.onnx, args.checkpoint) if x is not None]
+    if len(given) != 1:
+        raise SystemExit("error: give exactly one of --results JSON, --onnx model or --checkpoint")
     if args.results:
         # Scoring results needs the annotations only, never the images.
         result = evaluate_oks(args.gt, load_results(args.results), keypoints=keypoints)
     else:
         from metapose.data.coco import load_coco
         from metapose.evaluate import results_to_json
-        from metapose.predict import PredictOptions, estimator_from_onnx, evaluate_on_coco
+        from metapose.optim import DeviceOptions
+        from metapose.predict import (
+            PredictOptions,
+            estimator_from_checkpoint,
+            estimator_from_onnx,
+            evaluate_on_coco,
+        )
 
         gt = load_coco(args.gt, args.images, require_trainable=False)
+        if args.onnx:
+            estimator = estimator_from_onnx(args.onnx, threads=args.threads)
+        else:
+            options = DeviceOptions(resolve_device(args.device))
+            estimator = estimator_from_checkpoint(args.checkpoint, options)
         score = evaluate_on_coco(
-            estimator_from_onnx(args.onnx, threads=args.threads),
+            estimator,
             gt,
             detections=args.detections,
             keypoints=keypoints,
@@ -604,9 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="person_keypoints JSON")
     p.add_argument("--results", help="COCO keypoint results JSON to score")
     p.add_argument("--onnx", help="or: a top-down heatmap ONNX model (N x 3 x H x W RGB in) to run")
-    p.add_argument("--images", help="image folder of --gt (with --onnx)")
-    p.add_argument("--detections", help="person boxes from a COCO detections JSON (with --onnx)")
-    p.add_argument("--no-flip", action="store_true", help="no flip test (with --onnx)")
+    p.add_argument("--checkpoint", help="or: a metapose checkpoint to run")
+    p.add_argument("--images", help="image folder of --gt (to run a model)")
+    p.add_argument("--detections", help="person boxes from a COCO detections JSON (default: GT)")
+    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     p.add_argument(

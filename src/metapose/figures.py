@@ -103,7 +103,7 @@ def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
                 length = min(len(r.epoch_losses) for r in runs)
                 curves = np.array([r.epoch_losses[:length] for r in runs])
                 epochs = np.arange(1, length + 1)
-                est = [mean_ci(curves[:, e]) for e in range(length)]
+                est = [mean_ci(curves[:, e].tolist()) for e in range(length)]
                 mean = np.array([e.mean for e in est])
                 half = np.nan_to_num(np.array([e.half_width for e in est]))
                 ax.plot(

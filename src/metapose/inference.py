@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,16 +98,17 @@ def predict_batches(
     for batch in batches:
         heatmaps = heatmaps_with_flip(fn, batch.image.numpy(), flip_index)
         keypoints = decode_batch(heatmaps, batch, codec)
+        fields: Any = batch  # collated: every field is a tensor with a batch axis
         for i in range(keypoints.shape[0]):
-            area = float(batch.area[i])
+            area = float(fields.area[i])
             if area <= 0:  # no GT person (a detection): the unpadded box stands in
-                area = float(batch.scale[i].prod()) / BOX_PADDING**2
+                area = float(fields.scale[i].prod()) / BOX_PADDING**2
             out.append(
                 PosePrediction(
-                    image_id=int(batch.image_id[i]),
-                    annotation_id=int(batch.annotation_id[i]),
+                    image_id=int(fields.image_id[i]),
+                    annotation_id=int(fields.annotation_id[i]),
                     keypoints=keypoints[i],
-                    box_score=float(batch.box_score[i]),
+                    box_score=float(fields.box_score[i]),
                     area=area,
                 )
             )
