@@ -12,7 +12,8 @@ from metapose.data.batches import EpochBatches
 from metapose.meta import reptile_step
 from metapose.model import PoseResNet
 from metapose.optim import DeviceOptions, OptimizerConfig
-from metapose.train import FINAL_FILE, train
+from metapose.run_folder import FINAL_FILE
+from metapose.train import train
 from tests.conftest import TINY_MODEL
 from tests.test_meta import task
 

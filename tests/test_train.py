@@ -9,7 +9,8 @@ from metapose.config import TopDownAugmentConfig
 from metapose.data.batches import EpochBatches, IndexedBatches, collate
 from metapose.model import PoseResNet
 from metapose.optim import DeviceOptions, OptimizerConfig
-from metapose.train import FINAL_FILE, STATE_FILE, StepLog, TrainConfig, train
+from metapose.run_folder import FINAL_FILE, STATE_FILE
+from metapose.train import StepLog, TrainConfig, train
 from tests.conftest import TINY_MODEL
 from tests.helpers import tiny_dataset
 

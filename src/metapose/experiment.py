@@ -53,12 +53,13 @@ from metapose.progress import Progress, SilentProgress
 from metapose.provenance import provenance
 from metapose.report import format_table, summarize, verdicts, write_index_html
 from metapose.results import UNADAPTED, RunResult, load_result, save_result
+from metapose.run_folder import FINAL_FILE
 from metapose.scoring import EvalSet, make_eval_set, predict_eval_set, predictions_to_results, score
 from metapose.sources import person_instance, synthetic_batches
 from metapose.synth.domains import get_domain
 from metapose.synth.scene import render_crop
 from metapose.synth.writer import write_synth_dataset
-from metapose.train import FINAL_FILE, train
+from metapose.train import train
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ adapted copy.
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
@@ -27,16 +26,13 @@ from torch import nn
 
 from metapose import distributed
 from metapose.adapt import adapt
-from metapose.checkpoint import load_state, save_checkpoint, save_state
 from metapose.config import ReptileConfig
 from metapose.data.batches import BatchStream
 from metapose.data.dataset import Sample
 from metapose.model import PoseResNet
 from metapose.optim import DeviceOptions
-from metapose.runlog import RunLog
-from metapose.train import FINAL_FILE, LAST_FILE, STATE_FILE, History, StepLog
-
-log = logging.getLogger(__name__)
+from metapose.run_folder import RunFolder
+from metapose.train import History, StepLog
 
 State = dict[str, torch.Tensor]
 
@@ -119,26 +115,15 @@ def meta_train(
         tasks = tasks.sharded(dist_info.rank, dist_info.world_size)
     history = History()
     start = 0
-    out = Path(out_dir) if out_dir is not None else None
-    writes = out is not None and dist_info.is_main  # only rank 0 writes files
-    runlog = RunLog(out, "meta") if writes and out is not None else None
-    if out is not None and resume and (out / STATE_FILE).exists():
-        state = load_state(out / STATE_FILE, device)
+    folder = RunFolder(out_dir, "meta", is_main=dist_info.is_main, run_config=run_config)
+    state = folder.resume_state(device, resume)
+    if state is not None:
         model.load_state_dict(state["model"])
         history = History.from_dict(state["history"])
         start = int(state["step"])
-        if runlog is not None:
-            runlog.truncate_after(start)
-        log.info("resumed meta-training from %s at meta step %d", out / STATE_FILE, start)
 
     def save(step: int) -> None:
-        if not writes or out is None:
-            return
-        save_checkpoint(out / LAST_FILE, model, run_config=run_config, extra={"meta_step": step})
-        save_state(
-            out / STATE_FILE,
-            {"model": model.state_dict(), "history": history.to_dict(), "step": step},
-        )
+        folder.save(model, step, {"history": history.to_dict()}, extra={"meta_step": step})
 
     stream: Iterator[Sample] = tasks.batches(start * config.tasks_per_step)
     images = history.images_seen
@@ -152,26 +137,13 @@ def meta_train(
         )
         entry = StepLog(step + 1, images, loss, beta, time.perf_counter() - t0)
         history.steps.append(entry)
-        if runlog is not None and (
-            (step + 1) % config.log_every == 0 or step + 1 == config.meta_steps
-        ):
-            runlog.write(asdict(entry))
+        if (step + 1) % config.log_every == 0 or step + 1 == config.meta_steps:
+            folder.write_log(asdict(entry))
         if on_step is not None:
             on_step(entry)
-        if (
-            out is not None
-            and config.checkpoint_every
-            and (step + 1) % config.checkpoint_every == 0
-        ):
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
-    if writes and out is not None:
+    if folder.writes:
         save(config.meta_steps)
-        save_checkpoint(
-            out / FINAL_FILE,
-            model,
-            run_config=run_config,
-            extra={"meta_steps": config.meta_steps, "images_seen": images},
-        )
-    if runlog is not None:
-        runlog.close()
+    folder.finish(model, extra={"meta_steps": config.meta_steps, "images_seen": images})
     return history

@@ -8,7 +8,6 @@ bytes as an uninterrupted one.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,18 +18,13 @@ import torch
 from torch import nn
 
 from metapose import distributed
-from metapose.checkpoint import load_state, optimizer_state_from_json, save_checkpoint, save_state
+from metapose.checkpoint import optimizer_state_from_json
 from metapose.config import TrainConfig
 from metapose.data.batches import BatchStream
 from metapose.model import PoseResNet
 from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
+from metapose.run_folder import RunFolder
 from metapose.runlog import RunLog
-
-log = logging.getLogger(__name__)
-
-STATE_FILE = "train_state.safetensors"
-LAST_FILE = "last.safetensors"
-FINAL_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -100,35 +94,22 @@ def train(
     )
     history = History()
     start = 0
-    out = Path(out_dir) if out_dir is not None else None
-    writes = out is not None and dist_info.is_main  # only rank 0 writes files
-    runlog = RunLog(out, "train") if writes and out is not None else None
-
-    if out is not None and resume and (out / STATE_FILE).exists():
-        state = load_state(out / STATE_FILE, device)
+    folder = RunFolder(out_dir, "train", is_main=dist_info.is_main, run_config=run_config)
+    state = folder.resume_state(device, resume)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         history = History.from_dict(state["history"])
         start = int(state["step"])
-        if runlog is not None:
-            runlog.truncate_after(start)
-        log.info("resumed from %s at step %d", out / STATE_FILE, start)
 
     def save(step: int) -> None:
-        if not writes or out is None:
-            return
-        save_checkpoint(out / LAST_FILE, model, run_config=run_config, extra={"step": step})
-        save_state(
-            out / STATE_FILE,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "history": history.to_dict(),
-                "step": step,
-            },
-        )
+        own = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": history.to_dict(),
+        }
+        folder.save(model, step, own, extra={"step": step})
 
     t0 = time.perf_counter()
     images = history.images_seen
@@ -142,8 +123,8 @@ def train(
         images += int(batch.image.shape[0]) * dist_info.world_size
         entry = StepLog(step + 1, images, loss, lr, time.perf_counter() - t0)
         history.steps.append(entry)
-        if runlog is not None and ((step + 1) % config.log_every == 0 or step + 1 == config.steps):
-            runlog.write(asdict(entry))
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            folder.write_log(asdict(entry))
         if on_step is not None:
             on_step(entry)
         if (
@@ -154,26 +135,15 @@ def train(
         ):
             metrics = {"step": step + 1, **validate(model)}
             history.evals.append(metrics)
-            if runlog is not None and out is not None:
-                RunLog(out, "val", tensorboard=False).write(metrics)
+            if folder.writes and folder.out is not None:
+                RunLog(folder.out, "val", tensorboard=False).write(metrics)
             model.train()
-        if (
-            out is not None
-            and config.checkpoint_every
-            and (step + 1) % config.checkpoint_every == 0
-        ):
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
 
     if dist_info.active:
         distributed.broadcast_buffers_(model)
-    if writes and out is not None:
+    if folder.writes:
         save(config.steps)
-        save_checkpoint(
-            out / FINAL_FILE,
-            model,
-            run_config=run_config,
-            extra={"step": config.steps, "images_seen": images},
-        )
-    if runlog is not None:
-        runlog.close()
+    folder.finish(model, extra={"step": config.steps, "images_seen": images})
     return history
