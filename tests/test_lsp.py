@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import cv2
@@ -110,3 +111,27 @@ def test_real_lspet_sides_are_consistent_between_shoulders_and_hips() -> None:
                 total += 1
                 agree += int(np.sign(dsh) == np.sign(dhp))
     assert total > 1000 and agree / total > 0.9
+
+
+def test_the_image_checked_by_eye_imports_as_seen(tmp_path: Path) -> None:
+    """LSPet im00001 (docs/lspet_overlay.png, first tile), checked by eye: a gymnast sitting on the
+    floor, facing left of the camera, her right arm raised high on the image's right, her left
+    hand low beside her, her legs stretched out to the image's left, her right ankle unlabelled."""
+    lspet = require(LSPET)
+    joints = read_lsp_joints(lspet / "joints.mat")
+    scipy.io.savemat(tmp_path / "one.mat", {"joints": joints[:1].transpose(1, 2, 0)})
+    (tmp_path / "images").mkdir()
+    shutil.copy(lspet / "images" / "im00001.jpg", tmp_path / "images")
+    ds = load_coco(
+        import_lsp(tmp_path / "one.mat", tmp_path / "images", tmp_path / "one.json"),
+        tmp_path / "images",
+    )
+    (ann,) = ds.annotations
+    kp = {name: ann.keypoints[COCO17.index(name)] for name in COCO17.keypoints}
+    assert ds.images[0].file_name == "im00001.jpg" and ann.num_keypoints == 11
+    assert kp["right_wrist"][1] < kp["right_elbow"][1] < kp["right_shoulder"][1]  # arm raised
+    assert kp["right_wrist"][0] > kp["right_shoulder"][0] + 30  # on the image's right
+    assert kp["left_wrist"][1] > kp["left_shoulder"][1]  # the other hand is low
+    assert kp["left_ankle"][0] < kp["left_knee"][0] < kp["left_hip"][0]  # legs to the left
+    assert kp["right_ankle"][2] == 0 and (kp["right_ankle"][:2] == 0).all()
+    assert all(kp[n][2] == 0 for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear"))
