@@ -1,0 +1,110 @@
+"""Ablation of the meta-learning stage, from a finished experiment's shared pretraining.
+
+Every variant starts from ``<run>/models/pretrain/model.safetensors``, spends the experiment's
+meta budget (images) on Reptile with other settings, and is fine-tuned and scored on exactly the
+shots and test crops of the experiment, so each row compares with the experiment's own baseline
+row by row (seed-paired). Usage, after ``make demo``::
+
+    python benchmarks/ablation_meta.py runs/demo [--shots 16] [--out runs/demo/ablation.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from metapose.checkpoint import load_checkpoint
+from metapose.codec import HeatmapCodec
+from metapose.config import ExperimentConfig, ReptileConfig, load_config
+from metapose.experiment import Job, prepare_target, run_job, source_batches
+from metapose.meta import meta_train
+from metapose.optim import DeviceOptions
+from metapose.progress import SilentProgress
+from metapose.results import load_result
+from metapose.stats import mean_ci
+
+
+def variants(meta: ReptileConfig, budget: int) -> dict[str, tuple[ReptileConfig, str]]:
+    """Name -> (Reptile settings, task sampler), each spending ``budget`` images."""
+
+    def inner(steps: int) -> ReptileConfig:
+        per_step = steps * meta.tasks_per_step * meta.batch_size
+        if budget % per_step:
+            raise SystemExit(f"{steps} inner steps cannot spend exactly {budget} images")
+        return replace(meta, inner_steps=steps, meta_steps=budget // per_step)
+
+    return {
+        "as configured": (meta, "mixed"),
+        "paper beta 0.05": (replace(meta, meta_step=0.05, meta_step_final=None), "mixed"),
+        "beta 1 -> 0.1 (Nichol)": (replace(meta, meta_step=1.0, meta_step_final=0.1), "mixed"),
+        "2 inner steps": (inner(2), "mixed"),
+        "style tasks": (meta, "style"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished `metapose experiment` folder")
+    parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--out", type=Path, help="markdown file (default: <run>/ablation.md)")
+    parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run these variants only")
+    args = parser.parse_args()
+    cfg = load_config(args.run / "config.yaml", ExperimentConfig)
+    device = torch.device("cpu")
+    options = DeviceOptions(device)
+    codec = HeatmapCodec.for_model(cfg.model, cfg.codec)
+    targets = [
+        prepare_target(cfg, t, args.run / "data", codec, SilentProgress()) for t in cfg.targets
+    ]
+    budget = cfg.meta.meta_steps * cfg.meta.images_per_meta_step
+    lines = [
+        f"# Meta-stage ablation: {args.run}, K={args.shots}, {len(cfg.seeds)} seeds, "
+        f"{budget} images per variant",
+        "",
+        "| variant | target | AP | AP - baseline (paired) | PCK@0.2 | PCK - baseline |",
+        "|---|---|---|---|---|---|",
+    ]
+    out = args.out or args.run / "ablation.md"
+    for name, (meta, sampler) in variants(cfg.meta, budget).items():
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        variant_cfg = replace(cfg, meta=meta, task_sampler=sampler)  # type: ignore[arg-type]
+        model = load_checkpoint(
+            args.run / "models" / "pretrain" / "model.safetensors", device
+        ).model
+        meta_train(model, source_batches(variant_cfg, codec, "continue"), meta, device)
+        for target in targets:
+            ap, pck, d_ap, d_pck = [], [], [], []
+            for seed in cfg.seeds:
+                result, _ = run_job(
+                    Job(target, "meta", args.shots, seed),
+                    variant_cfg,
+                    {"meta": model},
+                    codec,
+                    options,
+                )
+                base = load_result(
+                    args.run / "results", Job(target, "baseline", args.shots, seed).key
+                )
+                assert base is not None, "run the experiment first"
+                ap.append(result.metrics["ap"])
+                pck.append(result.metrics["pck"])
+                d_ap.append(result.metrics["ap"] - base.metrics["ap"])
+                d_pck.append(result.metrics["pck"] - base.metrics["pck"])
+            lines.append(
+                f"| {name} | {target.config.name} | {mean_ci(ap).format()} | "
+                f"{mean_ci(d_ap).format()} | {mean_ci(pck).format()} | {mean_ci(d_pck).format()} |"
+            )
+            print(lines[-1], flush=True)
+        print(f"  ({name}: {(time.perf_counter() - t0) / 60:.1f} min)", flush=True)
+        out.write_text("\n".join(lines) + "\n")  # after every variant: a long run keeps its rows
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
