@@ -1,9 +1,10 @@
 """Inference speed of PoseResNet: PyTorch vs onnxruntime, latency per crop and throughput.
 
 For ResNet-18 and ResNet-50 at 256x192 and 128x96 (H x W): the median latency of one crop
-(batch 1) and the throughput at batch 32, on the CPU with PyTorch (eager, float32) and with
-onnxruntime on the file :func:`metapose.export.export_onnx` writes, and on a CUDA device with
-PyTorch (float32, and bf16 autocast + channels_last) when one is available. The network alone
+(batch 1) and the throughput at batch 32, on the CPU with PyTorch (eager float32, and bf16
+autocast + channels_last where the CPU has native bfloat16, as metapose uses it there) and with
+onnxruntime (float32) on the file :func:`metapose.export.export_onnx` writes, and on a CUDA device
+with PyTorch (float32, and bf16 autocast + channels_last) when one is available. The network alone
 is timed (no crop, decode or flip test); weights are random, which does not change the speed.
 Run: ``python benchmarks/infer.py [--threads N] [--json out.json]``.
 """
@@ -29,7 +30,7 @@ from metapose.config import ModelConfig
 from metapose.export import export_onnx
 from metapose.model import PoseResNet
 from metapose.onnx_runtime import OnnxHeatmapModel
-from metapose.optim import DeviceOptions
+from metapose.optim import DeviceOptions, cpu_has_bf16
 
 DEPTHS = (18, 50)
 SIZES = ((192, 256), (96, 128))  # (W, H): the paper's input and a fast one
@@ -80,11 +81,14 @@ def backends_for(
     model: PoseResNet, session: OnnxHeatmapModel
 ) -> list[tuple[str, Runner, Callable[[], None]]]:
     """(name, runner, synchronise) for every backend this machine has."""
-    cpu = DeviceOptions(torch.device("cpu"))
+    fp32 = DeviceOptions(torch.device("cpu"), amp=False, channels_last=False)
     out: list[tuple[str, Runner, Callable[[], None]]] = [
-        ("pytorch cpu", partial(torch_runner, model, cpu), no_sync),
-        ("onnxruntime cpu", partial(onnx_runner, session), no_sync),
+        ("pytorch cpu fp32", partial(torch_runner, model, fp32), no_sync),
     ]
+    if cpu_has_bf16():
+        bf16 = DeviceOptions(torch.device("cpu"))
+        out.append(("pytorch cpu bf16", partial(torch_runner, model, bf16), no_sync))
+    out.append(("onnxruntime cpu fp32", partial(onnx_runner, session), no_sync))
     if torch.cuda.is_available():
         cuda = torch.device("cuda")
         for name, amp in (("pytorch cuda fp32", False), ("pytorch cuda bf16", True)):
