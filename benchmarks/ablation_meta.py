@@ -43,6 +43,11 @@ def variants(meta: ReptileConfig, budget: int) -> dict[str, tuple[ReptileConfig,
         "beta 1 -> 0.1 (Nichol)": (replace(meta, meta_step=1.0, meta_step_final=0.1), "mixed"),
         "2 inner steps": (inner(2), "mixed"),
         "style tasks": (meta, "style"),
+        "inner lr 2e-4": (replace(meta, inner=replace(meta.inner, lr=2e-4)), "mixed"),
+        "inner lr 2e-4, beta 1 -> 0.1": (
+            replace(meta, inner=replace(meta.inner, lr=2e-4), meta_step=1.0, meta_step_final=0.1),
+            "mixed",
+        ),
     }
 
 
