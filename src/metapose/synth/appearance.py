@@ -204,6 +204,22 @@ NEUTRAL_GARMENTS = _palette(
 )
 
 
+def random_face(rng: np.random.Generator, *, brows: bool = True) -> tuple[Face, bool]:
+    """A hairstyle (bald, short or long) and where its hairline lies; ``True`` for long hair."""
+    hair_kind = weighted_choice(rng, ("bald", "short", "long"), (0.05, 0.55, 0.40))
+    bald = hair_kind == "bald"
+    face = Face(
+        skin=SKIN,
+        hair=HAIR,
+        eye=EYE,
+        lips=LIPS,
+        hairline_front=float(rng.uniform(0.25, 0.5)) if not bald else 2.0,
+        hairline_back=float(rng.uniform(-0.75, -0.4)) if not bald else 2.0,
+        brows=brows,
+    )
+    return face, hair_kind == "long"
+
+
 def garment_colour(rng: np.random.Generator) -> np.ndarray:
     """Mostly neutral and dark clothes, sometimes saturated colours."""
     if rng.random() < 0.55:
@@ -295,15 +311,7 @@ class RGBStyle:
         barefoot = bool(rng.random() < self.barefoot_share)
         if barefoot:
             palette[SHOES] = palette[SKIN]
-        hair_kind = weighted_choice(rng, ("bald", "short", "long"), (0.05, 0.55, 0.40))
-        face = Face(
-            skin=SKIN,
-            hair=HAIR,
-            eye=EYE,
-            lips=LIPS,
-            hairline_front=float(rng.uniform(0.25, 0.5)) if hair_kind != "bald" else 2.0,
-            hairline_back=float(rng.uniform(-0.75, -0.4)) if hair_kind != "bald" else 2.0,
-        )
+        face, long_hair = random_face(rng)
         loose = 0.3 if tight else 1.0
         return PersonLook(
             palette,
@@ -311,7 +319,7 @@ class RGBStyle:
             bottom_pattern,
             sleeve,
             legs,
-            hair_kind == "long",
+            long_hair,
             face,
             barefoot,
             top_bulk=float(rng.uniform(0.004, 0.025)) * loose,
@@ -510,23 +518,14 @@ class ThermalStyle:
         )
         sleeve = float(weighted_choice(rng, (0.0, 0.5, 2.0), (0.15, 0.4, 0.45)))
         legs = float(rng.uniform(0.4, 0.9)) if rng.random() < 0.2 else 2.0
-        hair_kind = weighted_choice(rng, ("bald", "short", "long"), (0.05, 0.55, 0.40))
-        face = Face(
-            skin=SKIN,
-            hair=HAIR,
-            eye=EYE,
-            lips=LIPS,
-            hairline_front=float(rng.uniform(0.25, 0.5)) if hair_kind != "bald" else 2.0,
-            hairline_back=float(rng.uniform(-0.75, -0.4)) if hair_kind != "bald" else 2.0,
-            brows=False,
-        )
+        face, long_hair = random_face(rng, brows=False)
         return PersonLook(
             palette,
             fabric,
             fabric,
             sleeve,
             legs,
-            hair_kind == "long",
+            long_hair,
             face,
             False,
             top_bulk=float(rng.uniform(0.004, 0.025)),
