@@ -61,7 +61,7 @@ def main() -> None:
     cfg = load_config(args.run / "config.yaml", ExperimentConfig)
     device = torch.device("cpu")
     options = DeviceOptions(device)
-    codec = HeatmapCodec.for_model(cfg.model, cfg.codec)
+    codec = HeatmapCodec.for_model(cfg.model)
     targets = [
         prepare_target(cfg, t, args.run / "data", codec, SilentProgress()) for t in cfg.targets
     ]

@@ -1,4 +1,4 @@
-"""Inference speed of PoseResNet: PyTorch vs onnxruntime, latency per crop and throughput.
+"""Inference speed of TopDownModel: PyTorch vs onnxruntime, latency per crop and throughput.
 
 For ResNet-18 and ResNet-50 at 256x192 and 128x96 (H x W): the median latency of one crop
 (batch 1) and the throughput at batch 32, on the CPU with PyTorch (eager float32, and bf16
@@ -26,9 +26,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from metapose.config import ModelConfig
+from metapose.config import ModelConfig, ResNetConfig
 from metapose.export import export_onnx
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.onnx_runtime import OnnxHeatmapModel
 from metapose.optim import DeviceOptions, cpu_has_bf16
 
@@ -58,7 +58,7 @@ def median_seconds(run: Callable[[], object], repeats: int, sync: Callable[[], N
 
 
 def torch_runner(
-    model: PoseResNet, options: DeviceOptions, batch: np.ndarray
+    model: TopDownModel, options: DeviceOptions, batch: np.ndarray
 ) -> Callable[[], object]:
     network = options.prepare(model).eval()
     x = torch.from_numpy(batch).to(options.device).contiguous(memory_format=options.memory_format)
@@ -78,7 +78,7 @@ def onnx_runner(session: OnnxHeatmapModel, batch: np.ndarray) -> Callable[[], ob
 
 
 def backends_for(
-    model: PoseResNet, session: OnnxHeatmapModel
+    model: TopDownModel, session: OnnxHeatmapModel
 ) -> list[tuple[str, Runner, Callable[[], None]]]:
     """(name, runner, synchronise) for every backend this machine has."""
     fp32 = DeviceOptions(torch.device("cpu"), amp=False, channels_last=False)
@@ -135,9 +135,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for depth in args.depths:
             for width, height in SIZES:
-                config = ModelConfig(depth=depth, input_size=(width, height))
+                config = ModelConfig(backbone=ResNetConfig(depth=depth), input_size=(width, height))
                 torch.manual_seed(0)
-                model = PoseResNet(config).eval()
+                model = TopDownModel(config).eval()
                 path = export_onnx(model, Path(tmp) / f"r{depth}_{width}x{height}.onnx")
                 session = OnnxHeatmapModel(path, threads=args.threads)
                 backends = backends_for(model, session)

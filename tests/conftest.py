@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from metapose.config import ModelConfig
-from metapose.model import PoseResNet
+from metapose.config import ModelConfig, ResNetConfig
+from metapose.models import TopDownModel
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -16,7 +16,7 @@ COCO_TINY = SHARED_DATA / "coco" / "tiny"
 COCO_MINI = SHARED_DATA / "coco" / "mini"
 LSPET = SHARED_DATA / "lspet"
 
-TINY_MODEL = ModelConfig(depth=18, input_size=(32, 64), deconv_channels=(16, 16, 16))
+TINY_MODEL = ModelConfig(backbone=ResNetConfig(depth=18), input_size=(32, 64), deconv_channels=(16, 16, 16))
 
 
 def require(path: Path) -> Path:
@@ -27,6 +27,6 @@ def require(path: Path) -> Path:
 
 
 @pytest.fixture
-def tiny_model() -> PoseResNet:
+def tiny_model() -> TopDownModel:
     torch.manual_seed(0)
-    return PoseResNet(TINY_MODEL)
+    return TopDownModel(TINY_MODEL)

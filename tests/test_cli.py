@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from metapose.checkpoint import read_metadata
 from metapose.cli import main
 from tests.conftest import COCO_TINY, require
 
@@ -49,8 +50,9 @@ def test_user_workflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     printed = capsys.readouterr().out
     assert "before: AP" in printed and "after:  AP" in printed and "loss per epoch" in printed
     adapted = tmp_path / "adapted.safetensors"
-    sidecar = json.loads(adapted.with_suffix(".json").read_text())
-    assert len(sidecar["shot_image_ids"]) == 2 and "ap" in sidecar["metrics"]
+    meta = read_metadata(adapted)
+    assert len(meta["shot_image_ids"]) == 2 and "ap" in meta["metrics"]
+    assert not adapted.with_suffix(".json").exists()  # one file is the whole model
 
     run("export", "--checkpoint", str(adapted), "--out", str(tmp_path / "model.onnx"))
     assert "onnx.checker passed" in capsys.readouterr().out

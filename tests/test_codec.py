@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from metapose.codec import HeatmapCodec, argmax_2d, flip_back
-from metapose.config import CodecConfig, ModelConfig
+from metapose.config import CodecConfig, ModelConfig, ResNetConfig, replace
 from metapose.data.topdown import CropParams, apply_affine, crop_matrix
 from metapose.skeleton import COCO17
 
-MODEL = ModelConfig(depth=18, input_size=(192, 256))
+MODEL = ModelConfig(backbone=ResNetConfig(depth=18), input_size=(192, 256))
 
 
 def random_keypoints(rng: np.random.Generator, n: int, margin: float) -> np.ndarray:
@@ -22,7 +22,7 @@ def random_keypoints(rng: np.random.Generator, n: int, margin: float) -> np.ndar
 
 def test_sigma_scales_with_heatmap_width() -> None:
     assert HeatmapCodec.for_model(MODEL).sigma == 2.0
-    small = HeatmapCodec.for_model(ModelConfig(depth=18, input_size=(96, 128)))
+    small = HeatmapCodec.for_model(ModelConfig(backbone=ResNetConfig(depth=18), input_size=(96, 128)))
     assert small.heatmap_size == (24, 32) and small.sigma == 1.0
 
 
@@ -50,7 +50,7 @@ def test_round_trip_within_a_quarter_heatmap_pixel() -> None:
 
 def test_dark_is_tighter_than_the_quarter_offset() -> None:
     quarter = HeatmapCodec.for_model(MODEL)
-    dark = HeatmapCodec.for_model(MODEL, CodecConfig(dark=True))
+    dark = HeatmapCodec.for_model(replace(MODEL, codec=CodecConfig(dark=True)))
     kp = random_keypoints(np.random.default_rng(1), 500, margin=4)
     hm = quarter.encode(kp).heatmaps[None]
     err_q = np.abs(quarter.decode(hm).coords[0] - kp[:, :2]) / quarter.stride
@@ -95,3 +95,38 @@ def test_flip_back_swaps_sides_mirrors_and_shifts() -> None:
     shifted = flip_back(hm, COCO17.flip_index)
     assert np.array_equal(shifted[..., 1:], back[..., :-1])
     assert np.array_equal(flip_back(back, COCO17.flip_index, shift=False), hm)
+
+
+UDP = replace(MODEL, codec=CodecConfig(encoding="udp", dark=True))
+
+
+def test_udp_round_trip_with_dark_is_sub_hundredth_pixel() -> None:
+    codec = HeatmapCodec.for_model(UDP)
+    assert codec.udp and codec.heatmap_per_input == pytest.approx((47 / 191, 63 / 255))
+    kp = random_keypoints(np.random.default_rng(4), 500, margin=4)
+    dec = codec.decode(codec.encode(kp).heatmaps[None])
+    err = np.abs(dec.coords[0] - kp[:, :2]) * np.array(codec.heatmap_per_input)
+    assert err.max() < 0.01
+
+
+def test_udp_crop_maps_the_box_onto_the_first_and_last_pixel_centres() -> None:
+    codec = HeatmapCodec.for_model(UDP)
+    w, h = codec.input_size
+    params = CropParams(np.array([100.0, 80.0]), np.array([60.0, 80.0]))
+    corners = np.array([[70.0, 40.0], [130.0, 120.0], [100.0, 80.0]])
+    mapped = apply_affine(corners, codec.crop_matrix(params))
+    np.testing.assert_allclose(mapped, [[0, 0], [w - 1, h - 1], [(w - 1) / 2, (h - 1) / 2]])
+    plain = HeatmapCodec.for_model(MODEL)
+    np.testing.assert_allclose(apply_affine(corners[2:], plain.crop_matrix(params)), [[w / 2, h / 2]])
+
+
+@pytest.mark.parametrize(("config", "exact"), [(UDP, True), (MODEL, False)])
+def test_udp_flip_back_is_exact_and_the_shifted_one_is_not(config: ModelConfig, exact: bool) -> None:
+    """Targets of the mirrored crop, flipped back, equal the targets of the crop (UDP only)."""
+    codec = HeatmapCodec.for_model(config)
+    kp = random_keypoints(np.random.default_rng(5), 17, margin=3)
+    mirrored = kp[COCO17.flip_index].copy()
+    mirrored[:, 0] = codec.input_size[0] - 1 - mirrored[:, 0]
+    back = codec.flip_back(codec.encode(mirrored).heatmaps[None], COCO17.flip_index)[0]
+    diff = float(np.abs(back - codec.encode(kp).heatmaps).max())
+    assert (diff < 1e-5) == exact

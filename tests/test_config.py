@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from metapose.config import ConfigError, ModelConfig, TopDownAugmentConfig, load_config, save_config
+from metapose.config import ConfigError, ModelConfig, TopDownAugmentConfig, load_config, save_config, ResNetConfig
 
 
 @dataclass(frozen=True)
@@ -18,12 +18,12 @@ def test_yaml_overrides_only_what_it_names(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text("model:\n  depth: 18\n  input_size: [96, 128]\nseeds: [3]\n")
     cfg = load_config(p, Root)
-    assert cfg.model.depth == 18 and cfg.model.input_size == (96, 128) and cfg.seeds == (3,)
+    assert cfg.model.backbone == ResNetConfig(depth=18) and cfg.model.input_size == (96, 128) and cfg.seeds == (3,)
     assert cfg.augment == TopDownAugmentConfig()
 
 
 def test_save_then_load_is_identity(tmp_path: Path) -> None:
-    cfg = Root(model=ModelConfig(depth=34), name="y")
+    cfg = Root(model=ModelConfig(backbone=ResNetConfig(depth=34)), name="y")
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml", Root) == cfg
 
@@ -33,8 +33,10 @@ def test_save_then_load_is_identity(tmp_path: Path) -> None:
     [
         ("modle:\n  depth: 18\n", "unknown key modle"),
         ("model:\n  dept: 18\n", "unknown key model.dept"),
-        ("model:\n  depth: eighteen\n", "model.depth: must be an integer"),
-        ("model:\n  depth: 20\n", "model.depth must be one of"),
+        ("model:\n  backbone: {kind: resnet, depth: eighteen}\n", "model.backbone.depth: must be an integer"),
+        ("model:\n  backbone: {kind: resnet, depth: 20}\n", "backbone.depth must be one of"),
+        ("model:\n  backbone: {kind: vgg}\n", "model.backbone.kind: must be one of"),
+        ("model:\n  codec: {sigma_at_48: .nan}\n", "sigma_at_48 must be finite"),
         ("model:\n  input_size: [96]\n", "model.input_size: must have 2 items"),
         ("model: [1, 2\n", "malformed YAML"),
     ],

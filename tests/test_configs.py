@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from metapose.config import ConfigError, ExperimentConfig, load_config, replace
+from metapose.config import ResNetConfig, ConfigError, ExperimentConfig, load_config, replace
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -21,7 +21,7 @@ def test_the_shipped_configs_are_the_documented_ones() -> None:
     names = {p.stem for p in CONFIGS}
     assert {"demo", "paper", "lspet_cpu", "lspet_gpu"} <= names
     paper = load_config(REPO / "configs" / "paper.yaml", ExperimentConfig)
-    assert paper.model.depth == 50 and paper.model.input_size == (192, 256)
+    assert paper.model.backbone == ResNetConfig(depth=50) and paper.model.input_size == (192, 256)
     assert paper.meta.meta_step == 0.05 and paper.meta.batch_size == 32
     assert paper.meta.meta_steps == 15000 and paper.shots == (16, 32) and paper.adapt.epochs == 20
 

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from metapose.config import ReptileConfig, TrainConfig
 from metapose.data.batches import EpochBatches
 from metapose.meta import reptile_step
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions, OptimizerConfig
 from metapose.run_folder import FINAL_FILE
 from metapose.train import train
@@ -25,9 +25,9 @@ CFG = ReptileConfig(
 )
 
 
-def fresh() -> PoseResNet:
+def fresh() -> TopDownModel:
     torch.manual_seed(0)
-    return PoseResNet(TINY_MODEL)
+    return TopDownModel(TINY_MODEL)
 
 
 def _reptile_rank(rank: int, store: str, out: str) -> None:

@@ -37,7 +37,7 @@ def test_flip_test_averages_with_the_mirrored_prediction() -> None:
         seen.append(x.copy())
         return np.ones((2, 17, 4, 4), np.float32) * (2.0 if len(seen) == 2 else 0.0)
 
-    out = heatmaps_with_flip(fn, images, COCO17.flip_index)
+    out = heatmaps_with_flip(fn, images, COCO17.flip_index, TINY_CODEC)
     assert np.array_equal(seen[1], images[..., ::-1])
     assert np.allclose(out, 1.0)
 

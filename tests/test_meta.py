@@ -10,7 +10,7 @@ from metapose.adapt import adapt
 from metapose.data.batches import IndexedBatches, collate
 from metapose.data.dataset import Sample
 from metapose.meta import ReptileConfig, clone_state, interpolate_states, meta_train, reptile_step
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions, OptimizerConfig
 from tests.conftest import TINY_MODEL
 from tests.helpers import tiny_dataset
@@ -24,9 +24,9 @@ def task(seed: int) -> Sample:
     return collate([ds[i] for i in range(4)])
 
 
-def model_with_stats() -> PoseResNet:
+def model_with_stats() -> TopDownModel:
     torch.manual_seed(0)
-    return PoseResNet(TINY_MODEL)
+    return TopDownModel(TINY_MODEL)
 
 
 def assert_states_equal(a: dict, b: dict) -> None:

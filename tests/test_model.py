@@ -1,18 +1,18 @@
 import pytest
 import torch
 
-from metapose.config import ConfigError, ModelConfig
-from metapose.model import PoseResNet, count_parameters
-from metapose.resnet import ResNet
+from metapose.config import ConfigError, ModelConfig, ResNetConfig
+from metapose.models import TopDownModel, count_parameters
+from metapose.models.backbones.resnet import ResNet
 
 
 @pytest.mark.parametrize(("depth", "millions"), [(50, 34.0), (18, 15.4)])
 def test_simplebaseline_parameter_counts(depth: int, millions: float) -> None:
-    model = PoseResNet(ModelConfig(depth=depth, num_keypoints=17))
+    model = TopDownModel(ModelConfig(backbone=ResNetConfig(depth=depth), num_keypoints=17))
     assert abs(count_parameters(model) / 1e6 - millions) <= 0.05
 
 
-def test_every_parameter_receives_a_gradient(tiny_model: PoseResNet) -> None:
+def test_every_parameter_receives_a_gradient(tiny_model: TopDownModel) -> None:
     images = torch.randn(2, 3, 64, 32)
     tiny_model(images).square().mean().backward()
     missing = [
@@ -23,20 +23,20 @@ def test_every_parameter_receives_a_gradient(tiny_model: PoseResNet) -> None:
 
 @pytest.mark.parametrize("input_size", [(192, 256), (96, 128), (288, 384)])
 def test_heatmap_size_follows_the_derived_stride(input_size: tuple[int, int]) -> None:
-    config = ModelConfig(depth=18, input_size=input_size, deconv_channels=(8, 8, 8))
-    model = PoseResNet(config).eval()
+    config = ModelConfig(backbone=ResNetConfig(depth=18), input_size=input_size, deconv_channels=(8, 8, 8))
+    model = TopDownModel(config).eval()
     out = model(torch.zeros(1, 3, input_size[1], input_size[0]))
     assert model.stride == config.stride == 4
     assert tuple(out.shape) == (1, 17, *reversed(config.heatmap_size))
 
 
 def test_two_deconvolutions_give_stride_eight() -> None:
-    config = ModelConfig(depth=18, input_size=(64, 64), deconv_channels=(8, 8))
-    out = PoseResNet(config).eval()(torch.zeros(1, 3, 64, 64))
+    config = ModelConfig(backbone=ResNetConfig(depth=18), input_size=(64, 64), deconv_channels=(8, 8))
+    out = TopDownModel(config).eval()(torch.zeros(1, 3, 64, 64))
     assert config.stride == 8 and tuple(out.shape[-2:]) == (8, 8)
 
 
-def test_features_then_head_equals_forward(tiny_model: PoseResNet) -> None:
+def test_features_then_head_equals_forward(tiny_model: TopDownModel) -> None:
     tiny_model.eval()
     x = torch.randn(1, 3, 64, 32)
     assert torch.equal(tiny_model(x), tiny_model.forward_head(tiny_model.forward_features(x)))
@@ -59,7 +59,7 @@ def test_backbone_keys_are_torchvision_resnet_keys() -> None:
     assert ResNet(50).state_dict()["layer4.2.conv3.weight"].shape == (2048, 512, 1, 1)
 
 
-def test_head_keys_follow_the_simplebaseline_release(tiny_model: PoseResNet) -> None:
+def test_head_keys_follow_the_simplebaseline_release(tiny_model: TopDownModel) -> None:
     keys = set(tiny_model.state_dict())
     assert {
         "deconv_layers.0.weight",
@@ -72,7 +72,7 @@ def test_head_keys_follow_the_simplebaseline_release(tiny_model: PoseResNet) -> 
 
 
 def test_head_init_is_small_normal() -> None:
-    model = PoseResNet(ModelConfig(depth=18))
+    model = TopDownModel(ModelConfig(backbone=ResNetConfig(depth=18)))
     w = model.deconv_layers[0].weight.detach()
     assert (
         abs(float(w.std()) - 0.001) < 1e-4
@@ -80,7 +80,12 @@ def test_head_init_is_small_normal() -> None:
     )
 
 
-@pytest.mark.parametrize("bad", [{"depth": 20}, {"input_size": (100, 256)}, {"num_keypoints": 0}])
+@pytest.mark.parametrize("bad", [{"input_size": (100, 256)}, {"num_keypoints": 0}])
 def test_bad_model_config_is_rejected(bad: dict) -> None:
     with pytest.raises(ConfigError):
         ModelConfig(**bad)
+
+
+def test_bad_backbone_config_is_rejected() -> None:
+    with pytest.raises(ConfigError):
+        ResNetConfig(depth=20)

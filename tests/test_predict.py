@@ -18,7 +18,7 @@ from metapose.data.images import read_rgb, write_rgb
 from metapose.errors import DataError
 from metapose.evaluate import load_results
 from metapose.export import export_onnx
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions
 from metapose.predict import (
     PoseEstimator,
@@ -40,7 +40,7 @@ VAL_JSON = "annotations/person_keypoints_val2017.json"
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    model = PoseResNet(TINY_MODEL)
+    model = TopDownModel(TINY_MODEL)
     with torch.no_grad():  # heatmaps of order one, so keypoint scores differ between crops
         torch.nn.init.normal_(model.final_layer.weight, std=0.5)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model)

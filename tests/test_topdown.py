@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from metapose.codec import HeatmapCodec
-from metapose.config import ModelConfig, TopDownAugmentConfig
-from metapose.data.dataset import Instance, TopDownDataset, denormalize_image, make_sample
+from metapose.config import ModelConfig, TopDownAugmentConfig, ResNetConfig
+from metapose.data.dataset import Instance, TopDownDataset, make_sample
 from metapose.data.topdown import (
     BOX_PADDING,
     CropParams,
@@ -16,7 +16,7 @@ from metapose.data.topdown import (
 )
 from metapose.skeleton import COCO17
 
-CODEC = HeatmapCodec.for_model(ModelConfig(depth=18, input_size=(96, 128)))
+CODEC = HeatmapCodec.for_model(ModelConfig(backbone=ResNetConfig(depth=18), input_size=(96, 128)))
 
 
 def simplebaseline_affine(center, scale_w, rot, out):  # noqa: ANN001, ANN201 - reference transcription
@@ -120,7 +120,7 @@ def test_sample_keypoints_follow_the_image_content_under_augmentation() -> None:
     aug = TopDownAugmentConfig(rotation_prob=1.0, flip_prob=0.5)
     for seed in range(4):
         s = make_sample(image, inst, CODEC, augment=aug, rng=np.random.default_rng(seed))
-        crop = denormalize_image(s.image.numpy())[:, :, 0]
+        crop = CODEC.normalization.invert(s.image.numpy())[:, :, 0]
         for x, y, v in s.keypoints.numpy():
             if v > 0 and 6 < x < 90 and 6 < y < 122:
                 assert np.linalg.norm(centroid(crop, np.array([x, y])) - [x, y]) < 0.5

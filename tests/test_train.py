@@ -7,7 +7,7 @@ import torch
 from metapose.adapt import AdaptConfig, choose_shots, fine_tune
 from metapose.config import TopDownAugmentConfig
 from metapose.data.batches import EpochBatches, IndexedBatches, collate
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions, OptimizerConfig
 from metapose.run_folder import FINAL_FILE, STATE_FILE
 from metapose.train import StepLog, TrainConfig, train
@@ -17,9 +17,9 @@ from tests.helpers import tiny_dataset
 CPU = torch.device("cpu")
 
 
-def fresh_model() -> PoseResNet:
+def fresh_model() -> TopDownModel:
     torch.manual_seed(0)
-    return PoseResNet(TINY_MODEL)
+    return TopDownModel(TINY_MODEL)
 
 
 def test_interrupted_training_resumes_to_identical_weights(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from metapose.checkpoint import load_checkpoint
-from metapose.config import ModelConfig
+from metapose.config import ModelConfig, ResNetConfig
 from metapose.errors import DataError
-from metapose.weights import (
+from metapose.models.weights.layouts import (
     import_checkpoint,
     import_weights,
     input_size_from_name,
@@ -181,7 +181,7 @@ def test_simplebaseline_release_round_trips_output_for_output(tmp_path: Path, de
     model, report = import_weights(path, "simplebaseline", input_size=(32, 64))
     assert report.complete and not report.fresh
     assert len(report.loaded) == len(state)
-    assert model.config.depth == depth and model.config.deconv_channels == TINY_HEAD
+    assert model.config.backbone == ResNetConfig(depth=depth) and model.config.deconv_channels == TINY_HEAD
     x = images()
     with torch.no_grad():
         actual = model.eval()(x)
@@ -245,7 +245,7 @@ def test_resnet50_release_layout_matches_names_and_shapes(tmp_path: Path) -> Non
     torch.save({k: torch.zeros(shape) for k, shape in layout.items()}, path)
     model, report = import_weights(path, "simplebaseline")
     assert report.complete and len(report.loaded) == len(layout) == len(model.state_dict())
-    assert model.config == ModelConfig(depth=50, input_size=(288, 384))
+    assert model.config == ModelConfig(backbone=ResNetConfig(depth=50), input_size=(288, 384))
 
 
 def test_checkpoints_without_batchnorm_counters_still_load_completely(tmp_path: Path) -> None:

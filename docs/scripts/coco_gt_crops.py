@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from metapose.codec import HeatmapCodec
-from metapose.config import ModelConfig
+from metapose.config import ModelConfig, ResNetConfig
 from metapose.data.coco import load_coco
-from metapose.data.dataset import TopDownDataset, denormalize_image, instances_from_coco
+from metapose.data.dataset import TopDownDataset, instances_from_coco
 from metapose.data.images import write_rgb
 from metapose.viz import draw_pose
 
@@ -22,13 +22,13 @@ COLUMNS = 6
 
 def main() -> None:
     gt = load_coco(COCO)
-    codec = HeatmapCodec.for_model(ModelConfig(depth=18, input_size=(192, 256)))
+    codec = HeatmapCodec.for_model(ModelConfig(backbone=ResNetConfig(depth=18), input_size=(192, 256)))
     people = [i for i in instances_from_coco(gt) if (i.keypoints[:, 2] > 0).sum() >= 10]
     dataset = TopDownDataset(people[:COLUMNS * 2], codec)
     tiles = []
     for i in range(len(dataset)):
         sample = dataset[i]
-        crop = denormalize_image(sample.image.numpy())
+        crop = codec.normalization.invert(sample.image.numpy())
         tiles.append(draw_pose(crop, sample.keypoints.numpy(), kind="flags"))
     rows = [np.concatenate(tiles[r * COLUMNS : (r + 1) * COLUMNS], axis=1) for r in range(2)]
     grid = np.concatenate(rows, axis=0)

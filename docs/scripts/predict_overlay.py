@@ -15,11 +15,11 @@ import torch
 from metapose.checkpoint import save_checkpoint
 from metapose.cli import main as cli
 from metapose.codec import HeatmapCodec
-from metapose.config import ModelConfig, OptimizerConfig, TopDownAugmentConfig, TrainConfig
+from metapose.config import ModelConfig, OptimizerConfig, TopDownAugmentConfig, TrainConfig, ResNetConfig
 from metapose.data.batches import EpochBatches
 from metapose.data.coco import load_coco
 from metapose.data.dataset import TopDownDataset, instances_from_coco
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.train import train
 
 TINY = Path("../shared/data/coco/tiny")
@@ -29,13 +29,13 @@ IMAGE_ID = 252219
 
 def main() -> None:
     gt = load_coco(ANNOTATIONS)
-    config = ModelConfig(depth=18, input_size=(96, 128), deconv_channels=(128, 128, 128))
+    config = ModelConfig(backbone=ResNetConfig(depth=18), input_size=(96, 128), deconv_channels=(128, 128, 128))
     codec = HeatmapCodec.for_model(config)
     augment = TopDownAugmentConfig(scale_factor=0.15, rotation_factor=15, rotation_prob=0.3)
     people = instances_from_coco(gt, image_ids=[IMAGE_ID])
     dataset = TopDownDataset(people * 4, codec, augment=augment, seed=0, cache_images=True)
     torch.manual_seed(0)
-    model = PoseResNet(config)
+    model = TopDownModel(config)
     schedule = TrainConfig(steps=400, batch_size=12, optimizer=OptimizerConfig(lr=1e-3),
                            lr_milestones=(0.75,))
     train(model, EpochBatches(dataset, 12, seed=0), schedule, torch.device("cpu"))

@@ -18,7 +18,7 @@ from metapose.config import AdaptConfig, OptimizerConfig
 from metapose.data.batches import EpochBatches
 from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Sample, TopDownDataset
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class AdaptResult:
         return tuple(float(np.mean(self.losses[i : i + n])) for i in range(0, len(self.losses), n))
 
 
-def _freeze_backbone(model: PoseResNet) -> None:
+def _freeze_backbone(model: TopDownModel) -> None:
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     model.backbone.eval()  # frozen BatchNorm statistics too
@@ -55,8 +55,8 @@ def adapt(
     """Take ``steps`` steps of a fresh optimiser on ``batches``; ``model`` is changed in place."""
     model.train()
     if head_only:
-        if not isinstance(model, PoseResNet):
-            raise TypeError("head_only adaptation needs a PoseResNet")
+        if not isinstance(model, TopDownModel):
+            raise TypeError("head_only adaptation needs a TopDownModel")
         _freeze_backbone(model)
         params = model.head_parameters()
     else:

@@ -1,29 +1,47 @@
-"""Checkpoints: safetensors weights plus a JSON sidecar; loading never unpickles.
+"""Checkpoints: one safetensors file holding the weights and, in its header, what they are.
 
-``model.safetensors`` holds the state dict; ``model.json`` beside it holds the resolved model config
-(enough to rebuild the network), the config of the run, provenance (git commit, versions) and
-metrics. A training state (optimiser tensors and counters) for exact resume is stored the same
-way under another name.
+``model.safetensors`` is a complete, shareable model: its header metadata holds (as JSON under
+the key ``metapose``) the resolved model config (architecture, input size, codec and input
+normalisation), the config of the run that made it, provenance (git commit, versions) and
+metrics. Loading never unpickles. Checkpoints of the earlier two-file format (a ``.json``
+sidecar beside the weights) still load. A training state (optimiser tensors and counters) for
+exact resume is stored as safetensors + JSON under another name. Every function that takes a
+checkpoint also takes a bundled model's name (:mod:`metapose.models.zoo`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from metapose.config import ModelConfig, from_dict, to_dict
+from metapose.config import ConfigError, ModelConfig, from_dict, to_dict
 from metapose.data.coco import write_json_atomic
 from metapose.errors import DataError
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
+from metapose.models.zoo import resolve_model
 from metapose.provenance import provenance
 
 WEIGHTS_SUFFIX = ".safetensors"
+FORMAT = "metapose-checkpoint/2"
+LEGACY_FORMAT = "metapose-checkpoint/1"  # weights + JSON sidecar
+METADATA_KEY = "metapose"
+# What a file given as a checkpoint may be instead, and the command that reads it.
+OTHER_FORMATS = {
+    ".pth": "a PyTorch file: import it with `metapose import-weights FILE --format ...`",
+    ".pt": "a PyTorch file: import it with `metapose import-weights FILE --format ...`",
+    ".onnx": "an ONNX model: pass it with --onnx, or import it with `metapose import-weights`",
+    ".param": "an ncnn model: import it with `metapose import-weights FILE --format ncnn`",
+    ".bin": "ncnn weights: import the .param with `metapose import-weights FILE --format ncnn`",
+    ".json": "a JSON file: pass the .safetensors beside it",
+}
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -32,72 +50,136 @@ def sidecar_path(path: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
-    model: PoseResNet
+    model: TopDownModel
     meta: dict[str, Any]
+    path: Path
+
+
+def _storage_dtype(tensor: torch.Tensor, compact: bool) -> torch.Tensor:
+    """``tensor`` as float16 when ``compact`` and float16 holds it exactly, else as it is."""
+    if compact and tensor.dtype == torch.float32:
+        half = tensor.half()
+        if torch.equal(half.float(), tensor):
+            return half
+    return tensor
 
 
 def _atomic_save_tensors(
-    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+    tensors: dict[str, torch.Tensor],
+    path: Path,
+    metadata: dict[str, str] | None = None,
+    *,
+    compact: bool = False,
 ) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata
-    )
-    tmp.replace(path)
+    try:
+        save_file(
+            {
+                k: _storage_dtype(v.detach().contiguous().cpu(), compact)
+                for k, v in tensors.items()
+            },
+            str(tmp),
+            metadata=metadata,
+        )
+        os.chmod(tmp, 0o666 & ~_umask())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(
     path: str | Path,
-    model: PoseResNet,
+    model: TopDownModel,
     *,
     run_config: Any = None,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    compact: bool = False,
 ) -> Path:
-    """Write ``path`` (``.safetensors``) and its JSON sidecar; returns the weights path."""
+    """Write ``path`` (``.safetensors``, metadata in its header); returns the path written.
+
+    ``compact`` stores every float32 tensor that float16 holds exactly as float16 (weights
+    converted from a float16 release lose nothing; the file is about half the size).
+    """
     path = Path(path)
     if path.suffix != WEIGHTS_SUFFIX:
         path = path.with_suffix(WEIGHTS_SUFFIX)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "format": "metapose-checkpoint/1",
+        "format": FORMAT,
         "model": to_dict(model.config),
         "run_config": to_dict(run_config) if run_config is not None else None,
         "metrics": metrics or {},
         "provenance": provenance(),
         **(extra or {}),
     }
-    _atomic_save_tensors(model.state_dict(), path, {"format": "metapose-checkpoint/1"})
-    write_json_atomic(sidecar_path(path), meta, indent=2)
+    header = {"format": FORMAT, METADATA_KEY: json.dumps(meta)}
+    _atomic_save_tensors(model.state_dict(), path, header, compact=compact)
+    sidecar_path(path).unlink(missing_ok=True)  # an older format's sidecar would be stale
     return path
 
 
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    side = sidecar_path(path)
-    if not side.is_file():
-        raise DataError(
-            side, "checkpoint sidecar not found (expected beside the .safetensors file)"
-        )
+def _not_a_checkpoint(path: Path) -> DataError:
+    what = OTHER_FORMATS.get(path.suffix.lower())
+    if what:
+        return DataError(path, f"not a metapose checkpoint: this is {what}")
+    return DataError(path, "not a metapose checkpoint (expected a .safetensors file)")
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of checkpoint ``path``: from its header, or from an older format's sidecar."""
+    path = Path(path)
     try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(side, f"malformed JSON at line {err.lineno}: {err.msg}") from None
-    if not isinstance(meta, dict) or "model" not in meta:
-        raise DataError(side, "missing key", field="model")
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        raise _not_a_checkpoint(path) from None
+    if METADATA_KEY in header:
+        try:
+            meta = json.loads(header[METADATA_KEY])
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"malformed metadata in the header: {err.msg}") from None
+    else:
+        meta = _read_sidecar(path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise DataError(path, "checkpoint metadata has no model config", field="model")
     return meta
 
 
+def _read_sidecar(path: Path) -> Any:
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise DataError(
+            path,
+            "safetensors file without metapose metadata (neither in its header nor in a "
+            f"{side.name} beside it): import plain weights with `metapose import-weights`",
+        )
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(side, f"malformed JSON at line {err.lineno}: {err.msg}") from None
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model of a checkpoint from its sidecar and load its weights (strictly)."""
-    path = Path(path)
+    """Rebuild the model of a checkpoint (a path or a bundled model's name), load its weights."""
+    path = resolve_model(path)
     if not path.is_file():
-        raise DataError(path, "checkpoint not found")
-    meta = read_sidecar(path)
-    config = from_dict(ModelConfig, meta["model"])
-    model = PoseResNet(config)
+        raise DataError(path, "checkpoint not found (give a .safetensors file or a zoo name)")
+    meta = read_metadata(path)
+    try:
+        config = from_dict(ModelConfig, meta["model"])
+    except ConfigError as err:
+        raise DataError(path, f"checkpoint model config: {err}") from None
+    model = TopDownModel(config)
     state = load_file(str(path), device=str(device))
     load_state_strict(model, state, path)
-    return LoadedCheckpoint(model.to(device), meta)
+    return LoadedCheckpoint(model.to(device), meta, path)
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
@@ -118,7 +200,7 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
                 f"shape of {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
             )
         raise DataError(source, "weights do not fit the model: " + "; ".join(parts))
-    model.load_state_dict(state)
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
 # ------------------------------------------------------------------- training state (resume)

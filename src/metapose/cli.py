@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from metapose.config import ConfigError, ModelConfig, to_dict
 from metapose.errors import DataError
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.train import StepLog
 
 T = TypeVar("T")
@@ -120,10 +120,10 @@ def _run_config(path: str | None, cls: type[T]) -> T:
 
 def _initial_model(
     model_cfg: ModelConfig, init: str | None, seed: int, device: torch.device
-) -> PoseResNet:
+) -> TopDownModel:
     """Weights from ``--init`` (whose own model config wins) or random ones drawn from ``seed``."""
     from metapose.checkpoint import load_checkpoint
-    from metapose.model import PoseResNet
+    from metapose.models import TopDownModel
 
     if init:
         loaded = load_checkpoint(init, device)
@@ -132,7 +132,7 @@ def _initial_model(
         return loaded.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return PoseResNet(model_cfg)
+        return TopDownModel(model_cfg)
 
 
 def _advance(bar: tqdm) -> None:
@@ -170,7 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = replace(cfg, train=replace(cfg.train, steps=args.steps))
     device = resolve_device(args.device)
     model = _initial_model(cfg.model, args.init, cfg.seed, device)
-    codec = HeatmapCodec.for_model(model.config, cfg.codec)
+    codec = HeatmapCodec.for_model(model.config)
     stream = batches_for(
         cfg.data,
         codec,
@@ -187,8 +187,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         options = DeviceOptions(device)
 
-        def validate(m: PoseResNet) -> dict[str, float]:
-            return evaluate_model(m, val_set, options, flip=cfg.codec.flip_test)
+        def validate(m: TopDownModel) -> dict[str, float]:
+            return evaluate_model(m, val_set, options, flip=model.config.codec.flip_test)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def cmd_meta(args: argparse.Namespace) -> int:
         cfg = replace(cfg, meta=replace(cfg.meta, meta_steps=args.steps))
     device = resolve_device(args.device)
     model = _initial_model(cfg.model, args.init, cfg.seed, device)
-    codec = HeatmapCodec.for_model(model.config, cfg.codec)
+    codec = HeatmapCodec.for_model(model.config)
     tasks = batches_for(
         cfg.data,
         codec,
@@ -417,7 +417,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import_weights(args: argparse.Namespace) -> int:
-    from metapose.weights import import_checkpoint
+    from metapose.models.weights.layouts import import_checkpoint
 
     input_size = None
     if args.input_size:

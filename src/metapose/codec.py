@@ -3,6 +3,10 @@
 Follows SimpleBaseline (Xiao et al., 2018): a keypoint at crop pixel ``x`` sits at heatmap pixel
 ``x / stride``; targets are unnormalised Gaussians (peak 1) centred there with sub-pixel precision;
 decoding takes the argmax and moves it a quarter pixel per axis towards the larger neighbour.
+UDP (Huang et al., "The Devil is in the Details", CVPR 2020) measures both sides in pixel-centre
+spacings instead: crop pixel ``x`` sits at heatmap pixel ``x * (w - 1) / (W - 1)``, the crop
+affine maps the box onto ``0 .. W-1`` (:func:`metapose.data.topdown.crop_matrix`), and flipped
+heatmaps need no shift.
 DARK (Zhang et al., "Distribution-Aware Coordinate Representation", CVPR 2020) optionally replaces
 the quarter offset by a second-order Taylor step on the log of the (re-blurred) heatmap.
 
@@ -17,7 +21,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from metapose.config import CodecConfig, ModelConfig
+from metapose.config import ModelConfig, Normalization
+from metapose.data.topdown import CropParams, crop_matrix
 
 REFERENCE_HEATMAP_WIDTH = 48  # sigma is given for a 48-pixel-wide heatmap and scales with width
 QUARTER = 0.25
@@ -36,12 +41,17 @@ class Decoded(NamedTuple):
 
 @dataclass(frozen=True)
 class HeatmapCodec:
-    """Geometry of one input/heatmap pairing; ``stride`` = input size / heatmap size."""
+    """How a model's inputs are cut and normalised and its heatmaps encoded and decoded.
+
+    ``stride`` = input size / heatmap size.
+    """
 
     input_size: tuple[int, int]  # (width, height)
     heatmap_size: tuple[int, int]  # (width, height)
     sigma: float
     dark: bool = False
+    udp: bool = False
+    normalization: Normalization = Normalization()
 
     def __post_init__(self) -> None:
         (iw, ih), (hw, hh) = self.input_size, self.heatmap_size
@@ -51,22 +61,41 @@ class HeatmapCodec:
             )
 
     @classmethod
-    def for_model(cls, model: ModelConfig, codec: CodecConfig | None = None) -> HeatmapCodec:
-        codec = codec or CodecConfig()
+    def for_model(cls, model: ModelConfig) -> HeatmapCodec:
+        """The codec a model was built (or trained) with: ``model.codec``, its normalisation."""
         heatmap_size = model.heatmap_size
-        sigma = codec.sigma_at_48 * heatmap_size[0] / REFERENCE_HEATMAP_WIDTH
-        return cls(model.input_size, heatmap_size, sigma, codec.dark)
+        sigma = model.codec.sigma_at_48 * heatmap_size[0] / REFERENCE_HEATMAP_WIDTH
+        return cls(
+            model.input_size,
+            heatmap_size,
+            sigma,
+            dark=model.codec.dark,
+            udp=model.codec.encoding == "udp",
+            normalization=model.normalization,
+        )
 
     @property
     def stride(self) -> int:
         return self.input_size[0] // self.heatmap_size[0]
+
+    @property
+    def heatmap_per_input(self) -> tuple[float, float]:
+        """Heatmap pixels per crop pixel along ``(x, y)``."""
+        (iw, ih), (hw, hh) = self.input_size, self.heatmap_size
+        if self.udp:
+            return ((hw - 1) / (iw - 1), (hh - 1) / (ih - 1))
+        return (1.0 / self.stride, 1.0 / self.stride)
+
+    def crop_matrix(self, params: CropParams, *, inverse: bool = False) -> np.ndarray:
+        """The ``(2, 3)`` image -> crop affine of ``params`` (or back) for this codec."""
+        return crop_matrix(params, self.input_size, inverse=inverse, udp=self.udp)
 
     # ------------------------------------------------------------------------------ encode
 
     def encode(self, keypoints: np.ndarray) -> Encoded:
         """Targets for ``(K, 3)`` crop-space keypoints ``(x, y, flag)``."""
         w, h = self.heatmap_size
-        mu = keypoints[:, :2].astype(np.float64) / self.stride  # (K, 2) heatmap pixels
+        mu = keypoints[:, :2].astype(np.float64) * np.array(self.heatmap_per_input)  # (K, 2)
         labelled = keypoints[:, 2] > 0
         # A centre within half a pixel of the grid still puts its peak on the heatmap.
         inside = (
@@ -90,7 +119,11 @@ class HeatmapCodec:
             coords = dark_refine(heatmaps, coords, self.sigma)
         else:
             coords = quarter_offset(heatmaps, coords)
-        return Decoded((coords * self.stride).astype(np.float32), scores)
+        return Decoded((coords / np.array(self.heatmap_per_input)).astype(np.float32), scores)
+
+    def flip_back(self, heatmaps: np.ndarray, flip_index: np.ndarray) -> np.ndarray:
+        """:func:`flip_back` for this codec: UDP heatmaps mirror exactly, with no shift."""
+        return flip_back(heatmaps, flip_index, shift=not self.udp)
 
 
 def argmax_2d(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

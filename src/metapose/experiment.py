@@ -37,17 +37,16 @@ from metapose.data.coco import CocoDataset, load_coco, write_json_atomic
 from metapose.data.dataset import (
     TopDownDataset,
     crop_params_of,
-    denormalize_image,
     instances_from_coco,
     make_sample,
 )
 from metapose.data.images import write_rgb
 from metapose.data.lsp import import_lsp
-from metapose.data.topdown import apply_affine, crop_matrix
+from metapose.data.topdown import apply_affine
 from metapose.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
 from metapose.inference import PosePrediction
 from metapose.meta import meta_train
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions
 from metapose.progress import Progress, SilentProgress
 from metapose.provenance import provenance
@@ -81,11 +80,11 @@ def check_resumable(cfg: ExperimentConfig, out: Path) -> None:
         )
 
 
-def init_model(cfg: ExperimentConfig, seed: int) -> PoseResNet:
+def init_model(cfg: ExperimentConfig, seed: int) -> TopDownModel:
     """Randomly initialised weights that depend on ``seed`` only."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return PoseResNet(cfg.model)
+        return TopDownModel(cfg.model)
 
 
 # ------------------------------------------------------------------------------ source data
@@ -201,10 +200,10 @@ class ExperimentOutcome:
 
 def _trained(
     path: Path,
-    build: Callable[[], PoseResNet],
-    run: Callable[[PoseResNet], None],
+    build: Callable[[], TopDownModel],
+    run: Callable[[TopDownModel], None],
     device: torch.device,
-) -> PoseResNet:
+) -> TopDownModel:
     """Load ``path/model.safetensors`` if a previous run finished it, else build and run."""
     final = path / FINAL_FILE
     if final.exists():
@@ -227,7 +226,7 @@ def run_experiment(
     progress = progress or SilentProgress()
     dist_info = distributed.current()
     out = Path(out_dir)
-    codec = HeatmapCodec.for_model(cfg.model, cfg.codec)
+    codec = HeatmapCodec.for_model(cfg.model)
     options = DeviceOptions(device)
 
     # Stage 1: target data, rendered or split by rank 0 (the others read what it wrote).
@@ -244,7 +243,7 @@ def run_experiment(
         ]
 
     # Stage 2: shared pretraining.
-    def pretrain(model: PoseResNet) -> None:
+    def pretrain(model: TopDownModel) -> None:
         assert cfg.pretrain is not None
         tick = progress.stage("pretraining (shared)", cfg.pretrain.steps)
         train(
@@ -265,7 +264,7 @@ def run_experiment(
     # Stage 3: equal budgets on the same batches.
     stream = source_batches(cfg, codec, "continue")
 
-    def continue_baseline(model: PoseResNet) -> None:
+    def continue_baseline(model: TopDownModel) -> None:
         tick = progress.stage("baseline: supervised", cfg.baseline.steps)
         train(
             model,
@@ -278,7 +277,7 @@ def run_experiment(
         )
         progress.close_stage()
 
-    def continue_meta(model: PoseResNet) -> None:
+    def continue_meta(model: TopDownModel) -> None:
         tick = progress.stage("meta: Reptile", cfg.meta.meta_steps)
         meta_train(
             model,
@@ -342,7 +341,7 @@ class Job:
 def run_job(
     job: Job,
     cfg: ExperimentConfig,
-    models: dict[str, PoseResNet],
+    models: dict[str, TopDownModel],
     codec: HeatmapCodec,
     options: DeviceOptions,
 ) -> tuple[RunResult, list[PosePrediction]]:
@@ -369,7 +368,7 @@ def run_job(
             cache_images=True,
         )
         losses = fine_tune(model, support, cfg.adapt, options, seed=job.seed).epoch_losses
-    predictions = predict_eval_set(model, job.target.test, options, flip=cfg.codec.flip_test)
+    predictions = predict_eval_set(model, job.target.test, options, flip=cfg.model.codec.flip_test)
     result = RunResult(
         name,
         job.model,
@@ -441,7 +440,7 @@ def _figure2(cfg: ExperimentConfig, codec: HeatmapCodec, report: Path) -> Path:
     labelled = render_crop(get_domain(cfg.source.domains[0]), rng, *cfg.model.input_size)
     base = make_sample(labelled.image, person_instance(labelled), codec)
     grid = figure2(
-        denormalize_image(base.image.numpy()),
+        codec.normalization.invert(base.image.numpy()),
         base.keypoints.numpy(),
         TaskAugmenter(cfg.task_augment),
         rng,
@@ -466,8 +465,9 @@ def _figure3(cfg: ExperimentConfig, out: Path, targets: Sequence[Target], report
                 preds[model] = json.loads(file.read_text())
         batch = target.test.batches[0]
         for i in range(min(PANELS_PER_TARGET, int(batch.image.shape[0]))):
-            crop = denormalize_image(batch.image[i].numpy())
-            matrix = crop_matrix(crop_params_of(batch, i), cfg.model.input_size)
+            codec = target.test.codec
+            crop = codec.normalization.invert(batch.image[i].numpy())
+            matrix = codec.crop_matrix(crop_params_of(batch, i))
             shown = {}
             for model, entries in preds.items():
                 kp = np.asarray(entries[i]["keypoints"], dtype=np.float64).reshape(-1, 3)

@@ -1,4 +1,4 @@
-"""ONNX export of a PoseResNet, checked by ``onnx.checker`` and against onnxruntime (as timm does).
+"""ONNX export of a TopDownModel, checked by ``onnx.checker`` and against onnxruntime (as timm does).
 
 The graph takes ``images`` ``(N, 3, H, W)`` ImageNet-normalised RGB with a dynamic batch axis and
 returns ``heatmaps`` ``(N, K, H/stride, W/stride)``; the decode stays outside the graph, in numpy
@@ -25,14 +25,9 @@ import torch
 
 from metapose.codec import HeatmapCodec
 from metapose.data.coco import CocoDataset
-from metapose.data.dataset import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TopDownDataset,
-    instances_from_coco,
-)
-from metapose.model import PoseResNet
-from metapose.onnx_runtime import METADATA_KEY, ModelMetadata, Normalization, OnnxHeatmapModel
+from metapose.data.dataset import TopDownDataset, instances_from_coco
+from metapose.models import TopDownModel
+from metapose.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
 from metapose.skeleton import COCO17, Skeleton
 
 log = logging.getLogger(__name__)
@@ -50,12 +45,6 @@ BATCH_AXIS = "batch"
 PARITY_TOLERANCE = 1e-4  # max |heatmap difference| allowed between PyTorch and onnxruntime
 PARITY_BATCH = 4  # random crops per parity check
 
-IMAGENET = Normalization(
-    mean=(float(IMAGENET_MEAN[0]), float(IMAGENET_MEAN[1]), float(IMAGENET_MEAN[2])),
-    std=(float(IMAGENET_STD[0]), float(IMAGENET_STD[1]), float(IMAGENET_STD[2])),
-)
-
-
 class ExportReport(NamedTuple):
     """An exported file and its measured parity with the PyTorch model."""
 
@@ -69,7 +58,7 @@ class ParityError(RuntimeError):
     """onnxruntime's heatmaps differ from PyTorch's by more than the tolerance."""
 
 
-def model_metadata(model: PoseResNet, skeleton: Skeleton = COCO17) -> ModelMetadata:
+def model_metadata(model: TopDownModel, skeleton: Skeleton = COCO17) -> ModelMetadata:
     config = model.config
     if config.num_keypoints != skeleton.num_keypoints:
         raise ValueError(
@@ -81,12 +70,12 @@ def model_metadata(model: PoseResNet, skeleton: Skeleton = COCO17) -> ModelMetad
         heatmap_size=config.heatmap_size,
         keypoints=skeleton.keypoints,
         flip_index=tuple(int(i) for i in skeleton.flip_index),
-        normalization=IMAGENET,
+        normalization=config.normalization,
     )
 
 
 def export_onnx(
-    model: PoseResNet,
+    model: TopDownModel,
     path: str | Path,
     *,
     opset: int = DEFAULT_OPSET,
@@ -132,7 +121,7 @@ def export_onnx(
     return path
 
 
-def check_parity(model: PoseResNet, onnx_path: str | Path, inputs: np.ndarray) -> float:
+def check_parity(model: TopDownModel, onnx_path: str | Path, inputs: np.ndarray) -> float:
     """Max absolute difference between the heatmaps of ``model`` and of onnxruntime.
 
     ``inputs`` ``(B, 3, H, W)`` float32, normalised as the model expects.
@@ -157,7 +146,7 @@ def coco_crops(dataset: CocoDataset, codec: HeatmapCodec, limit: int) -> np.ndar
 
 
 def export_checked(
-    model: PoseResNet,
+    model: TopDownModel,
     path: str | Path,
     rng: np.random.Generator,
     *,

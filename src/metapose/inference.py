@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from metapose.codec import HeatmapCodec, flip_back
+from metapose.codec import HeatmapCodec
 from metapose.data.batches import collate
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
 from metapose.data.detections import rescore
-from metapose.data.topdown import BOX_PADDING, apply_affine, crop_matrix
+from metapose.data.topdown import BOX_PADDING, apply_affine
 from metapose.optim import DeviceOptions
 from metapose.skeleton import COCO17, Skeleton
 
@@ -48,14 +48,14 @@ def torch_heatmap_fn(model: nn.Module, options: DeviceOptions) -> HeatmapFn:
 
 
 def heatmaps_with_flip(
-    fn: HeatmapFn, images: np.ndarray, flip_index: np.ndarray | None
+    fn: HeatmapFn, images: np.ndarray, flip_index: np.ndarray | None, codec: HeatmapCodec
 ) -> np.ndarray:
     """Heatmaps of ``images``, averaged with those of their mirror images when ``flip_index``."""
     heatmaps = fn(images)
     if flip_index is None:
         return heatmaps
     mirrored = fn(np.ascontiguousarray(images[..., ::-1]))
-    return 0.5 * (heatmaps + flip_back(mirrored, flip_index))
+    return 0.5 * (heatmaps + codec.flip_back(mirrored, flip_index))
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def decode_batch(heatmaps: np.ndarray, batch: Sample, codec: HeatmapCodec) -> np
     decoded = codec.decode(heatmaps)
     out = np.empty((*decoded.coords.shape[:2], 3), np.float32)
     for i in range(heatmaps.shape[0]):
-        inverse = crop_matrix(crop_params_of(batch, i), codec.input_size, inverse=True)
+        inverse = codec.crop_matrix(crop_params_of(batch, i), inverse=True)
         out[i, :, :2] = apply_affine(decoded.coords[i].astype(np.float64), inverse)
         out[i, :, 2] = decoded.scores[i]
     return out
@@ -96,7 +96,7 @@ def predict_batches(
     flip_index = skeleton.flip_index if flip else None
     out: list[PosePrediction] = []
     for batch in batches:
-        heatmaps = heatmaps_with_flip(fn, batch.image.numpy(), flip_index)
+        heatmaps = heatmaps_with_flip(fn, batch.image.numpy(), flip_index, codec)
         keypoints = decode_batch(heatmaps, batch, codec)
         fields: Any = batch  # collated: every field is a tensor with a batch axis
         for i in range(keypoints.shape[0]):

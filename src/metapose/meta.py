@@ -29,7 +29,7 @@ from metapose.adapt import adapt
 from metapose.config import ReptileConfig
 from metapose.data.batches import BatchStream
 from metapose.data.dataset import Sample
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions
 from metapose.run_folder import RunFolder
 from metapose.train import History, StepLog
@@ -93,7 +93,7 @@ def reptile_step(
 
 
 def meta_train(
-    model: PoseResNet,
+    model: TopDownModel,
     tasks: BatchStream,
     config: ReptileConfig,
     device: torch.device,

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from metapose.codec import REFERENCE_HEATMAP_WIDTH, HeatmapCodec, flip_back
-from metapose.config import CodecConfig
+from metapose.config import RGB_CHANNELS, CodecConfig, Normalization
 from metapose.data.topdown import (
     CropParams,
     apply_affine,
@@ -38,40 +38,7 @@ log = logging.getLogger(__name__)
 
 # The ONNX ``metadata_props`` key under which metapose stores what an application needs to know.
 METADATA_KEY = "metapose"
-PIXEL_MAX = 255.0
 INPUT_RANK = 4  # (N, 3, H, W) in, (N, K, h, w) out
-RGB_CHANNELS = 3
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel ``(rgb / 255 - mean) / std`` of the model's input; RGB, in ``[0, 1]`` units."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        if len(self.mean) != RGB_CHANNELS or len(self.std) != RGB_CHANNELS:
-            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
-        if min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
-
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32."""
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        out = (image.astype(np.float32) / PIXEL_MAX - mean) / std
-        return np.ascontiguousarray(out.transpose(2, 0, 1))
-
-    def convert(self, images: np.ndarray, target: Normalization) -> np.ndarray:
-        """``(B, 3, H, W)`` images normalised by ``self`` -> normalised by ``target``."""
-        if target == self:
-            return images
-        mean, std = np.asarray(self.mean), np.asarray(self.std)
-        new_mean, new_std = np.asarray(target.mean), np.asarray(target.std)
-        scale = (std / new_std).astype(np.float32)[:, None, None]
-        shift = ((mean - new_mean) / new_std).astype(np.float32)[:, None, None]
-        return np.ascontiguousarray(images * scale + shift, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -122,10 +89,15 @@ def _static_dim(value: Any) -> int | None:
 class OnnxHeatmapModel:
     """An onnxruntime session as a heatmap function: ``(B, 3, H, W)`` float32 -> ``(B, K, h, w)``.
 
-    The input size comes from the graph's static input shape, else from metapose's metadata,
-    else from ``input_size``; the heatmap size from the graph's output shape, else from one
-    run on a blank batch. ``normalization`` (else the metadata's) is what the model expects of
-    its input; it is None for a foreign model when not given.
+    The input size comes from the graph's static input shape, else from ``input_size``, else
+    from metapose's metadata; where the graph fixes it, a different ``input_size`` or metadata
+    size is a :class:`~metapose.errors.DataError`. The heatmap size comes from the graph's
+    output shape, else from one run on a blank batch. ``normalization`` (else the metadata's) is
+    what the model expects of its input; it is None for a foreign model when not given.
+
+    A graph whose batch axis is fixed (Ultralight-SimplePose and many MXNet or Caffe exports fix
+    it to 1) runs any batch in chunks of that size (``batch_size``; None where the axis is
+    dynamic), the last chunk padded with zeros and the padding's heatmaps dropped.
     """
 
     def __init__(
@@ -167,6 +139,15 @@ class OnnxHeatmapModel:
             raise DataError(
                 self.path, f"input has {in_shape[1]} channels, expected 3", field=self.input_name
             )
+        self.input_shape: tuple[int | None, ...] = tuple(_static_dim(d) for d in in_shape)
+        self.batch_size = self.input_shape[0]
+        if self.batch_size is not None:
+            log.info(
+                "%s: the graph's batch axis is fixed to %d; running batches in chunks of %d",
+                self.path,
+                self.batch_size,
+                self.batch_size,
+            )
         self.metadata = self._read_metadata()
         self.input_size = self._input_size(in_shape, input_size)
         self.normalization = normalization or (
@@ -189,6 +170,14 @@ class OnnxHeatmapModel:
                     f"the graph's input is {width}x{height} (WxH), not {given[0]}x{given[1]}",
                     field=self.input_name,
                 )
+            if self.metadata is not None and self.metadata.input_size != (width, height):
+                meta_w, meta_h = self.metadata.input_size
+                raise DataError(
+                    self.path,
+                    f"the graph's input is {width}x{height} (WxH) but its metadata says "
+                    f"{meta_w}x{meta_h}",
+                    field=self.input_name,
+                )
             return (width, height)
         if given is not None:
             return given
@@ -209,8 +198,40 @@ class OnnxHeatmapModel:
         return k, (w, h)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        out = self.session.run([self.output_name], {self.input_name: images.astype(np.float32)})
+        batch = np.ascontiguousarray(images, dtype=np.float32)
+        self._check_images(batch)
+        size = self.batch_size
+        if size is None or len(batch) == size:
+            return self._run(batch)
+        chunks = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            if len(chunk) < size:
+                padding = np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)
+                chunks.append(self._run(np.concatenate([chunk, padding]))[: len(chunk)])
+            else:
+                chunks.append(self._run(chunk))
+        if not chunks:  # an empty batch
+            width, height = self.heatmap_size
+            return np.zeros((0, self.num_keypoints, height, width), np.float32)
+        return np.concatenate(chunks)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: batch})
         return np.asarray(out[0], dtype=np.float32)
+
+    def _check_images(self, images: np.ndarray) -> None:
+        """One clear error where onnxruntime would raise INVALID_ARGUMENT on the shape."""
+        fixed = [
+            (axis, want) for axis, want in enumerate(self.input_shape[1:], 1) if want is not None
+        ]
+        if images.ndim != INPUT_RANK or any(images.shape[a] != want for a, want in fixed):
+            expected = ", ".join(str(d) if d is not None else "?" for d in self.input_shape[1:])
+            raise DataError(
+                self.path,
+                f"images of shape {images.shape}; the model takes (N, {expected})",
+                field=self.input_name,
+            )
 
     def codec(self, *, dark: bool = False) -> HeatmapCodec:
         """The decode geometry (input and heatmap sizes) of this model."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from metapose.checkpoint import load_checkpoint
 from metapose.codec import HeatmapCodec
-from metapose.config import CodecConfig
+from metapose.config import CodecConfig, replace
 from metapose.data.coco import CocoDataset, load_coco, read_json
 from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
 from metapose.data.detections import (
@@ -37,9 +37,9 @@ from metapose.data.images import read_rgb, write_rgb
 from metapose.data.topdown import box_to_center_scale
 from metapose.errors import DataError
 from metapose.evaluate import EvalResult, evaluate_oks, make_result, results_to_json
-from metapose.export import IMAGENET
 from metapose.inference import HeatmapFn, PosePrediction, predict, torch_heatmap_fn
-from metapose.onnx_runtime import Normalization, OnnxHeatmapModel
+from metapose.config import Normalization
+from metapose.onnx_runtime import OnnxHeatmapModel
 from metapose.optim import DeviceOptions
 from metapose.progress import Progress
 from metapose.skeleton import COCO17, Skeleton
@@ -95,7 +95,7 @@ def estimator_from_checkpoint(
     _check_keypoints(model.config.num_keypoints, COCO17, Path(path))
     return PoseEstimator(
         torch_heatmap_fn(model, options),
-        HeatmapCodec.for_model(model.config, codec),
+        HeatmapCodec.for_model(model.config if codec is None else replace(model.config, codec=codec)),
         COCO17,
         Path(path),
     )
@@ -118,16 +118,17 @@ def estimator_from_onnx(
         path, input_size=input_size, normalization=normalization, threads=threads
     )
     _check_keypoints(model.num_keypoints, COCO17, model.path)
+    codec = model.codec(dark=dark)
     expected = model.normalization
     if expected is None:
         log.info("%s: no normalisation given or stored; using ImageNet's", model.path)
-        expected = IMAGENET
+        expected = Normalization()
 
     def run(images: np.ndarray) -> np.ndarray:
-        # Crops arrive ImageNet-normalised (metapose's data pipeline); re-normalise if needed.
-        return model(IMAGENET.convert(images, expected))
+        # Crops arrive normalised by the codec's normalisation; re-normalise if the model differs.
+        return model(codec.normalization.convert(images, expected))
 
-    return PoseEstimator(run, model.codec(dark=dark), COCO17, model.path)
+    return PoseEstimator(run, codec, COCO17, model.path)
 
 
 def _check_keypoints(num_keypoints: int, skeleton: Skeleton, source: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from metapose.checkpoint import load_state, save_checkpoint, save_state
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.runlog import RunLog
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class RunFolder:
         return state
 
     def save(
-        self, model: PoseResNet, step: int, state: dict[str, Any], extra: dict[str, Any]
+        self, model: TopDownModel, step: int, state: dict[str, Any], extra: dict[str, Any]
     ) -> None:
         """Last checkpoint (with ``extra`` in its sidecar) and the resume state at ``step``."""
         if not self.writes or self.out is None:
@@ -54,7 +54,7 @@ class RunFolder:
         save_checkpoint(self.out / LAST_FILE, model, run_config=self.run_config, extra=extra)
         save_state(self.out / STATE_FILE, {"model": model.state_dict(), **state, "step": step})
 
-    def finish(self, model: PoseResNet, extra: dict[str, Any]) -> None:
+    def finish(self, model: TopDownModel, extra: dict[str, Any]) -> None:
         """The final model, then close the log."""
         if self.writes and self.out is not None:
             save_checkpoint(self.out / FINAL_FILE, model, run_config=self.run_config, extra=extra)

@@ -17,7 +17,7 @@ from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Sample, TopDownDataset, instances_from_coco
 from metapose.evaluate import evaluate_oks, make_result, pck, torso_diameter
 from metapose.inference import PosePrediction, predict_batches, torch_heatmap_fn
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions
 from metapose.skeleton import COCO17
 
@@ -75,13 +75,13 @@ def score(predictions: Sequence[PosePrediction], test: EvalSet) -> dict[str, flo
 
 
 def predict_eval_set(
-    model: PoseResNet, test: EvalSet, options: DeviceOptions, *, flip: bool = True
+    model: TopDownModel, test: EvalSet, options: DeviceOptions, *, flip: bool = True
 ) -> list[PosePrediction]:
     return predict_batches(torch_heatmap_fn(model, options), test.batches, test.codec, flip=flip)
 
 
 def evaluate_model(
-    model: PoseResNet, test: EvalSet, options: DeviceOptions, *, flip: bool = True
+    model: TopDownModel, test: EvalSet, options: DeviceOptions, *, flip: bool = True
 ) -> dict[str, float]:
     """The model's OKS AP/AR and PCK on ``test``."""
     return score(predict_eval_set(model, test, options, flip=flip), test)

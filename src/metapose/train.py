@@ -21,7 +21,7 @@ from metapose import distributed
 from metapose.checkpoint import optimizer_state_from_json
 from metapose.config import TrainConfig
 from metapose.data.batches import BatchStream
-from metapose.model import PoseResNet
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
 from metapose.run_folder import RunFolder
 from metapose.runlog import RunLog
@@ -61,7 +61,7 @@ def lr_milestone_steps(config: TrainConfig) -> list[int]:
 
 
 def train(
-    model: PoseResNet,
+    model: TopDownModel,
     stream: BatchStream,
     config: TrainConfig,
     device: torch.device,
@@ -70,7 +70,7 @@ def train(
     resume: bool = True,
     run_config: Any = None,
     on_step: Callable[[StepLog], None] | None = None,
-    validate: Callable[[PoseResNet], dict[str, float]] | None = None,
+    validate: Callable[[TopDownModel], dict[str, float]] | None = None,
     validate_every: int = 0,
 ) -> History:
     """Train ``model`` in place for ``config.steps`` steps; returns the loss history.

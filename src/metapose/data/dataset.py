@@ -23,32 +23,15 @@ from metapose.data.images import read_rgb
 from metapose.data.topdown import (
     CropParams,
     crop_keypoints,
-    crop_matrix,
     sample_crop_params,
     warp_crop,
 )
 from metapose.skeleton import COCO17, Skeleton
 
-# ImageNet statistics: the normalisation of the torchvision weights users start from.
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
 # A hook applied to the crop and its crop-space keypoints before encoding (task augmentation).
 CropTransform = Callable[
     [np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]
 ]
-
-
-def normalize_image(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32, ImageNet-normalised."""
-    out = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
-
-
-def denormalize_image(tensor: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`normalize_image`, for drawing."""
-    img = tensor.transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 class Sample(NamedTuple):
@@ -94,7 +77,7 @@ def make_sample(
     """Crop ``instance`` out of ``image`` (RGB uint8), augment, and encode its heatmaps."""
     aspect = codec.input_size[0] / codec.input_size[1]
     params = sample_crop_params(instance.box, instance.keypoints, aspect, augment, rng, skeleton)
-    matrix = crop_matrix(params, codec.input_size)
+    matrix = codec.crop_matrix(params)
     crop = warp_crop(image, matrix, codec.input_size)
     keypoints = crop_keypoints(instance.keypoints, matrix, params, skeleton)
     if crop_transform is not None:
@@ -103,7 +86,7 @@ def make_sample(
         crop, keypoints = crop_transform(crop, keypoints, rng)
     encoded = codec.encode(keypoints)
     return Sample(
-        image=torch.from_numpy(normalize_image(crop)),
+        image=torch.from_numpy(codec.normalization.apply(crop)),
         heatmaps=torch.from_numpy(encoded.heatmaps),
         target_weight=torch.from_numpy(encoded.target_weight),
         keypoints=torch.from_numpy(keypoints),

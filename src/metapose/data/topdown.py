@@ -45,21 +45,29 @@ def box_to_center_scale(
 
 
 def crop_matrix(
-    params: CropParams, output_size: tuple[int, int], *, inverse: bool = False
+    params: CropParams, output_size: tuple[int, int], *, inverse: bool = False, udp: bool = False
 ) -> np.ndarray:
     """The ``(2, 3)`` affine taking image pixels to crop pixels (or back, with ``inverse``).
 
     The crop centre maps to ``(W/2, H/2)`` and the crop width ``scale[0]`` to ``W`` pixels, as in
-    SimpleBaseline's ``get_affine_transform``; a mirror reflects about the crop's vertical axis.
+    SimpleBaseline's ``get_affine_transform``. With ``udp`` (Huang et al., CVPR 2020) the box's
+    width maps onto the ``W - 1`` pixel spacings between the first and last pixel centres and its
+    centre onto ``((W-1)/2, (H-1)/2)``, so flipping and resizing are exact. A mirror reflects
+    about the crop's vertical axis.
     """
     out_w, out_h = output_size
-    zoom = out_w / params.scale[0]
+    if udp:  # each axis spans its own pixel-centre range: zooms differ by (W-1)/(H-1) vs W/H
+        zoom = np.array([(out_w - 1) / params.scale[0], (out_h - 1) / params.scale[1]])
+        span_w, span_h = out_w - 1, out_h - 1
+    else:
+        zoom = np.full(2, out_w / params.scale[0])
+        span_w, span_h = out_w, out_h
     theta = np.deg2rad(params.rotation)
-    cos, sin = np.cos(theta) * zoom, np.sin(theta) * zoom
+    cos, sin = np.cos(theta), np.sin(theta)
     # SimpleBaseline's convention: the crop's "up" axis is the image's up axis rotated by
     # ``rotation`` (standard rotation matrix in pixel coordinates); the warp applies R(-rotation).
-    linear = np.array([[cos, sin], [-sin, cos]])
-    offset = np.array([out_w * 0.5, out_h * 0.5]) - linear @ params.center
+    linear = zoom[:, None] * np.array([[cos, sin], [-sin, cos]])
+    offset = np.array([span_w * 0.5, span_h * 0.5]) - linear @ params.center
     forward = np.concatenate([linear, offset[:, None]], axis=1)
     if params.flip:
         mirror = np.array([[-1.0, 0.0, out_w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])

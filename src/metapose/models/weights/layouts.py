@@ -1,7 +1,7 @@
-"""Importing pretrained weights into PoseResNet, without unpickling code.
+"""Importing pretrained weights into TopDownModel, without unpickling code.
 
-Three layouts map onto PoseResNet's parameter names by a prefix rename, because PoseResNet keeps
-the names of the original networks (see :mod:`metapose.model`):
+Three layouts map onto TopDownModel's parameter names by a prefix rename, because TopDownModel keeps
+the names of the original networks (see :mod:`metapose.models`):
 
 - ``torchvision``: an ImageNet ResNet state dict (``conv1.*``, ``bn1.*``, ``layer1..4.*``,
   ``fc.*``), the usual starting point of SimpleBaseline. It becomes the backbone; the ``fc``
@@ -35,10 +35,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from metapose.checkpoint import save_checkpoint
-from metapose.config import ConfigError, ModelConfig
+from metapose.config import (
+    ConfigError,
+    LiteHRNetConfig,
+    MobileNetV2Config,
+    ModelConfig,
+    ResNetConfig,
+)
 from metapose.errors import DataError
-from metapose.model import PoseResNet
-from metapose.resnet import ARCHITECTURES, Bottleneck
+from metapose.models import TopDownModel
+from metapose.models.backbones.resnet import ARCHITECTURES, Bottleneck
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +71,30 @@ SIZE_MULTIPLE = 32  # the backbone's stride
 SUMMARY_KEYS = 6  # keys named per list in a report's summary
 
 
+def describe_backbone(config: ModelConfig) -> str:
+    """``ResNet-50``, ``Lite-HRNet (32; 40-80-160-320)``, ``MobileNetV2 x0.5``."""
+    backbone = config.backbone
+    match backbone:
+        case ResNetConfig():
+            return f"ResNet-{backbone.depth}"
+        case LiteHRNetConfig():
+            widths = "-".join(str(c) for c in backbone.branch_channels)
+            return f"Lite-HRNet ({widths})"
+        case MobileNetV2Config():
+            return f"MobileNetV2 x{backbone.width_mult:g}"
+    raise TypeError(f"unknown backbone {backbone!r}")
+
+
 @dataclass(frozen=True)
 class ShapeMismatch:
-    key: str  # PoseResNet name
+    key: str  # TopDownModel name
     file_shape: tuple[int, ...]
     model_shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What an import did; keys are PoseResNet names unless said otherwise.
+    """What an import did; keys are TopDownModel names unless said otherwise.
 
     ``missing``: keys of the imported part (the backbone, or the whole model) the file lacks;
     ``unexpected``: file keys with no place in the model (file names); ``fresh``: keys outside
@@ -100,7 +120,7 @@ class ImportReport:
     def summary(self) -> str:
         lines = [
             f"{self.format} weights: loaded {len(self.loaded)} tensors into "
-            f"ResNet-{self.config.depth}, {self.config.num_keypoints} keypoints, "
+            f"{describe_backbone(self.config)}, {self.config.num_keypoints} keypoints, "
             f"deconv {list(self.config.deconv_channels)} k{self.config.deconv_kernel}, "
             f"input {self.config.input_size[0]}x{self.config.input_size[1]} (WxH)"
         ]
@@ -201,8 +221,8 @@ def input_size_from_name(path: str | Path) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class _Mapped:
-    tensors: dict[str, torch.Tensor]  # PoseResNet name -> tensor
-    source_of: dict[str, str]  # PoseResNet name -> file name
+    tensors: dict[str, torch.Tensor]  # TopDownModel name -> tensor
+    source_of: dict[str, str]  # TopDownModel name -> file name
     unexpected: tuple[str, ...]
     dropped: tuple[str, ...]
 
@@ -212,7 +232,7 @@ def _is_backbone_key(key: str) -> bool:
 
 
 def _rename(key: str, fmt: str) -> str | None:
-    """The PoseResNet name of a file key, or None when it has none."""
+    """The TopDownModel name of a file key, or None when it has none."""
     if fmt == "torchvision":
         return BACKBONE + key if _is_backbone_key(key) else None
     if fmt == "simplebaseline":
@@ -304,14 +324,18 @@ def infer_config(
     base = base or ModelConfig()
     size = input_size or input_size_from_name(source) or base.input_size
     try:
-        config = replace(base, depth=_infer_depth(tensors, source, fmt), input_size=size)
+        config = replace(
+            base,
+            backbone=ResNetConfig(depth=_infer_depth(tensors, source, fmt)),
+            input_size=size,
+        )
         if fmt != "torchvision":
             channels, kernel, keypoints = _infer_head(tensors, source)
             config = replace(
                 config, deconv_channels=channels, deconv_kernel=kernel, num_keypoints=keypoints
             )
     except ConfigError as err:
-        raise DataError(source, f"the weights do not fit a PoseResNet: {err}") from None
+        raise DataError(source, f"the weights do not fit a TopDownModel: {err}") from None
     return config
 
 
@@ -330,12 +354,12 @@ def import_weights(
     config: ModelConfig | None = None,
     strict: bool = True,
     init_seed: int = 0,
-) -> tuple[PoseResNet, ImportReport]:
-    """A PoseResNet holding the weights of ``path`` in layout ``fmt``, and what was loaded.
+) -> tuple[TopDownModel, ImportReport]:
+    """A TopDownModel holding the weights of ``path`` in layout ``fmt``, and what was loaded.
 
     ``config`` fixes the architecture (else it is inferred, see :func:`infer_config`);
     ``input_size`` is ``(width, height)``. Parameters the file does not give start from
-    PoseResNet's initialisation under ``init_seed``. With ``strict`` anything missing,
+    TopDownModel's initialisation under ``init_seed``. With ``strict`` anything missing,
     unexpected or of the wrong shape is a :class:`~metapose.errors.DataError`; without it the
     fitting tensors are loaded and the report says what was not.
     """
@@ -349,7 +373,7 @@ def import_weights(
         config = replace(config, input_size=input_size)
     with torch.random.fork_rng():
         torch.manual_seed(init_seed)
-        model = PoseResNet(config)
+        model = TopDownModel(config)
     own = model.state_dict()
 
     loaded: dict[str, torch.Tensor] = {}

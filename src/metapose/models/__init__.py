@@ -1,0 +1,10 @@
+"""Top-down pose models: a backbone, a deconvolution head and a 1x1 heatmap layer.
+
+:class:`TopDownModel` is the one model class; :mod:`metapose.models.backbones` holds ResNet,
+Lite-HRNet and MobileNetV2, :mod:`metapose.models.heads` SimpleBaseline's head. Models know
+nothing of data.
+"""
+
+from metapose.models.topdown import TopDownModel, build_model, count_parameters
+
+__all__ = ["TopDownModel", "build_model", "count_parameters"]
