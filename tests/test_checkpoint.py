@@ -35,7 +35,7 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(
 def test_one_file_carries_codec_and_normalisation(tmp_path: Path) -> None:
     config = replace(
         TINY_MODEL,
-        codec=CodecConfig(encoding="udp", dark=True, sigma_at_48=3.0),
+        codec=CodecConfig(crop="udp", encoding="udp", dark=True, sigma_at_48=3.0),
         normalization=Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
     )
     path = save_checkpoint(tmp_path / "m", TopDownModel(config))

@@ -97,7 +97,7 @@ def test_flip_back_swaps_sides_mirrors_and_shifts() -> None:
     assert np.array_equal(flip_back(back, COCO17.flip_index, shift=False), hm)
 
 
-UDP = replace(MODEL, codec=CodecConfig(encoding="udp", dark=True))
+UDP = replace(MODEL, codec=CodecConfig(crop="udp", encoding="udp", dark=True))
 
 
 def test_udp_round_trip_with_dark_is_sub_hundredth_pixel() -> None:
@@ -116,6 +116,8 @@ def test_udp_crop_maps_the_box_onto_the_first_and_last_pixel_centres() -> None:
     corners = np.array([[70.0, 40.0], [130.0, 120.0], [100.0, 80.0]])
     mapped = apply_affine(corners, codec.crop_matrix(params))
     np.testing.assert_allclose(mapped, [[0, 0], [w - 1, h - 1], [(w - 1) / 2, (h - 1) / 2]])
+    paddle = HeatmapCodec.for_model(replace(MODEL, codec=CodecConfig(crop="udp")))
+    np.testing.assert_allclose(apply_affine(corners, paddle.crop_matrix(params)), mapped)
     plain = HeatmapCodec.for_model(MODEL)
     np.testing.assert_allclose(apply_affine(corners[2:], plain.crop_matrix(params)), [[w / 2, h / 2]])
 

@@ -20,12 +20,8 @@ from torch import Tensor
 from metapose.checkpoint import load_checkpoint
 from metapose.config import ModelConfig, ResNetConfig
 from metapose.errors import DataError
-from metapose.models.weights.layouts import (
-    import_checkpoint,
-    import_weights,
-    input_size_from_name,
-    read_weights,
-)
+from metapose.models.weights import import_checkpoint, import_weights
+from metapose.models.weights.layouts import input_size_from_name, read_weights
 
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
 PLANES = (64, 128, 256, 512)

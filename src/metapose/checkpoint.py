@@ -101,11 +101,14 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     compact: bool = False,
+    origin: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``path`` (``.safetensors``, metadata in its header); returns the path written.
 
     ``compact`` stores every float32 tensor that float16 holds exactly as float16 (weights
     converted from a float16 release lose nothing; the file is about half the size).
+    ``origin`` replaces the provenance (versions, commit, time) by a fixed description, for files
+    that must come out byte-identical whenever they are made again (the bundled zoo).
     """
     path = Path(path)
     if path.suffix != WEIGHTS_SUFFIX:
@@ -116,7 +119,7 @@ def save_checkpoint(
         "model": to_dict(model.config),
         "run_config": to_dict(run_config) if run_config is not None else None,
         "metrics": metrics or {},
-        "provenance": provenance(),
+        "provenance": provenance() if origin is None else origin,
         **(extra or {}),
     }
     header = {"format": FORMAT, METADATA_KEY: json.dumps(meta)}

@@ -15,7 +15,8 @@ from typing import TypeVar
 import torch
 from tqdm import tqdm
 
-from metapose.config import ConfigError, ModelConfig, to_dict
+from metapose.config import CodecConfig, ConfigError, ModelConfig, to_dict
+from metapose.models.weights import IMPORT_FORMATS
 from metapose.errors import DataError
 from metapose.models import TopDownModel
 from metapose.train import StepLog
@@ -417,23 +418,52 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import_weights(args: argparse.Namespace) -> int:
-    from metapose.models.weights.layouts import import_checkpoint
+    from metapose.config import CodecConfig
+    from metapose.models.weights import import_checkpoint
 
     input_size = None
     if args.input_size:
         w, _, h = args.input_size.partition("x")
         input_size = (int(w), int(h))
+    codec = None
+    if args.crop is not None or args.encoding is not None or args.dark:
+        codec = CodecConfig(
+            crop=args.crop or "simplebaseline",
+            encoding=args.encoding or "simplebaseline",
+            dark=args.dark,
+        )
     path, report = import_checkpoint(
         args.src,
         args.format,
         args.out,
         input_size=input_size,
+        codec=codec,
         strict=not args.allow_partial,
         init_seed=args.seed,
+        compact=args.compact,
     )
     print(report.summary())
     print(f"checkpoint: {path}")
     return 0
+
+
+def _codec_override(args: argparse.Namespace) -> CodecConfig | None:
+    """The checkpoint's codec with ``--encoding``/``--dark`` applied, or None if neither given."""
+    if args.crop is None and args.encoding is None and args.dark is None:
+        return None
+    from metapose.checkpoint import read_metadata
+    from metapose.config import from_dict, replace
+    from metapose.models.zoo import resolve_model
+
+    own = from_dict(ModelConfig, read_metadata(resolve_model(args.checkpoint))["model"]).codec
+    changes: dict[str, object] = {}
+    if args.crop is not None:
+        changes["crop"] = args.crop
+    if args.encoding is not None:
+        changes["encoding"] = args.encoding
+    if args.dark is not None:
+        changes["dark"] = args.dark == "on"
+    return replace(own, **changes)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -462,7 +492,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             estimator = estimator_from_onnx(args.onnx, threads=args.threads)
         else:
             options = DeviceOptions(resolve_device(args.device))
-            estimator = estimator_from_checkpoint(args.checkpoint, options)
+            estimator = estimator_from_checkpoint(
+                args.checkpoint, options, codec=_codec_override(args)
+            )
         score = evaluate_on_coco(
             estimator,
             gt,
@@ -480,7 +512,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from metapose.models.zoo import ZOO
+
+    rows = [("name", "architecture", "COCO AP (published)", "AP measured here", "licence")]
+    for m in ZOO.values():
+        measured = "-" if m.measured_ap is None else f"{m.measured_ap:.3f}"
+        rows.append((m.name, m.architecture, f"{m.published_ap:.3f}", measured, m.licence))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(
+        "\nPublished AP: COCO val2017, GT boxes, no flip (the publisher's). Measured: "
+        "metapose's pipeline (UDP + DARK, flip test) on 79 COCO val2017 images "
+        "(data/coco/mini). Every --checkpoint option takes these names."
+    )
+    if args.verbose_sources:
+        for m in ZOO.values():
+            print(f"{m.name}: {m.source}; {m.path}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ parser
+
+
+CHECKPOINT_HELP = "a .safetensors file, or a bundled model's name: see `metapose zoo`"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -524,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--images", help="image folder of --data")
     p.add_argument("--steps", type=int, help="override train.steps")
-    p.add_argument("--init", help="start from this checkpoint")
+    p.add_argument("--init", help=f"start from this checkpoint ({CHECKPOINT_HELP})")
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--no-resume", action="store_true", help="ignore a training state found in --out"
@@ -539,13 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--images", help="image folder of --data")
     p.add_argument("--steps", type=int, help="override meta.meta_steps")
-    p.add_argument("--init", help="start from this checkpoint (e.g. a supervised one)")
+    p.add_argument("--init", help=f"start from this checkpoint ({CHECKPOINT_HELP})")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=cmd_meta)
 
     p = sub.add_parser("adapt", help="fine-tune a checkpoint on K labelled images of a new domain")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--data", required=True, help="COCO person_keypoints JSON holding the shot pool")
     p.add_argument("--images", help="image folder of --data")
     p.add_argument("--shots", type=int, default=16, help="K: images drawn from the pool")
@@ -574,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="poses on your images: COCO results JSON and overlay PNGs")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("--checkpoint", help="metapose checkpoint (.safetensors)")
+    p.add_argument("--checkpoint", help=f"metapose checkpoint ({CHECKPOINT_HELP})")
     p.add_argument("--onnx", help="or: an exported ONNX model (runs on onnxruntime)")
     p.add_argument("--boxes", help="person boxes: COCO detections JSON or annotations JSON")
     p.add_argument("--whole-image", action="store_true", help="one person box = the whole image")
@@ -591,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, help="model.onnx")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--check-data", help="also compare on real crops of this COCO JSON")
@@ -600,11 +656,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
-        "import-weights", help="torchvision / SimpleBaseline / MMPose weights -> checkpoint"
+        "import-weights",
+        help="torchvision / SimpleBaseline / MMPose / ONNX / ncnn weights -> checkpoint",
     )
-    p.add_argument("src", help=".pth (loaded with weights_only=True) or .safetensors")
-    p.add_argument("--format", required=True, choices=("torchvision", "simplebaseline", "mmpose"))
+    p.add_argument(
+        "src",
+        help=".pth (loaded with weights_only=True), .safetensors, .onnx, or an ncnn .param "
+        "(its .bin beside it)",
+    )
+    p.add_argument(
+        "--format",
+        choices=IMPORT_FORMATS,
+        help="how the file names its tensors (default: from the suffix for .onnx and .param)",
+    )
     p.add_argument("--out", required=True, help="metapose checkpoint (.safetensors)")
+    p.add_argument(
+        "--crop",
+        choices=("simplebaseline", "udp"),
+        help="the crop affine the weights were trained with (default: simplebaseline)",
+    )
+    p.add_argument(
+        "--encoding",
+        choices=("simplebaseline", "udp"),
+        help="the heatmap encoding the weights were trained with (default: simplebaseline)",
+    )
+    p.add_argument("--dark", action="store_true", help="the weights were meant for DARK decoding")
+    p.add_argument(
+        "--compact", action="store_true", help="store float16-exact tensors as float16"
+    )
     p.add_argument(
         "--input-size", help="WxH, e.g. 192x256 (default: from the file name, else 192x256)"
     )
@@ -612,11 +691,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="initialises what the file does not hold")
     p.set_defaults(func=cmd_import_weights)
 
+    p = sub.add_parser("zoo", help="list the bundled COCO-trained models")
+    p.add_argument("--sources", dest="verbose_sources", action="store_true", help="origin, file")
+    p.set_defaults(func=cmd_zoo)
+
     p = sub.add_parser("evaluate", help="OKS AP/AR of a COCO results JSON against ground truth")
     p.add_argument("--gt", required=True, help="person_keypoints JSON")
     p.add_argument("--results", help="COCO keypoint results JSON to score")
     p.add_argument("--onnx", help="or: a top-down heatmap ONNX model (N x 3 x H x W RGB in) to run")
-    p.add_argument("--checkpoint", help="or: a metapose checkpoint to run")
+    p.add_argument("--checkpoint", help=f"or: a metapose checkpoint to run ({CHECKPOINT_HELP})")
+    p.add_argument(
+        "--crop",
+        choices=("simplebaseline", "udp"),
+        help="cut crops with this affine instead of the checkpoint's own",
+    )
+    p.add_argument(
+        "--encoding",
+        choices=("simplebaseline", "udp"),
+        help="decode with this heatmap encoding instead of the checkpoint's own",
+    )
+    p.add_argument(
+        "--dark",
+        choices=("on", "off"),
+        help="DARK decoding on or off instead of the checkpoint's own choice",
+    )
     p.add_argument("--images", help="image folder of --gt (to run a model)")
     p.add_argument("--detections", help="person boxes from a COCO detections JSON (default: GT)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")

@@ -50,7 +50,8 @@ class HeatmapCodec:
     heatmap_size: tuple[int, int]  # (width, height)
     sigma: float
     dark: bool = False
-    udp: bool = False
+    udp: bool = False  # UDP heatmap encoding (else crop pixel / stride)
+    udp_crop: bool = False  # UDP crop affine (else SimpleBaseline's)
     normalization: Normalization = Normalization()
 
     def __post_init__(self) -> None:
@@ -71,6 +72,7 @@ class HeatmapCodec:
             sigma,
             dark=model.codec.dark,
             udp=model.codec.encoding == "udp",
+            udp_crop=model.codec.crop == "udp",
             normalization=model.normalization,
         )
 
@@ -88,7 +90,7 @@ class HeatmapCodec:
 
     def crop_matrix(self, params: CropParams, *, inverse: bool = False) -> np.ndarray:
         """The ``(2, 3)`` image -> crop affine of ``params`` (or back) for this codec."""
-        return crop_matrix(params, self.input_size, inverse=inverse, udp=self.udp)
+        return crop_matrix(params, self.input_size, inverse=inverse, udp=self.udp_crop)
 
     # ------------------------------------------------------------------------------ encode
 

@@ -74,18 +74,23 @@ class Normalization:
 
 @dataclass(frozen=True)
 class CodecConfig:
-    """Heatmap targets and decoding.
+    """How crops are cut and heatmaps encoded and decoded.
 
-    ``encoding``: ``simplebaseline`` (Xiao et al., 2018: the crop maps a box of ``w`` pixels onto
-    ``W`` input pixels, a keypoint at input pixel ``x`` sits at heatmap pixel ``x / stride``) or
-    ``udp`` (Huang et al., "The Devil is in the Details", CVPR 2020: unbiased data processing,
-    pixel centres ``0 .. W-1`` map onto ``0 .. w-1`` in both the crop and the heatmap).
+    ``crop``: the image -> crop affine. ``simplebaseline`` (Xiao et al., 2018) maps a box of
+    ``w`` pixels onto ``W`` input pixels, its centre onto ``(W/2, H/2)``; ``udp`` (Huang et al.,
+    "The Devil is in the Details", CVPR 2020) maps it onto the ``W - 1`` spacings between the
+    first and last pixel centres, its centre onto ``((W-1)/2, (H-1)/2)``.
+    ``encoding``: crop pixels -> heatmap pixels. ``simplebaseline``: ``x / stride``; ``udp``:
+    ``x * (w - 1) / (W - 1)`` (flipped heatmaps then mirror exactly, with no shift).
+    PP-TinyPose trains with a ``udp`` crop and ``simplebaseline`` encoding (PaddleDetection's
+    ``TopDownAffine(use_udp)`` + ``ToHeatmapsTopDown_DARK``) and decodes with DARK.
     ``dark``: DARK decoding (Zhang et al., CVPR 2020) instead of the quarter offset.
     """
 
     sigma_at_48: float = 2.0  # Gaussian sigma in heatmap pixels for a 48-pixel-wide heatmap
     dark: bool = False
     flip_test: bool = True
+    crop: Literal["simplebaseline", "udp"] = "simplebaseline"
     encoding: Literal["simplebaseline", "udp"] = "simplebaseline"
 
     def __post_init__(self) -> None:

@@ -34,7 +34,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from metapose.checkpoint import save_checkpoint
 from metapose.config import (
     ConfigError,
     LiteHRNetConfig,
@@ -346,7 +345,7 @@ def _imported_part(fmt: str, key: str) -> bool:
     return key.startswith(BACKBONE) if fmt == "torchvision" else True
 
 
-def import_weights(
+def import_layout(
     path: str | Path,
     fmt: WeightFormat,
     *,
@@ -404,21 +403,3 @@ def import_weights(
     model.load_state_dict(loaded, strict=False)
     log.info("%s", report.summary())
     return model, report
-
-
-def import_checkpoint(
-    path: str | Path,
-    fmt: WeightFormat,
-    out: str | Path,
-    *,
-    input_size: tuple[int, int] | None = None,
-    config: ModelConfig | None = None,
-    strict: bool = True,
-    init_seed: int = 0,
-) -> tuple[Path, ImportReport]:
-    """:func:`import_weights`, then write a metapose checkpoint (``.safetensors`` + sidecar)."""
-    model, report = import_weights(
-        path, fmt, input_size=input_size, config=config, strict=strict, init_seed=init_seed
-    )
-    written = save_checkpoint(out, model, extra={"imported_from": report.to_dict()})
-    return written, report
