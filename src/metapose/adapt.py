@@ -7,11 +7,13 @@ domain, §4.3) all call it, so they cannot drift apart.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from metapose.config import AdaptConfig, OptimizerConfig
@@ -42,6 +44,50 @@ def _freeze_backbone(model: TopDownModel) -> None:
     model.backbone.eval()  # frozen BatchNorm statistics too
 
 
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def reestimate_batchnorm(model: nn.Module, batches: Sequence[Sample], options: DeviceOptions) -> None:
+    """Re-measure every BatchNorm's running statistics on ``batches`` (AdaBN, Li et al. 2017).
+
+    The statistics become the plain average over the batches (momentum ``None``); weights and
+    the model's mode are left as they were.
+    """
+    norms = _batchnorms(model)
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            images = batch.image.to(options.device).contiguous(memory_format=options.memory_format)
+            with torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
+                model(images)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+class L2SP:
+    """``strength / 2 * sum ||w - w0||^2`` over the trainable parameters (Li et al., 2018)."""
+
+    def __init__(self, model: nn.Module, strength: float) -> None:
+        self.strength = strength
+        self.start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.model = model
+
+    def __call__(self) -> torch.Tensor:
+        terms = [
+            (p - self.start[n]).pow(2).sum()
+            for n, p in self.model.named_parameters()
+            if p.requires_grad
+        ]
+        return 0.5 * self.strength * torch.stack(terms).sum()
+
+
 def adapt(
     model: nn.Module,
     batches: Iterator[Sample],
@@ -50,23 +96,41 @@ def adapt(
     options: DeviceOptions,
     *,
     head_only: bool = False,
+    backbone_lr_scale: float = 1.0,
+    frozen_batchnorm: bool = False,
+    penalty: Callable[[], torch.Tensor] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> AdaptResult:
-    """Take ``steps`` steps of a fresh optimiser on ``batches``; ``model`` is changed in place."""
+    """Take ``steps`` steps of a fresh optimiser on ``batches``; ``model`` is changed in place.
+
+    ``backbone_lr_scale`` scales the backbone's learning rate (``head_only``: frozen);
+    ``frozen_batchnorm`` keeps every BatchNorm's statistics; ``penalty`` is added to each loss.
+    """
     model.train()
-    if head_only:
+    if frozen_batchnorm:
+        for m in _batchnorms(model):
+            m.eval()
+    if head_only or backbone_lr_scale != 1.0:
         if not isinstance(model, TopDownModel):
-            raise TypeError("head_only adaptation needs a TopDownModel")
+            raise TypeError("head-only or backbone learning-rate scaling needs a TopDownModel")
+    if head_only:
+        assert isinstance(model, TopDownModel)
         _freeze_backbone(model)
-        params = model.head_parameters()
+        groups: list[dict[str, object]] = [{"params": model.head_parameters()}]
+    elif backbone_lr_scale != 1.0:
+        assert isinstance(model, TopDownModel)
+        groups = [
+            {"params": list(model.backbone.parameters()), "lr": optimizer.lr * backbone_lr_scale},
+            {"params": model.head_parameters()},
+        ]
     else:
-        params = [p for p in model.parameters() if p.requires_grad]
-    opt = build_optimizer(params, optimizer)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    opt = build_optimizer(groups, optimizer)
     losses, images = [], 0
     try:
         for step in range(steps):
             batch = next(batches)
-            loss = step_on_batch(model, opt, batch, options)
+            loss = step_on_batch(model, opt, batch, options, penalty=penalty)
             losses.append(loss)
             images += int(batch.image.shape[0])
             if on_step is not None:
@@ -111,6 +175,9 @@ def fine_tune(
     stream = EpochBatches(support, config.batch_size, seed=seed)
     steps = config.epochs * stream.batches_per_epoch
     log.info("fine-tuning on %d crops: %d steps", len(support), steps)
+    if config.batchnorm == "reestimate":
+        options.prepare(model)
+        reestimate_batchnorm(model, list(itertools.islice(stream.batches(), 1)), options)
     result = adapt(
         model,
         stream.batches(),
@@ -118,6 +185,9 @@ def fine_tune(
         config.optimizer,
         options,
         head_only=config.head_only,
+        backbone_lr_scale=config.backbone_lr_scale,
+        frozen_batchnorm=config.batchnorm != "train",
+        penalty=L2SP(model, config.l2sp) if config.l2sp > 0 else None,
         on_step=on_step,
     )
     return AdaptResult(result.losses, result.images, stream.batches_per_epoch)

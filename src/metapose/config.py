@@ -478,20 +478,40 @@ class ReptileConfig:
         return self.meta_step + frac * (self.meta_step_final - self.meta_step)
 
 
+BatchNormMode = Literal["train", "frozen", "reestimate"]
+
+
 @dataclass(frozen=True)
 class AdaptConfig:
-    """The paper's meta-test: fine-tune for ``epochs`` over the K shots (20 in §4.3)."""
+    """Few-shot fine-tuning (the paper's meta-test: ``epochs`` over the K shots, 20 in §4.3).
+
+    Beyond the paper's full fine-tune: ``head_only`` freezes the backbone; ``backbone_lr_scale``
+    gives the backbone a fraction of the learning rate; ``batchnorm``: ``train`` (statistics
+    follow the shots' batches), ``frozen`` (the starting model's statistics stay) or
+    ``reestimate`` (statistics re-measured on the shots once, then frozen: AdaBN, Li et al.
+    2017); ``l2sp`` pulls the weights towards the starting ones (L2-SP, Li et al., ICML 2018:
+    ``l2sp / 2 * ||w - w0||^2`` added to the loss).
+    """
 
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     epochs: int = 20
     batch_size: int = 32
     head_only: bool = False
+    backbone_lr_scale: float = 1.0
+    batchnorm: BatchNormMode = "train"
+    l2sp: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"adapt.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"adapt.batch_size must be >= 1, got {self.batch_size}")
+        if not math.isfinite(self.backbone_lr_scale) or self.backbone_lr_scale < 0:
+            raise ConfigError(
+                f"adapt.backbone_lr_scale must be finite and >= 0, got {self.backbone_lr_scale}"
+            )
+        if not math.isfinite(self.l2sp) or self.l2sp < 0:
+            raise ConfigError(f"adapt.l2sp must be finite and >= 0, got {self.l2sp}")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ supervised baseline, the inner loop and the few-shot fine-tune compute exactly t
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ from metapose.losses import joints_mse
 
 
 def build_optimizer(
-    params: Iterable[nn.Parameter], config: OptimizerConfig
+    params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], config: OptimizerConfig
 ) -> torch.optim.Optimizer:
     if config.name == "sgd":
         return torch.optim.SGD(
@@ -83,14 +84,21 @@ def batch_loss(model: nn.Module, batch: Sample, options: DeviceOptions) -> torch
 
 
 def step_on_batch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: Sample, options: DeviceOptions
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Sample,
+    options: DeviceOptions,
+    *,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> float:
-    """Forward, JointsMSE, backward, step; returns the loss before the step.
+    """Forward, JointsMSE (+ ``penalty()``), backward, step; returns the loss before the step.
 
     The caller sets the module's train/eval mode (a frozen backbone keeps its BatchNorm in eval).
+    The returned loss is the data term alone, so runs with and without a penalty compare.
     """
     optimizer.zero_grad(set_to_none=True)
     loss = batch_loss(model, batch, options)
-    loss.backward()
+    total = loss if penalty is None else loss + penalty()
+    total.backward()
     optimizer.step()
     return float(loss.detach())
