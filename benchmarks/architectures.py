@@ -37,7 +37,7 @@ def architectures(size: tuple[int, int]) -> dict[str, ModelConfig]:
             backbone=LiteHRNetConfig(), deconv_channels=(), input_size=size
         ),
         "MobileNetV2 x0.5 (Ultralight)": ModelConfig(
-            backbone=MobileNetV2Config(width_mult=0.5, last_channels=128),
+            backbone=MobileNetV2Config(width_mult=0.5, last_channels=128, last_activation="relu"),
             deconv_channels=(128, 128, 128),
             deconv_separable=True,
             input_size=size,

@@ -169,12 +169,14 @@ class MobileNetV2Config:
     """MobileNetV2 (Sandler et al., CVPR 2018) with a width multiplier, without its classifier.
 
     ``last_channels``: the 1x1 convolution that closes the network (1280 in the paper; the
-    Ultralight-SimplePose release uses 128 at width 0.5).
+    Ultralight-SimplePose release uses 128 at width 0.5), followed by ``last_activation`` (ReLU6
+    in the paper, plain ReLU in that release).
     """
 
     kind: Literal["mobilenet_v2"] = "mobilenet_v2"
     width_mult: float = 1.0
     last_channels: int = 1280
+    last_activation: Literal["relu6", "relu"] = "relu6"
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.width_mult) or self.width_mult <= 0:
@@ -740,8 +742,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 def _tagged_member(value: Any, args: tuple[Any, ...], key: str) -> Any:
     """The dataclass of a union whose ``kind`` field's default is ``value['kind']``, if any."""
-    kinds = {
-        f.default: arg
+    kinds: dict[str, Any] = {
+        str(f.default): arg
         for arg in args
         if is_dataclass(arg)
         for f in fields(arg)

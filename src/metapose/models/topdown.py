@@ -43,7 +43,7 @@ class TopDownModel(nn.Module):
         reset_head(self.deconv_layers, self.final_layer)
 
     def forward_features(self, images: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` -> backbone features ``(B, C, H/s, W/s)``, ``s`` the backbone's stride."""
+        """``(B, 3, H, W)`` -> backbone features ``(B, C, H/s, W/s)``, ``s``: backbone stride."""
         return self.backbone(images)
 
     def forward_head(self, features: Tensor) -> Tensor:
