@@ -1,9 +1,10 @@
-"""Ablation of the meta-learning stage, from a finished experiment's shared pretraining.
+"""Ablation of the meta-learning stage, from a finished experiment's starting weights.
 
-Every variant starts from ``<run>/models/pretrain/model.safetensors``, spends the experiment's
-meta budget (images) on Reptile with other settings, and is fine-tuned and scored on exactly the
-shots and test crops of the experiment, so each row compares with the experiment's own baseline
-row by row (seed-paired). Usage, after ``make demo``::
+Every variant starts where the experiment's arms did (``<run>/models/pretrain/model.safetensors``
+when the run pretrained, else the run's ``init``), spends the experiment's meta budget (images)
+on Reptile with other settings, and is fine-tuned and scored on exactly the shots and test crops
+of the experiment, so each row compares with one of the experiment's own arms (``--against``:
+as-is, else supervised) row by row (seed-paired). Usage, after ``make demo``::
 
     python benchmarks/ablation_meta.py runs/demo [--shots 16] [--out runs/demo/ablation.md]
 """
@@ -20,8 +21,9 @@ import torch
 from metapose.checkpoint import load_checkpoint
 from metapose.codec import HeatmapCodec
 from metapose.config import ExperimentConfig, ReptileConfig, load_config
-from metapose.experiment import Job, prepare_target, run_job, source_batches
+from metapose.experiment import Job, prepare_target, run_job, source_batches, starting_model
 from metapose.meta import meta_train
+from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions
 from metapose.progress import SilentProgress
 from metapose.results import load_result
@@ -57,11 +59,22 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--out", type=Path, help="markdown file (default: <run>/ablation.md)")
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run these variants only")
+    parser.add_argument(
+        "--against", help="the arm each variant is paired with (default: as-is, else supervised)"
+    )
     args = parser.parse_args()
     cfg = load_config(args.run / "config.yaml", ExperimentConfig)
+    against = args.against or ("as-is" if "as-is" in cfg.arms else "supervised")
     device = torch.device("cpu")
     options = DeviceOptions(device)
-    codec = HeatmapCodec.for_model(cfg.model)
+    pretrained = args.run / "models" / "pretrain" / "model.safetensors"
+
+    def start() -> TopDownModel:
+        if pretrained.exists():
+            return load_checkpoint(pretrained, device).model
+        return starting_model(cfg, device)
+
+    codec = HeatmapCodec.for_model(start().config)
     targets = [
         prepare_target(cfg, t, args.run / "data", codec, SilentProgress()) for t in cfg.targets
     ]
@@ -70,7 +83,7 @@ def main() -> None:
         f"# Meta-stage ablation: {args.run}, K={args.shots}, {len(cfg.seeds)} seeds, "
         f"{budget} images per variant",
         "",
-        "| variant | target | AP | AP - baseline (paired) | PCK@0.2 | PCK - baseline |",
+        f"| variant | target | AP | AP - {against} (paired) | PCK@0.2 | PCK - {against} |",
         "|---|---|---|---|---|---|",
     ]
     out = args.out or args.run / "ablation.md"
@@ -79,9 +92,7 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         variant_cfg = replace(cfg, meta=meta, task_sampler=sampler)  # type: ignore[arg-type]
-        model = load_checkpoint(
-            args.run / "models" / "pretrain" / "model.safetensors", device
-        ).model
+        model = start()
         meta_train(model, source_batches(variant_cfg, codec, "continue"), meta, device)
         for target in targets:
             ap, pck, d_ap, d_pck = [], [], [], []
@@ -94,7 +105,7 @@ def main() -> None:
                     options,
                 )
                 base = load_result(
-                    args.run / "results", Job(target, "baseline", args.shots, seed).key
+                    args.run / "results", Job(target, against, args.shots, seed).key
                 )
                 assert base is not None, "run the experiment first"
                 ap.append(result.metrics["ap"])

@@ -70,6 +70,8 @@ def test_l2sp_keeps_the_weights_nearer_the_start() -> None:
         m = model()
         start = [p.clone() for p in m.parameters()]
         fine_tune(m, tiny_dataset(8), AdaptConfig(**{**QUICK.__dict__, "l2sp": l2sp}), CPU)
-        return sum(float((p.detach() - s).pow(2).sum()) for p, s in zip(m.parameters(), start, strict=True))
+        return sum(
+            float((p.detach() - s).pow(2).sum()) for p, s in zip(m.parameters(), start, strict=True)
+        )
 
     assert drift(100.0) < 0.5 * drift(0.0)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from metapose.config import ResNetConfig, ConfigError, ExperimentConfig, load_config, replace
+from metapose.config import ConfigError, ExperimentConfig, ResNetConfig, load_config, replace
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -14,7 +14,7 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 def test_shipped_config_loads_with_equal_budgets(path: Path) -> None:
     cfg = load_config(path, ExperimentConfig)
     meta_images = cfg.meta.meta_steps * cfg.meta.images_per_meta_step
-    assert abs(cfg.baseline.images - meta_images) < cfg.baseline.batch_size
+    assert abs(cfg.supervised.images - meta_images) < cfg.supervised.batch_size
 
 
 def test_the_shipped_configs_are_the_documented_ones() -> None:
@@ -29,4 +29,18 @@ def test_the_shipped_configs_are_the_documented_ones() -> None:
 def test_unequal_budgets_are_refused() -> None:
     cfg = ExperimentConfig()
     with pytest.raises(ConfigError, match="unequal budgets"):
-        replace(cfg, baseline=replace(cfg.baseline, steps=cfg.baseline.steps // 2))
+        replace(cfg, supervised=replace(cfg.supervised, steps=cfg.supervised.steps // 2))
+
+
+def test_configs_of_earlier_versions_still_load(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("model: {depth: 18, input_size: [96, 128]}\nbaseline: {steps: 60000}\n")
+    cfg = load_config(old, ExperimentConfig)
+    assert cfg.model.backbone == ResNetConfig(depth=18) and cfg.supervised.steps == 60000
+
+
+def test_init_and_a_model_config_are_not_both_given() -> None:
+    with pytest.raises(ConfigError, match="either init"):
+        ExperimentConfig(
+            init="pp-tinypose-128x96", model=replace(ExperimentConfig().model, num_keypoints=14)
+        )

@@ -4,14 +4,18 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from metapose.checkpoint import load_checkpoint, save_checkpoint
 from metapose.cli import main
+from metapose.models import TopDownModel
+from tests.conftest import COCO_TINY, require
 
 TOY = """
 name: toy
 model: {depth: 18, input_size: [32, 64], deconv_channels: [16, 16, 16]}
 pretrain: {steps: 2, batch_size: 4, lr_milestones: [0.5]}
-baseline: {steps: 2, batch_size: 4, lr_milestones: [0.5]}
+supervised: {steps: 2, batch_size: 4, lr_milestones: [0.5]}
 meta: {meta_steps: 1, inner_steps: 2, batch_size: 4}
 adapt: {epochs: 2, batch_size: 4}
 targets:
@@ -50,15 +54,18 @@ def test_experiment_runs_end_to_end_and_resumes(
     rows = json.loads((report / "table.json").read_text())["rows"]
     models = {(r["shots"], r["model"]) for r in rows}
     assert {
-        (0, "baseline"),
+        (0, "as-is"),
+        (0, "supervised"),
         (0, "meta"),
         (2, "scratch"),
-        (2, "baseline"),
+        (2, "as-is"),
+        (2, "supervised"),
         (2, "meta"),
-        (2, "meta - baseline"),
+        (2, "meta - as-is"),
+        (2, "meta - supervised"),
     } <= models
     results = sorted((out / "results").glob("*.json"))
-    assert len(results) == 2 + 2 * 3  # unadapted x2, then (K=2) x 2 seeds x 3 models
+    assert len(results) == 3 + 2 * 4  # unadapted x3, then (K=2) x 2 seeds x 4 models
     stamps = {p: p.stat().st_mtime_ns for p in results}
 
     # Run again: everything is reused, nothing recomputed, the same table.
@@ -76,3 +83,50 @@ def test_a_folder_of_another_configuration_is_refused(
     (out / "config.yaml").write_text("name: other\n")
     assert main(["experiment", "--config", str(toy_config), "--out", str(out), "--quiet"]) == 2
     assert "holds a run of a different configuration" in capsys.readouterr().err
+
+
+def test_experiment_starts_from_a_checkpoint_with_real_coco_source_tasks(
+    tmp_path: Path, tiny_model: TopDownModel
+) -> None:
+    """``init`` gives the start (and its model config); real COCO people are the source."""
+    coco = require(COCO_TINY)
+    init = save_checkpoint(tmp_path / "start", tiny_model)
+    ann = coco / "annotations" / "person_keypoints_train2017.json"
+    config = tmp_path / "init.yaml"
+    config.write_text(
+        f"""
+name: from-checkpoint
+init: {init}
+pretrain: null
+arms: [as-is, meta]
+source:
+  domains: []
+  coco:
+    - {{annotations: {ann}, image_dir: {coco}/train2017}}
+meta: {{meta_steps: 1, inner_steps: 1, batch_size: 4}}
+adapt: {{epochs: 1, batch_size: 4}}
+targets:
+  - {{name: thermal, domain: thermal, pool_size: 3, test_size: 2, scene_size: [160, 120]}}
+shots: [2]
+seeds: [0]
+"""
+    )
+    out = tmp_path / "run"
+    assert main(["experiment", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "report" / "table.json").read_text())["rows"]
+    assert {(r["shots"], r["model"]) for r in rows} == {
+        (0, "as-is"),
+        (0, "meta"),
+        (0, "meta - as-is"),
+        (2, "as-is"),
+        (2, "meta"),
+        (2, "meta - as-is"),
+    }
+    unadapted = load_checkpoint(out / "models" / "meta" / "model.safetensors").model
+    assert unadapted.config == tiny_model.config
+    changed = [
+        k
+        for k, v in unadapted.state_dict().items()
+        if v.is_floating_point() and not torch.equal(v, tiny_model.state_dict()[k])
+    ]
+    assert changed  # Reptile moved the start

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metapose.report import DIFFERENCE, format_table, summarize, verdicts
+from metapose.report import format_table, summarize, verdicts
 from metapose.results import RunResult, load_results, save_result
 from metapose.stats import mean_ci
 
@@ -26,32 +26,46 @@ def runs(model: str, aps: list[float], shots: int = 16) -> list[RunResult]:
 
 def test_difference_is_paired_by_seed() -> None:
     # Large spread across seeds but a constant +0.02 per seed: the paired CI is tight.
-    base = runs("baseline", [0.2, 0.5, 0.8])
+    base = runs("supervised", [0.2, 0.5, 0.8])
     meta = runs("meta", [0.22, 0.52, 0.82])
     rows = summarize(base + meta)
-    diff = next(r for r in rows if r.model == DIFFERENCE)
+    diff = next(r for r in rows if r.model == "meta - supervised")
     assert diff.metrics["ap"].mean == pytest.approx(0.02)
     assert diff.metrics["ap"].half_width == pytest.approx(0.0, abs=1e-9)
-    assert verdicts(rows) == ["thermal K=16: AP difference 0.020 ± 0.000 -> meta-learned init wins"]
+    assert verdicts(rows) == ["thermal K=16: AP meta - supervised 0.020 ± 0.000 -> meta wins"]
+
+
+def test_meta_is_compared_with_every_other_arm() -> None:
+    rows = summarize(
+        runs("as-is", [0.5, 0.6, 0.7])
+        + runs("supervised", [0.2, 0.5, 0.8])
+        + runs("meta", [0.4, 0.5, 0.6])
+    )
+    assert [r.model for r in rows] == [
+        "as-is",
+        "supervised",
+        "meta",
+        "meta - as-is",
+        "meta - supervised",
+    ]
+    assert "as-is wins" in verdicts(rows)[0]
 
 
 def test_overlapping_results_are_a_tie_and_a_loss_is_a_loss() -> None:
-    tie = summarize(runs("baseline", [0.2, 0.5, 0.8]) + runs("meta", [0.25, 0.45, 0.81]))
+    tie = summarize(runs("supervised", [0.2, 0.5, 0.8]) + runs("meta", [0.25, 0.45, 0.81]))
     assert "tie" in verdicts(tie)[0]
-    loss = summarize(runs("baseline", [0.5, 0.6, 0.7]) + runs("meta", [0.4, 0.5, 0.6]))
-    assert "baseline wins" in verdicts(loss)[0]
+    loss = summarize(runs("supervised", [0.5, 0.6, 0.7]) + runs("meta", [0.4, 0.5, 0.6]))
+    assert "supervised wins" in verdicts(loss)[0]
 
 
 def test_table_has_the_paper_layout() -> None:
     rows = summarize(
-        runs("baseline", [0.2, 0.3]) + runs("meta", [0.25, 0.35]) + runs("baseline", [0.1], shots=0)
+        runs("as-is", [0.2, 0.3]) + runs("meta", [0.25, 0.35]) + runs("as-is", [0.1], shots=0)
     )
     table = format_table(rows).splitlines()
     assert table[0] == "| Dataset | Model | AP | AR |"
-    assert table[2].startswith("| thermal (not adapted) | Baseline | 0.100 |")
-    assert any(
-        line.startswith("| thermal K=16 | meta - baseline | +0.050 ± 0.000") for line in table
-    )
+    assert table[2].startswith("| thermal (not adapted) | As-is | 0.100 |")
+    assert any(line.startswith("| thermal K=16 | meta - as-is | +0.050 ± 0.000") for line in table)
 
 
 def test_results_round_trip_through_files(tmp_path) -> None:  # noqa: ANN001

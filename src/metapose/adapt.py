@@ -48,7 +48,9 @@ def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def reestimate_batchnorm(model: nn.Module, batches: Sequence[Sample], options: DeviceOptions) -> None:
+def reestimate_batchnorm(
+    model: nn.Module, batches: Sequence[Sample], options: DeviceOptions
+) -> None:
     """Re-measure every BatchNorm's running statistics on ``batches`` (AdaBN, Li et al. 2017).
 
     The statistics become the plain average over the batches (momentum ``None``); weights and
@@ -110,9 +112,8 @@ def adapt(
     if frozen_batchnorm:
         for m in _batchnorms(model):
             m.eval()
-    if head_only or backbone_lr_scale != 1.0:
-        if not isinstance(model, TopDownModel):
-            raise TypeError("head-only or backbone learning-rate scaling needs a TopDownModel")
+    if (head_only or backbone_lr_scale != 1.0) and not isinstance(model, TopDownModel):
+        raise TypeError("head-only or backbone learning-rate scaling needs a TopDownModel")
     if head_only:
         assert isinstance(model, TopDownModel)
         _freeze_backbone(model)

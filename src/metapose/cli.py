@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from metapose.config import CodecConfig, ConfigError, ModelConfig, to_dict
-from metapose.models.weights import IMPORT_FORMATS
 from metapose.errors import DataError
 from metapose.models import TopDownModel
+from metapose.models.weights import IMPORT_FORMATS
 from metapose.train import StepLog
 
 T = TypeVar("T")

@@ -517,14 +517,29 @@ class AdaptConfig:
 
 
 @dataclass(frozen=True)
+class CocoFolderConfig:
+    """A COCO-format person-keypoint dataset on disk: the JSON and its image folder."""
+
+    annotations: str
+    image_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class SourceConfig:
-    """The source domain(s) of pretraining: built-in synthetic domains rendered on the fly."""
+    """Where the source tasks come from: synthetic domains rendered on the fly, COCO-format
+    folders of real people, or both (each crop picks one of them with equal probability)."""
 
     domains: tuple[str, ...] = ("rgb",)
+    coco: tuple[CocoFolderConfig, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.domains:
-            raise ConfigError("source.domains must name at least one domain")
+        if not self.domains and not self.coco:
+            raise ConfigError("source needs at least one of domains or coco")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """One name per source choice, in draw order."""
+        return (*self.domains, *(Path(c.annotations).stem for c in self.coco))
 
 
 @dataclass(frozen=True)
@@ -574,26 +589,33 @@ def _default_targets() -> tuple[TargetConfig, ...]:
     )
 
 
+ArmName = Literal["as-is", "supervised", "meta"]
+ARMS: tuple[ArmName, ...] = ("as-is", "supervised", "meta")
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The paper's comparison (Table 1): baseline vs meta-learned initial weights, few-shot adapted.
+    """The paper's comparison (Table 1): is a meta-learned initial model better to adapt?
 
-    Both models start from the same ``pretrain`` stage (none: random weights, as Algorithm 1
-    line 1), then spend the same number of images: the baseline on supervised steps
-    (``baseline``), the meta-learner on Reptile (``meta``), over the same stream of augmented
-    source batches. Each is then fine-tuned (``adapt``) on K shots of every target, for every K
-    and seed, and scored on the target's test split.
+    Every arm starts from the same weights: ``init`` (a bundled model's name or a checkpoint,
+    whose model config is then used) or random ones, optionally ``pretrain``-ed on the source.
+    ``as-is`` is that start (the paper's "HPE baseline model"); ``supervised`` continues it with
+    supervised steps and ``meta`` with Reptile, on the very same stream of augmented source
+    batches and the same number of images. Each arm is then fine-tuned (``adapt``) on K shots of
+    every target, for every K and seed, and scored on the target's test split; unadapted too.
     """
 
     name: str = "paper"
     seed: int = 0
+    init: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
     task_augment: TaskAugmentConfig = field(default_factory=TaskAugmentConfig)
     task_sampler: Literal["mixed", "style"] = "mixed"
     source: SourceConfig = field(default_factory=SourceConfig)
     pretrain: TrainConfig | None = field(default_factory=TrainConfig)
-    baseline: TrainConfig = field(
+    arms: tuple[ArmName, ...] = ARMS
+    supervised: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=60000, lr_milestones=(0.75,))
     )
     meta: ReptileConfig = field(default_factory=ReptileConfig)
@@ -606,15 +628,24 @@ class ExperimentConfig:
     workers: int = 0  # DataLoader worker processes for the source stream
 
     def __post_init__(self) -> None:
-        meta_images = self.meta.meta_steps * self.meta.images_per_meta_step
-        if abs(self.baseline.images - meta_images) >= self.baseline.batch_size:
+        if not self.arms or len(set(self.arms)) != len(self.arms):
+            raise ConfigError(f"arms must name each of {list(ARMS)} at most once, got {self.arms}")
+        if "supervised" in self.arms and "meta" in self.arms:
+            meta_images = self.meta.meta_steps * self.meta.images_per_meta_step
+            if abs(self.supervised.images - meta_images) >= self.supervised.batch_size:
+                raise ConfigError(
+                    f"unequal budgets: supervised trains on {self.supervised.images} images "
+                    f"(steps x batch_size), meta on {meta_images} "
+                    "(meta_steps x tasks_per_step x inner_steps x batch_size)"
+                )
+            if self.meta.batch_size != self.supervised.batch_size:
+                raise ConfigError(
+                    "supervised.batch_size and meta.batch_size must match (same batches)"
+                )
+        if self.init is not None and self.model != ModelConfig():
             raise ConfigError(
-                f"unequal budgets: baseline trains on {self.baseline.images} images "
-                f"(steps x batch_size), meta on {meta_images} "
-                "(meta_steps x tasks_per_step x inner_steps x batch_size)"
+                f"give either init ({self.init!r}, whose own model config is used) or model"
             )
-        if self.meta.batch_size != self.baseline.batch_size:
-            raise ConfigError("baseline.batch_size and meta.batch_size must match (same batches)")
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ConfigError(f"target names repeat: {names}")
@@ -622,6 +653,19 @@ class ExperimentConfig:
             raise ConfigError(f"shots must be positive, got {self.shots}")
         if not self.seeds:
             raise ConfigError("seeds must not be empty")
+
+    @property
+    def task_batch_size(self) -> int:
+        """Crops per source batch (a task), shared by the supervised and meta arms."""
+        return self.meta.batch_size if "meta" in self.arms else self.supervised.batch_size
+
+    @staticmethod
+    def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """Read configurations written when the supervised arm was called ``baseline``."""
+        if "baseline" in data and "supervised" not in data:
+            data = dict(data)
+            data["supervised"] = data.pop("baseline")
+        return data
 
 
 @dataclass(frozen=True)
@@ -838,6 +882,7 @@ __all__ = [
     "TrainConfig",
     "ReptileConfig",
     "AdaptConfig",
+    "CocoFolderConfig",
     "SourceConfig",
     "TargetConfig",
     "ExperimentConfig",

@@ -4,11 +4,12 @@ Stages, each resumable from ``out_dir``:
 
 1. targets: synthetic target domains are rendered to COCO-format folders (a shot pool and a
    disjoint test split); COCO-format targets on disk are split by image id.
-2. pretraining on the synthetic source stream (shared by both models, optional);
-3. equal budgets: the baseline continues with supervised steps, the meta-learner with Reptile,
-   on the very same stream of augmented source batches (task ``t`` = batch ``t``);
-4. for every target, K and seed: both models (and optionally random weights) are fine-tuned on
-   the same K shots and scored with OKS AP/AR (and PCK) on the test split; unadapted scores too;
+2. the start: ``init`` (a bundled COCO-trained model or a checkpoint) or random weights,
+   optionally pretrained on the source stream; the ``as-is`` arm is this start;
+3. equal budgets: the ``supervised`` arm continues with supervised steps, the ``meta`` arm with
+   Reptile, on the very same stream of augmented source batches (task ``t`` = batch ``t``);
+4. for every target, K and seed: every arm (and optionally random weights) is fine-tuned on the
+   same K shots and scored with OKS AP/AR (and PCK) on the test split; unadapted scores too;
 5. the report: Table 1 with 95 % CIs, Figures 2-4, a K-curve and an HTML page.
 """
 
@@ -29,7 +30,14 @@ from metapose import distributed
 from metapose.adapt import choose_shots, fine_tune
 from metapose.checkpoint import load_checkpoint
 from metapose.codec import HeatmapCodec
-from metapose.config import ConfigError, ExperimentConfig, TargetConfig, load_config, save_config
+from metapose.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    TargetConfig,
+    load_config,
+    save_config,
+)
 from metapose.data.augment import TaskAugmenter
 from metapose.data.augment_figure import figure2
 from metapose.data.batches import IndexedBatches
@@ -40,7 +48,7 @@ from metapose.data.dataset import (
     instances_from_coco,
     make_sample,
 )
-from metapose.data.images import write_rgb
+from metapose.data.images import read_rgb, write_rgb
 from metapose.data.lsp import import_lsp
 from metapose.data.topdown import apply_affine
 from metapose.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
@@ -54,7 +62,7 @@ from metapose.report import format_table, summarize, verdicts, write_index_html
 from metapose.results import UNADAPTED, RunResult, load_result, save_result
 from metapose.run_folder import FINAL_FILE
 from metapose.scoring import EvalSet, make_eval_set, predict_eval_set, predictions_to_results, score
-from metapose.sources import person_instance, synthetic_batches
+from metapose.sources import mixed_batches, person_instance
 from metapose.synth.domains import get_domain
 from metapose.synth.scene import render_crop
 from metapose.synth.writer import write_synth_dataset
@@ -80,25 +88,32 @@ def check_resumable(cfg: ExperimentConfig, out: Path) -> None:
         )
 
 
-def init_model(cfg: ExperimentConfig, seed: int) -> TopDownModel:
+def random_model(config: ModelConfig, seed: int) -> TopDownModel:
     """Randomly initialised weights that depend on ``seed`` only."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return TopDownModel(cfg.model)
+        return TopDownModel(config)
+
+
+def starting_model(cfg: ExperimentConfig, device: torch.device) -> TopDownModel:
+    """``cfg.init``'s weights (a zoo name or a checkpoint), else random ones from the seed."""
+    if cfg.init is not None:
+        return load_checkpoint(cfg.init, device).model
+    return random_model(cfg.model, derived_seed(cfg.seed, "init"))
 
 
 # ------------------------------------------------------------------------------ source data
 
 
 def source_batches(cfg: ExperimentConfig, codec: HeatmapCodec, stream: str) -> IndexedBatches:
-    """Augmented synthetic source crops; batch ``b`` of a named ``stream`` never changes."""
-    return synthetic_batches(
-        [get_domain(name) for name in cfg.source.domains],
+    """Augmented source crops; batch ``b`` of a named ``stream`` never changes."""
+    return mixed_batches(
+        cfg.source,
         codec,
         augment=cfg.augment,
         task_augment=cfg.task_augment,
         sampler=cfg.task_sampler,
-        batch_size=cfg.baseline.batch_size,
+        batch_size=cfg.task_batch_size,
         seed=derived_seed(cfg.seed, "source", stream),
         workers=cfg.workers,
     )
@@ -226,7 +241,8 @@ def run_experiment(
     progress = progress or SilentProgress()
     dist_info = distributed.current()
     out = Path(out_dir)
-    codec = HeatmapCodec.for_model(cfg.model)
+    start = starting_model(cfg, device)
+    codec = HeatmapCodec.for_model(start.config)
     options = DeviceOptions(device)
 
     # Stage 1: target data, rendered or split by rank 0 (the others read what it wrote).
@@ -257,21 +273,21 @@ def run_experiment(
         )
         progress.close_stage()
 
-    start = init_model(cfg, derived_seed(cfg.seed, "init"))
     if cfg.pretrain is not None:
-        start = _trained(out / "models" / "pretrain", lambda: start, pretrain, device)
+        first = start
+        start = _trained(out / "models" / "pretrain", lambda: first, pretrain, device)
 
     # Stage 3: equal budgets on the same batches.
     stream = source_batches(cfg, codec, "continue")
 
-    def continue_baseline(model: TopDownModel) -> None:
-        tick = progress.stage("baseline: supervised", cfg.baseline.steps)
+    def continue_supervised(model: TopDownModel) -> None:
+        tick = progress.stage("supervised", cfg.supervised.steps)
         train(
             model,
             stream,
-            cfg.baseline,
+            cfg.supervised,
             device,
-            out_dir=out / "models" / "baseline",
+            out_dir=out / "models" / "supervised",
             run_config=cfg,
             on_step=lambda e: tick(1),
         )
@@ -290,14 +306,15 @@ def run_experiment(
         )
         progress.close_stage()
 
-    models = {
-        "baseline": _trained(
-            out / "models" / "baseline", lambda: copy.deepcopy(start), continue_baseline, device
-        ),
-        "meta": _trained(
-            out / "models" / "meta", lambda: copy.deepcopy(start), continue_meta, device
-        ),
-    }
+    continued = {"supervised": continue_supervised, "meta": continue_meta}
+    models: dict[str, TopDownModel] = {}
+    for arm in cfg.arms:
+        if arm == "as-is":
+            models[arm] = start
+        else:
+            models[arm] = _trained(
+                out / "models" / arm, lambda: copy.deepcopy(start), continued[arm], device
+            )
 
     # Stage 4: few-shot adaptation and scoring, one job per (target, model, K, seed). Under
     # torchrun the jobs are dealt out to the ranks; each result is its own file.
@@ -350,7 +367,8 @@ def run_job(
     if job.model in models:
         model = copy.deepcopy(models[job.model])
     else:  # "scratch": random weights, the same for every K of a seed
-        model = init_model(cfg, derived_seed(cfg.seed, "scratch", job.seed))
+        config = next(iter(models.values())).config
+        model = random_model(config, derived_seed(cfg.seed, "scratch", job.seed))
     losses: tuple[float, ...] = ()
     shots: list[int] = []
     if job.shots != UNADAPTED:
@@ -368,7 +386,8 @@ def run_job(
             cache_images=True,
         )
         losses = fine_tune(model, support, cfg.adapt, options, seed=job.seed).epoch_losses
-    predictions = predict_eval_set(model, job.target.test, options, flip=cfg.model.codec.flip_test)
+    flip = model.config.codec.flip_test
+    predictions = predict_eval_set(model, job.target.test, options, flip=flip)
     result = RunResult(
         name,
         job.model,
@@ -409,7 +428,7 @@ def write_report(
     figures = [
         ("Fig. 2: a source crop under each task augmentation", _figure2(cfg, codec, report).name),
         (
-            "Fig. 3: predictions of the baseline and the meta-learned model after adaptation",
+            "Fig. 3: predictions of each arm after adaptation",
             _figure3(cfg, out, targets, report).name,
         ),
         (
@@ -437,8 +456,15 @@ def write_report(
 def _figure2(cfg: ExperimentConfig, codec: HeatmapCodec, report: Path) -> Path:
     """A source crop (as the model sees it) and two draws of each task augmentation style."""
     rng = np.random.default_rng(derived_seed(cfg.seed, "figure2"))
-    labelled = render_crop(get_domain(cfg.source.domains[0]), rng, *cfg.model.input_size)
-    base = make_sample(labelled.image, person_instance(labelled), codec)
+    if cfg.source.domains:
+        labelled = render_crop(get_domain(cfg.source.domains[0]), rng, *codec.input_size)
+        image, person = labelled.image, person_instance(labelled)
+    else:
+        folder = cfg.source.coco[0]
+        person = instances_from_coco(load_coco(folder.annotations, folder.image_dir))[0]
+        assert isinstance(person.image, Path)
+        image = read_rgb(person.image)
+    base = make_sample(image, person, codec)
     grid = figure2(
         codec.normalization.invert(base.image.numpy()),
         base.keypoints.numpy(),
@@ -459,7 +485,7 @@ def _figure3(cfg: ExperimentConfig, out: Path, targets: Sequence[Target], report
     for target in targets:
         name = target.config.name
         preds: dict[str, list[dict[str, object]]] = {}
-        for model in ("baseline", "meta"):
+        for model in map(str, cfg.arms):
             file = out / "predictions" / f"{RunResult(name, model, k, seed, {}).key}.json"
             if file.exists():
                 preds[model] = json.loads(file.read_text())
@@ -468,7 +494,7 @@ def _figure3(cfg: ExperimentConfig, out: Path, targets: Sequence[Target], report
             codec = target.test.codec
             crop = codec.normalization.invert(batch.image[i].numpy())
             matrix = codec.crop_matrix(crop_params_of(batch, i))
-            shown = {}
+            shown: dict[str, np.ndarray] = {}
             for model, entries in preds.items():
                 kp = np.asarray(entries[i]["keypoints"], dtype=np.float64).reshape(-1, 3)
                 kp[:, :2] = apply_affine(kp[:, :2], matrix)

@@ -1,6 +1,6 @@
 """The experiment's figures (matplotlib, written as PNG): the paper's Figures 2-4 and a K-curve.
 
-Fig. 2: a source crop under each task augmentation. Fig. 3: predictions of the baseline and the
+Fig. 2: a source crop under each task augmentation. Fig. 3: predictions of each arm and the
 meta-learned model on the same target images. Fig. 4: training loss during the meta-test
 (few-shot fine-tuning). K-curve: test AP against the number of shots.
 """
@@ -17,12 +17,17 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metapose.report import DIFFERENCE, METRIC_TITLES, MODEL_TITLES, SummaryRow  # noqa: E402
+from metapose.report import METRIC_TITLES, MODEL_TITLES, SummaryRow, is_difference  # noqa: E402
 from metapose.results import RunResult, select  # noqa: E402
 from metapose.stats import mean_ci  # noqa: E402
 from metapose.viz import draw_pose  # noqa: E402
 
-MODEL_COLOURS = {"baseline": "tab:blue", "meta": "tab:orange", "scratch": "tab:gray"}
+MODEL_COLOURS = {
+    "as-is": "tab:green",
+    "supervised": "tab:blue",
+    "meta": "tab:orange",
+    "scratch": "tab:gray",
+}
 DPI = 110
 
 
@@ -96,7 +101,7 @@ def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
     for ax, target in zip(axes[0], targets, strict=False):
         shots = sorted({r.shots for r in select(adapted, target=target)})
         for si, k in enumerate(shots):
-            for model in ("scratch", "baseline", "meta"):
+            for model in MODEL_COLOURS:
                 runs = select(adapted, target=target, model=model, shots=k)
                 if not runs:
                     continue
@@ -126,13 +131,13 @@ def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
 
 def k_curve(rows: Sequence[SummaryRow], path: str | Path, *, metric: str = "ap") -> Path:
     """Test metric against K (K = 0: not adapted), mean ± 95 % CI over seeds, per target."""
-    rows = [r for r in rows if r.model != DIFFERENCE and metric in r.metrics]
+    rows = [r for r in rows if not is_difference(r.model) and metric in r.metrics]
     targets = list(dict.fromkeys(r.target for r in rows))
     fig, axes = plt.subplots(
         1, max(len(targets), 1), figsize=(4.2 * max(len(targets), 1), 3.2), squeeze=False
     )
     for ax, target in zip(axes[0], targets, strict=False):
-        for model in ("scratch", "baseline", "meta"):
+        for model in MODEL_COLOURS:
             pts = sorted(
                 (r.shots, r.metrics[metric])
                 for r in rows

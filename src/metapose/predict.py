@@ -24,7 +24,7 @@ import numpy as np
 
 from metapose.checkpoint import load_checkpoint
 from metapose.codec import HeatmapCodec
-from metapose.config import CodecConfig, replace
+from metapose.config import CodecConfig, Normalization, replace
 from metapose.data.coco import CocoDataset, load_coco, read_json
 from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
 from metapose.data.detections import (
@@ -38,7 +38,6 @@ from metapose.data.topdown import box_to_center_scale
 from metapose.errors import DataError
 from metapose.evaluate import EvalResult, evaluate_oks, make_result, results_to_json
 from metapose.inference import HeatmapFn, PosePrediction, predict, torch_heatmap_fn
-from metapose.config import Normalization
 from metapose.onnx_runtime import OnnxHeatmapModel
 from metapose.optim import DeviceOptions
 from metapose.progress import Progress
@@ -95,7 +94,9 @@ def estimator_from_checkpoint(
     _check_keypoints(model.config.num_keypoints, COCO17, Path(path))
     return PoseEstimator(
         torch_heatmap_fn(model, options),
-        HeatmapCodec.for_model(model.config if codec is None else replace(model.config, codec=codec)),
+        HeatmapCodec.for_model(
+            model.config if codec is None else replace(model.config, codec=codec)
+        ),
         COCO17,
         Path(path),
     )

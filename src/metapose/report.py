@@ -1,8 +1,8 @@
 """The experiment's tables: the layout of the paper's Table 1 with 95 % confidence intervals.
 
-For every target and K: the baseline, the meta-learned initial model and their paired difference
-(meta minus baseline, paired by seed, i.e. by the same K shots), each as mean ± 95 % CI over seeds.
-Unadapted models appear as K = 0.
+For every target and K: each arm (as-is, supervised, meta-learned, from scratch) and the paired
+differences of the meta-learned arm against the others (paired by seed, i.e. by the same K
+shots), each as mean ± 95 % CI over seeds. Unadapted models appear as K = 0.
 """
 
 from __future__ import annotations
@@ -27,16 +27,30 @@ METRIC_TITLES = {
     "ar75": "AR75",
     "pck": "PCK@0.2",
 }
-MODEL_TITLES = {"baseline": "Baseline", "meta": "Meta-learned", "scratch": "From scratch"}
-MODEL_ORDER = ("scratch", "baseline", "meta")
-DIFFERENCE = "meta - baseline"
+MODEL_TITLES = {
+    "scratch": "From scratch",
+    "as-is": "As-is",
+    "supervised": "Supervised",
+    "meta": "Meta-learned",
+}
+MODEL_ORDER = tuple(MODEL_TITLES)
+# Seed-paired differences reported for every (target, K): (minuend, subtrahend).
+DIFFERENCES = (("meta", "as-is"), ("meta", "supervised"))
+
+
+def difference_name(minuend: str, subtrahend: str) -> str:
+    return f"{minuend} - {subtrahend}"
+
+
+def is_difference(model: str) -> bool:
+    return " - " in model
 
 
 @dataclass(frozen=True)
 class SummaryRow:
     target: str
     shots: int
-    model: str  # a model name or DIFFERENCE
+    model: str  # an arm's name, or a difference (see difference_name)
     metrics: dict[str, Estimate]
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,7 +68,7 @@ def _metric_names(results: Sequence[RunResult]) -> list[str]:
 
 
 def summarize(results: Sequence[RunResult]) -> list[SummaryRow]:
-    """Mean ± CI per (target, K, model), and the seed-paired meta − baseline difference."""
+    """Mean ± CI per (target, K, model), and the seed-paired differences of DIFFERENCES."""
     metrics = _metric_names(results)
     rows: list[SummaryRow] = []
     targets = list(dict.fromkeys(r.target for r in results))
@@ -72,21 +86,24 @@ def summarize(results: Sequence[RunResult]) -> list[SummaryRow]:
                             {m: mean_ci([r.metrics[m] for r in runs]) for m in metrics},
                         )
                     )
-            base = {r.seed: r for r in select(group, model="baseline")}
-            meta = {r.seed: r for r in select(group, model="meta")}
-            paired = sorted(set(base) & set(meta))
-            if paired:
-                rows.append(
-                    SummaryRow(
-                        target,
-                        shots,
-                        DIFFERENCE,
-                        {
-                            m: mean_ci([meta[s].metrics[m] - base[s].metrics[m] for s in paired])
-                            for m in metrics
-                        },
+            for minuend, subtrahend in DIFFERENCES:
+                first = {r.seed: r for r in select(group, model=minuend)}
+                second = {r.seed: r for r in select(group, model=subtrahend)}
+                paired = sorted(set(first) & set(second))
+                if paired:
+                    rows.append(
+                        SummaryRow(
+                            target,
+                            shots,
+                            difference_name(minuend, subtrahend),
+                            {
+                                m: mean_ci(
+                                    [first[s].metrics[m] - second[s].metrics[m] for s in paired]
+                                )
+                                for m in metrics
+                            },
+                        )
                     )
-                )
     return rows
 
 
@@ -108,7 +125,7 @@ def format_table(rows: Sequence[SummaryRow], metrics: Sequence[str] | None = Non
         for m in names:
             est = r.metrics.get(m)
             text = est.format() if est is not None else ""
-            if r.model == DIFFERENCE and est is not None:
+            if is_difference(r.model) and est is not None:
                 text = ("+" if est.mean >= 0 else "") + text
             cells.append(text)
         lines.append(f"| {dataset} | {model} | " + " | ".join(cells) + " |")
@@ -119,19 +136,22 @@ def verdicts(rows: Sequence[SummaryRow], metric: str = "ap") -> list[str]:
     """Plain-language reading of each difference row: win, loss or tie at 95 %."""
     out = []
     for r in rows:
-        if r.model != DIFFERENCE or metric not in r.metrics:
+        if not is_difference(r.model) or metric not in r.metrics:
             continue
+        minuend, subtrahend = r.model.split(" - ")
         est = r.metrics[metric]
         where = f"{r.target} K={r.shots}" if r.shots else f"{r.target} (not adapted)"
         if est.n < 2:
             word = "single seed, no interval"
         elif est.mean - est.half_width > 0:
-            word = "meta-learned init wins"
+            word = f"{minuend} wins"
         elif est.mean + est.half_width < 0:
-            word = "baseline wins"
+            word = f"{subtrahend} wins"
         else:
             word = "tie (the 95 % interval contains 0)"
-        out.append(f"{where}: {METRIC_TITLES[metric]} difference {est.format()} -> {word}")
+        out.append(
+            f"{where}: {METRIC_TITLES[metric]} {r.model} {est.format()} -> {word}"
+        )
     return out
 
 
@@ -144,7 +164,7 @@ def table_html(rows: Sequence[SummaryRow]) -> str:
     for r, line in zip(rows, md[2:], strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         css = ""
-        if r.model == DIFFERENCE and "ap" in r.metrics:
+        if is_difference(r.model) and "ap" in r.metrics:
             est = r.metrics["ap"]
             if est.n >= 2 and est.mean - est.half_width > 0:
                 css = ' class="win"'
@@ -182,7 +202,7 @@ figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 pre {{ background: #f5f5f5; padding: 1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Mean ± 95 % confidence interval over seeds (Student t). "meta - baseline" rows are paired
+<p>Mean ± 95 % confidence interval over seeds (Student t). "meta - ..." rows are paired
 by seed (same K shots for both models). OKS AP/AR computed by pycocotools on each target's test
 split.</p>
 {table_html(rows)}

@@ -10,12 +10,13 @@ augmentation style, the ``"mixed"`` sampler (the paper's) draws both per crop.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from metapose.codec import HeatmapCodec
-from metapose.config import DataConfig, TaskAugmentConfig, TopDownAugmentConfig
+from metapose.config import DataConfig, SourceConfig, TaskAugmentConfig, TopDownAugmentConfig
 from metapose.data.augment import TaskAugmenter
 from metapose.data.batches import BatchStream, EpochBatches, IndexedBatches, collate
 from metapose.data.coco import load_coco
@@ -27,7 +28,9 @@ from metapose.data.dataset import (
     instances_from_coco,
     make_sample,
 )
+from metapose.data.images import read_rgb
 from metapose.data.records import LabelledImage
+from metapose.errors import DataError
 from metapose.synth.domains import Domain, get_domain
 from metapose.synth.scene import render_crop
 
@@ -110,6 +113,58 @@ def synthetic_batches(
     make = _batch_maker(
         draw,
         choices=len(domains),
+        codec=codec,
+        augment=augment,
+        task_augment=task_augment,
+        sampler=sampler,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    return IndexedBatches(make, num_workers=workers)
+
+
+def mixed_batches(
+    source: SourceConfig,
+    codec: HeatmapCodec,
+    *,
+    augment: TopDownAugmentConfig | None,
+    task_augment: TaskAugmentConfig | None = None,
+    sampler: TaskSampler = "mixed",
+    batch_size: int = 32,
+    seed: int = 0,
+    workers: int = 0,
+) -> IndexedBatches:
+    """Endless batches whose crops come from ``source``'s synthetic domains and COCO folders.
+
+    Each crop (each task, with the ``style`` sampler) picks one source with equal probability;
+    a COCO folder then gives one of its labelled people, also uniformly. COCO folders are checked
+    completely (every image decoded) before the first batch, and their images kept in memory.
+    """
+    domains = [get_domain(name) for name in source.domains]
+    people: list[list[Instance]] = []
+    images: dict[Path, np.ndarray] = {}
+    for folder in source.coco:
+        coco = load_coco(folder.annotations, folder.image_dir, check_images="decode")
+        instances = instances_from_coco(coco)
+        if not instances:
+            raise DataError(folder.annotations, "no labelled person to draw source tasks from")
+        people.append(instances)
+    width, height = codec.input_size
+
+    def draw(rng: np.random.Generator, choice: int) -> tuple[np.ndarray, Instance]:
+        if choice < len(domains):
+            labelled = render_crop(domains[choice], rng, width, height)
+            return labelled.image, person_instance(labelled)
+        candidates = people[choice - len(domains)]
+        instance = candidates[int(rng.integers(len(candidates)))]
+        assert isinstance(instance.image, Path)
+        if instance.image not in images:
+            images[instance.image] = read_rgb(instance.image)
+        return images[instance.image], instance
+
+    make = _batch_maker(
+        draw,
+        choices=len(domains) + len(people),
         codec=codec,
         augment=augment,
         task_augment=task_augment,
