@@ -68,7 +68,7 @@ def test_backbone_lr_scale_zero_moves_only_the_head() -> None:
 def test_l2sp_keeps_the_weights_nearer_the_start() -> None:
     def drift(l2sp: float) -> float:
         m = model()
-        start = [p.clone() for p in m.parameters()]
+        start = [p.detach().clone() for p in m.parameters()]
         fine_tune(m, tiny_dataset(8), AdaptConfig(**{**QUICK.__dict__, "l2sp": l2sp}), CPU)
         return sum(
             float((p.detach() - s).pow(2).sum()) for p, s in zip(m.parameters(), start, strict=True)
