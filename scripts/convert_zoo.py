@@ -18,11 +18,9 @@ import hashlib
 from pathlib import Path
 
 from metapose.checkpoint import save_checkpoint
-from metapose.config import CodecConfig
 from metapose.models.weights import import_weights
+from metapose.models.weights.ncnn import PP_TINYPOSE_CODEC
 from metapose.models.zoo import ZOO, ZooModel
-
-PADDLE_CODEC = CodecConfig(sigma_at_48=2.0, dark=True, crop="udp", encoding="simplebaseline")
 SOURCES = {
     "pp-tinypose-128x96": "pp_tinypose/tinypose_128x96.param",
     "pp-tinypose-256x192": "pp_tinypose/tinypose_256x192.param",
@@ -35,7 +33,7 @@ def sha256(path: Path) -> str:
 
 
 def convert(entry: ZooModel, param: Path, out_dir: Path) -> Path:
-    model, report = import_weights(param, "ncnn", codec=PADDLE_CODEC)
+    model, report = import_weights(param, "ncnn", codec=PP_TINYPOSE_CODEC)
     if not report.complete:
         raise SystemExit(f"{param}: import incomplete:\n{report.summary()}")
     origin = {

@@ -122,7 +122,9 @@ def save_checkpoint(
         "provenance": provenance() if origin is None else origin,
         **(extra or {}),
     }
-    header = {"format": FORMAT, METADATA_KEY: json.dumps(meta)}
+    # One key only: safetensors writes its metadata map in no fixed order, and the bundled zoo
+    # must come out byte-identical whenever it is converted again.
+    header = {METADATA_KEY: json.dumps(meta)}
     _atomic_save_tensors(model.state_dict(), path, header, compact=compact)
     sidecar_path(path).unlink(missing_ok=True)  # an older format's sidecar would be stale
     return path
