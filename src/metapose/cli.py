@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from metapose.config import CodecConfig, ConfigError, ModelConfig, to_dict
-from metapose.models.weights import IMPORT_FORMATS
-from metapose.errors import DataError
+from metapose.errors import DataError, DivergedError
 from metapose.models import TopDownModel
+from metapose.models.weights import IMPORT_FORMATS
 from metapose.train import StepLog
 
 T = TypeVar("T")
@@ -155,6 +155,14 @@ def _step_bar(total: int, desc: str, done: int = 0) -> tuple[tqdm, Callable[[Ste
     return bar, on_step
 
 
+def _check_resume(out: Path, cfg: object, args: argparse.Namespace) -> None:
+    """Refuse a different configuration before config.yaml is overwritten."""
+    from metapose.run_folder import check_resume, run_identity
+
+    if not args.no_resume:
+        check_resume(out, run_identity(cfg, args.init))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from metapose.codec import HeatmapCodec
     from metapose.config import DataConfig, TrainRunConfig, replace, save_config
@@ -192,6 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return evaluate_model(m, val_set, options, flip=model.config.codec.flip_test)
 
     out = Path(args.out)
+    _check_resume(out, cfg, args)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     bar, on_step = _step_bar(cfg.train.steps, "train")
@@ -206,6 +215,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         on_step=on_step,
         validate=validate,
         validate_every=cfg.validate_every,
+        init=args.init,
     )
     bar.close()
     print(f"trained {history.images_seen} images; final loss {history.steps[-1].loss:.3e}")
@@ -240,6 +250,7 @@ def cmd_meta(args: argparse.Namespace) -> int:
         workers=cfg.workers,
     )
     out = Path(args.out)
+    _check_resume(out, cfg, args)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     bar, on_step = _step_bar(cfg.meta.meta_steps, "Reptile")
@@ -252,6 +263,7 @@ def cmd_meta(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         run_config=cfg,
         on_step=on_step,
+        init=args.init,
     )
     bar.close()
     print(f"meta-trained on {history.images_seen} images ({cfg.meta.meta_steps} meta steps)")
@@ -746,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (DataError, ConfigError, FileExistsError) as err:
+    except (DataError, ConfigError, DivergedError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,8 @@
-"""The one exception type for bad user input (files, fields, annotation ids)."""
+"""Exception types: bad user input (files, fields, annotation ids) and a diverged run."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -32,3 +33,16 @@ class DataError(ValueError):
         self.field = field
         self.annotation_id = annotation_id
         self.image_id = image_id
+
+
+class DivergedError(RuntimeError):
+    """Training produced a NaN or infinite loss or weights: the run stops, nothing is saved."""
+
+
+def check_finite_loss(loss: float, step: int, what: str = "loss") -> None:
+    """Raise DivergedError when ``loss`` (taken at ``step``, 1-based) is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise DivergedError(
+            f"{what} is {loss} at step {step}: training diverged (try a smaller learning rate); "
+            "stopped without saving, the last good checkpoint is kept"
+        )
