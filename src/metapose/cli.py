@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from metapose.config import CodecConfig, ConfigError, ModelConfig, to_dict
-from metapose.errors import DataError, DivergedError
+from metapose.errors import CheckFailed, DataError
 from metapose.models import TopDownModel
 from metapose.models.weights import IMPORT_FORMATS
 from metapose.train import StepLog
@@ -276,9 +276,12 @@ def _id_range(text: str | None) -> tuple[int, int] | None:
         return None
     lo, _, hi = text.partition("-")
     try:
-        return int(lo), int(hi or lo)
+        first, last = int(lo), int(hi or lo)
     except ValueError:
         raise SystemExit(f"error: expected an image id range like 1-4000, got {text!r}") from None
+    if first > last:
+        raise SystemExit(f"error: image id range {text!r} is empty: write it low-high, e.g. 1-4000")
+    return first, last
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -286,9 +289,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from metapose.checkpoint import load_checkpoint, save_checkpoint
     from metapose.codec import HeatmapCodec
     from metapose.config import AdaptConfig, OptimizerConfig, TopDownAugmentConfig
+    from metapose.data.batches import EpochBatches
     from metapose.data.coco import load_coco
     from metapose.data.dataset import TopDownDataset, instances_from_coco
     from metapose.optim import DeviceOptions
+    from metapose.run_folder import check_finite_weights
     from metapose.scoring import evaluate_model, make_eval_set
 
     device = resolve_device(args.device)
@@ -317,16 +322,17 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache_images=True,
     )
-    bar = tqdm(desc=f"adapt on {len(shots)} images", dynamic_ncols=True)
-    result = fine_tune(
-        model,
-        support,
-        config,
-        options,
-        seed=args.seed,
-        on_step=lambda step, loss: _advance(bar),
-    )
-    bar.close()
+    steps = config.epochs * EpochBatches(support, config.batch_size).batches_per_epoch
+    with tqdm(total=steps, desc=f"adapt on {len(shots)} images", dynamic_ncols=True) as bar:
+        result = fine_tune(
+            model,
+            support,
+            config,
+            options,
+            seed=args.seed,
+            on_step=lambda step, loss: _advance(bar),
+        )
+    check_finite_weights(model, len(result.losses))
     print("loss per epoch: " + " ".join(f"{v:.2e}" for v in result.epoch_losses))
     metrics = {}
     if test is not None:
@@ -392,9 +398,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             flip=not args.no_flip,
             draw_threshold=args.threshold,
             oks_nms=not args.no_nms,
+            strict=args.strict,
         ),
         progress=TqdmProgress(not args.quiet),
     )
+    for err in summary.skipped:
+        print(f"skipped: {err}", file=sys.stderr)
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} unreadable image(s) (--strict makes this an error)")
     print(f"{summary.people} people on {summary.images} images -> {summary.results_path}")
     if summary.overlays:
         print(f"overlays: {out / 'overlays'}")
@@ -653,6 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--no-nms", action="store_true", help="keep duplicate detections")
     p.add_argument("--no-overlays", action="store_true")
+    p.add_argument(
+        "--strict", action="store_true", help="stop at an unreadable image instead of skipping it"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true")
@@ -758,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (DataError, ConfigError, DivergedError, FileExistsError) as err:
+    except (DataError, ConfigError, CheckFailed, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

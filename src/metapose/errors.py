@@ -35,7 +35,11 @@ class DataError(ValueError):
         self.image_id = image_id
 
 
-class DivergedError(RuntimeError):
+class CheckFailed(RuntimeError):
+    """A run stopped by a check on its own numbers (diverged training, export parity)."""
+
+
+class DivergedError(CheckFailed):
     """Training produced a NaN or infinite loss or weights: the run stops, nothing is saved."""
 
 
@@ -44,5 +48,5 @@ def check_finite_loss(loss: float, step: int, what: str = "loss") -> None:
     if not math.isfinite(loss):
         raise DivergedError(
             f"{what} is {loss} at step {step}: training diverged (try a smaller learning rate); "
-            "stopped without saving, the last good checkpoint is kept"
+            "stopped without saving (checkpoints saved before are kept)"
         )

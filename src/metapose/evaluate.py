@@ -34,6 +34,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from metapose.config import ConfigError
 from metapose.data.coco import (
     CocoDataset,
     coco_category,
@@ -230,10 +231,10 @@ def keypoint_indices(skeleton: Skeleton, names: Sequence[str] | None) -> np.ndar
     if names is None:
         return np.arange(skeleton.num_keypoints)
     if not names:
-        raise ValueError("the keypoint subset is empty")
+        raise ConfigError("the keypoint subset is empty")
     unknown = [n for n in names if n not in skeleton.keypoints]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown keypoints {unknown} for skeleton {skeleton.name!r} "
             f"(known: {', '.join(skeleton.keypoints)})"
         )

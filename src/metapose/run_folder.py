@@ -86,7 +86,7 @@ def check_finite_weights(model: TopDownModel, step: int) -> None:
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise DivergedError(
                 f"weight {key} is not finite after step {step}: training diverged (try a "
-                "smaller learning rate); stopped without saving, the last good checkpoint is kept"
+                "smaller learning rate); stopped without saving (the last good checkpoint is kept)"
             )
 
 
