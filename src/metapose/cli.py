@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -490,7 +489,7 @@ def _codec_override(args: argparse.Namespace) -> CodecConfig | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metapose.evaluate import evaluate_oks, format_table, load_results
+    from metapose.evaluate import evaluate_oks, format_table
 
     keypoints = tuple(args.keypoints.split(",")) if args.keypoints else None
     given = [x for x in (args.results, args.onnx, args.checkpoint) if x is not None]
@@ -498,7 +497,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit("error: give exactly one of --results JSON, --onnx model or --checkpoint")
     if args.results:
         # Scoring results needs the annotations only, never the images.
-        result = evaluate_oks(args.gt, load_results(args.results), keypoints=keypoints)
+        result = evaluate_oks(args.gt, args.results, keypoints=keypoints)
     else:
         from metapose.data.coco import load_coco
         from metapose.evaluate import results_to_json
@@ -510,7 +509,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             evaluate_on_coco,
         )
 
-        gt = load_coco(args.gt, args.images, require_trainable=False)
+        # Decoded once here so that an image whose size disagrees with the file is named.
+        gt = load_coco(args.gt, args.images, require_trainable=False, check_images="decode")
         if args.onnx:
             estimator = estimator_from_onnx(args.onnx, threads=args.threads)
         else:
@@ -531,7 +531,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             results_to_json(args.save_results, score.results)
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.as_dict(), indent=2))
+        from metapose.data.coco import write_json_atomic
+
+        write_json_atomic(args.json, result.as_dict(), indent=2)
     return 0
 
 

@@ -6,6 +6,11 @@ import math
 from pathlib import Path
 
 
+def cut(text: str, limit: int = 40) -> str:
+    """``text`` as shown in a message: a 5,000-character id or name would drown the message."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 class DataError(ValueError):
     """Bad input data: the message names the file, the field and, where there is one, the id.
 
@@ -23,9 +28,9 @@ class DataError(ValueError):
     ) -> None:
         where = [str(path)]
         if image_id is not None:
-            where.append(f"image id {image_id}")
+            where.append(f"image id {cut(str(image_id))}")
         if annotation_id is not None:
-            where.append(f"annotation id {annotation_id}")
+            where.append(f"annotation id {cut(str(annotation_id))}")
         if field is not None:
             where.append(f"field '{field}'")
         super().__init__(f"{': '.join(where)}: {message}")

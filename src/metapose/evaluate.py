@@ -43,6 +43,7 @@ from metapose.data.coco import (
     parse_coco,
     read_json,
     resolve_annotation_file,
+    show,
     write_json_atomic,
 )
 from metapose.errors import DataError
@@ -151,7 +152,7 @@ def validate_results(
         for key in ("image_id", "category_id"):
             if not is_integer(entry[key]):
                 raise DataError(
-                    path, f"must be an integer, got {entry[key]!r}", field=f"{where}.{key}"
+                    path, f"must be an integer, got {show(entry[key])}", field=f"{where}.{key}"
                 )
         kps = entry["keypoints"]
         if not isinstance(kps, list) or not all(is_number(v) for v in kps):
@@ -172,7 +173,7 @@ def validate_results(
         if not is_number(entry["score"]):
             raise DataError(
                 path,
-                f"must be a finite number, got {entry['score']!r}",
+                f"must be a finite number, got {show(entry['score'])}",
                 field=f"{where}.score",
                 image_id=image_id,
             )
