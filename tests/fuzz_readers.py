@@ -143,7 +143,7 @@ def run(
     counts: Counter[str] = Counter()
     crashes: list[str] = []
 
-    def attempt(label: str, read: Callable[[], Any]) -> None:
+    def attempt(label: str, read: Callable[[], Any]) -> None:  # kind: the mutation just made
         try:
             read()
             counts[f"{label}: valid"] += 1
@@ -159,12 +159,12 @@ def run(
         kind, data = mutate(gt, rng)
         path = out / f"gt_{i}.json"
         path.write_bytes(data)
-        attempt("annotations", lambda: load_coco(path, image_dir, require_trainable=False))
+        attempt("annotations", lambda p=path: load_coco(p, image_dir, require_trainable=False))
         path.unlink()
         kind, data = mutate(results, rng)
         path = out / f"results_{i}.json"
         path.write_bytes(data)
-        attempt("results", lambda: evaluate_oks(gt_path, load_results(path)))
+        attempt("results", lambda p=path: evaluate_oks(gt_path, load_results(p)))
         path.unlink()
     return counts, crashes
 

@@ -371,7 +371,9 @@ def parse_coco(
             person_id = persons[0].get("id", 1)
             if not is_integer(person_id):
                 raise DataError(
-                    path, f"must be an integer, got {show(person_id)}", field="categories[person].id"
+                    path,
+                    f"must be an integer, got {show(person_id)}",
+                    field="categories[person].id",
                 )
             names = persons[0].get("keypoints")
             if names is not None and not isinstance(names, list):
