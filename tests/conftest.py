@@ -16,7 +16,9 @@ COCO_TINY = SHARED_DATA / "coco" / "tiny"
 COCO_MINI = SHARED_DATA / "coco" / "mini"
 LSPET = SHARED_DATA / "lspet"
 
-TINY_MODEL = ModelConfig(backbone=ResNetConfig(depth=18), input_size=(32, 64), deconv_channels=(16, 16, 16))
+TINY_MODEL = ModelConfig(
+    backbone=ResNetConfig(depth=18), input_size=(32, 64), deconv_channels=(16, 16, 16)
+)
 
 
 def require(path: Path) -> Path:

@@ -99,7 +99,11 @@ def test_mismatched_weights_name_the_file_and_key(tmp_path: Path, tiny_model: To
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("model.pth", b"PK\x03\x04 not really", "PyTorch file: import it with `metapose import-weights"),
+        (
+            "model.pth",
+            b"PK\x03\x04 not really",
+            "PyTorch file: import it with `metapose import-weights",
+        ),
         ("model.onnx", b"\x08\x07", "ONNX model: pass it with --onnx"),
         ("model.json", b"{}", "JSON file"),
         ("model.safetensors", b"garbage", "not a metapose checkpoint"),

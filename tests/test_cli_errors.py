@@ -231,3 +231,52 @@ def test_adapt_that_diverges_saves_no_model(
     argv += ["--optimizer", "sgd", "--lr", "1e12"]
     line = one_line_error(argv, capsys)
     assert "training diverged" in line and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("source: {domains: [rgb, nope]}\n", "source.domains: unknown synthetic domain 'nope'"),
+        (
+            "targets:\n  - {name: real, annotations: missing.json, pool_ids: [1, 9], "
+            "test_ids: [10, 20]}\n",
+            "target 'real': annotations file not found: missing.json",
+        ),
+    ],
+)
+def test_experiment_validates_before_writing(
+    yaml_text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml_text)
+    out = tmp_path / "run"
+    line = one_line_error(["experiment", "--config", str(config), "--out", str(out)], capsys)
+    assert message in line and not out.exists()
+
+
+def test_adapt_eval_ids_must_not_overlap_the_shots(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, images = _val()
+    ids = sorted(im["id"] for im in json.loads(data.read_text())["images"])
+    argv = ["adapt", "--checkpoint", str(tiny_checkpoint), "--data", str(data)]
+    argv += ["--images", str(images), "--out", str(tmp_path / "a.safetensors"), "--shots", "2"]
+    argv += ["--pool-ids", f"{ids[0]}-{ids[-1]}", "--eval-ids", f"{ids[0]}-{ids[-1]}"]
+    assert "overlaps the shots" in one_line_error(argv, capsys)
+
+
+def test_help_shows_defaults_from_the_library_and_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import metapose
+    from metapose.config import AdaptConfig
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert metapose.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["adapt", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default {AdaptConfig().epochs}" in text and "--eval-ids" in text
+    assert "--device DEVICE auto (CUDA when available, else CPU), cpu, cuda or cuda:N" in text
+    assert "(default: auto)" in text

@@ -22,7 +22,9 @@ def random_keypoints(rng: np.random.Generator, n: int, margin: float) -> np.ndar
 
 def test_sigma_scales_with_heatmap_width() -> None:
     assert HeatmapCodec.for_model(MODEL).sigma == 2.0
-    small = HeatmapCodec.for_model(ModelConfig(backbone=ResNetConfig(depth=18), input_size=(96, 128)))
+    small = HeatmapCodec.for_model(
+        ModelConfig(backbone=ResNetConfig(depth=18), input_size=(96, 128))
+    )
     assert small.heatmap_size == (24, 32) and small.sigma == 1.0
 
 
@@ -119,11 +121,15 @@ def test_udp_crop_maps_the_box_onto_the_first_and_last_pixel_centres() -> None:
     paddle = HeatmapCodec.for_model(replace(MODEL, codec=CodecConfig(crop="udp")))
     np.testing.assert_allclose(apply_affine(corners, paddle.crop_matrix(params)), mapped)
     plain = HeatmapCodec.for_model(MODEL)
-    np.testing.assert_allclose(apply_affine(corners[2:], plain.crop_matrix(params)), [[w / 2, h / 2]])
+    np.testing.assert_allclose(
+        apply_affine(corners[2:], plain.crop_matrix(params)), [[w / 2, h / 2]]
+    )
 
 
 @pytest.mark.parametrize(("config", "exact"), [(UDP, True), (MODEL, False)])
-def test_udp_flip_back_is_exact_and_the_shifted_one_is_not(config: ModelConfig, exact: bool) -> None:
+def test_udp_flip_back_is_exact_and_the_shifted_one_is_not(
+    config: ModelConfig, exact: bool
+) -> None:
     """Targets of the mirrored crop, flipped back, equal the targets of the crop (UDP only)."""
     codec = HeatmapCodec.for_model(config)
     kp = random_keypoints(np.random.default_rng(5), 17, margin=3)

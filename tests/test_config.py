@@ -25,7 +25,11 @@ def test_yaml_overrides_only_what_it_names(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text("model:\n  depth: 18\n  input_size: [96, 128]\nseeds: [3]\n")
     cfg = load_config(p, Root)
-    assert cfg.model.backbone == ResNetConfig(depth=18) and cfg.model.input_size == (96, 128) and cfg.seeds == (3,)
+    assert (
+        cfg.model.backbone == ResNetConfig(depth=18)
+        and cfg.model.input_size == (96, 128)
+        and cfg.seeds == (3,)
+    )
     assert cfg.augment == TopDownAugmentConfig()
 
 
@@ -40,7 +44,10 @@ def test_save_then_load_is_identity(tmp_path: Path) -> None:
     [
         ("modle:\n  depth: 18\n", "unknown key modle"),
         ("model:\n  dept: 18\n", "unknown key model.dept"),
-        ("model:\n  backbone: {kind: resnet, depth: eighteen}\n", "model.backbone.depth: must be an integer"),
+        (
+            "model:\n  backbone: {kind: resnet, depth: eighteen}\n",
+            "model.backbone.depth: must be an integer",
+        ),
         ("model:\n  backbone: {kind: resnet, depth: 20}\n", "backbone.depth must be one of"),
         ("model:\n  backbone: {kind: vgg}\n", "model.backbone.kind: must be one of"),
         ("model:\n  codec: {sigma_at_48: .nan}\n", "codec.sigma_at_48: must be a finite number"),

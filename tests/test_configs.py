@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from metapose.config import ResNetConfig, ConfigError, ExperimentConfig, load_config, replace
+from metapose.config import ConfigError, ExperimentConfig, ResNetConfig, load_config, replace
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

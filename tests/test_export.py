@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from metapose.codec import HeatmapCodec
+from metapose.config import Normalization
 from metapose.data.coco import load_coco
 from metapose.data.dataset import Instance, TopDownDataset
 from metapose.errors import DataError
@@ -26,12 +27,11 @@ from metapose.export import (
 )
 from metapose.inference import predict
 from metapose.models import TopDownModel
-from metapose.config import Normalization
 from metapose.onnx_runtime import OnnxHeatmapModel, estimate_poses
-
-IMAGENET = Normalization()
 from metapose.skeleton import COCO17
 from tests.conftest import COCO_TINY, TINY_MODEL, require
+
+IMAGENET = Normalization()
 
 TINY_CODEC = HeatmapCodec.for_model(TINY_MODEL)
 

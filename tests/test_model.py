@@ -23,7 +23,9 @@ def test_every_parameter_receives_a_gradient(tiny_model: TopDownModel) -> None:
 
 @pytest.mark.parametrize("input_size", [(192, 256), (96, 128), (288, 384)])
 def test_heatmap_size_follows_the_derived_stride(input_size: tuple[int, int]) -> None:
-    config = ModelConfig(backbone=ResNetConfig(depth=18), input_size=input_size, deconv_channels=(8, 8, 8))
+    config = ModelConfig(
+        backbone=ResNetConfig(depth=18), input_size=input_size, deconv_channels=(8, 8, 8)
+    )
     model = TopDownModel(config).eval()
     out = model(torch.zeros(1, 3, input_size[1], input_size[0]))
     assert model.stride == config.stride == 4
@@ -31,7 +33,9 @@ def test_heatmap_size_follows_the_derived_stride(input_size: tuple[int, int]) ->
 
 
 def test_two_deconvolutions_give_stride_eight() -> None:
-    config = ModelConfig(backbone=ResNetConfig(depth=18), input_size=(64, 64), deconv_channels=(8, 8))
+    config = ModelConfig(
+        backbone=ResNetConfig(depth=18), input_size=(64, 64), deconv_channels=(8, 8)
+    )
     out = TopDownModel(config).eval()(torch.zeros(1, 3, 64, 64))
     assert config.stride == 8 and tuple(out.shape[-2:]) == (8, 8)
 

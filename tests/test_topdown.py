@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from metapose.codec import HeatmapCodec
-from metapose.config import ModelConfig, TopDownAugmentConfig, ResNetConfig
+from metapose.config import ModelConfig, ResNetConfig, TopDownAugmentConfig
 from metapose.data.dataset import Instance, TopDownDataset, make_sample
 from metapose.data.topdown import (
     BOX_PADDING,

@@ -212,6 +212,7 @@ def test_an_unreadable_resume_state_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unreadable training state.*--no-resume"):
         train(fresh_model(), EpochBatches(tiny_dataset(8), 4, seed=1), cfg, CPU, out_dir=tmp_path)
     (tmp_path / ".model.safetensors.tmp").write_bytes(b"half")
+    (tmp_path / ".tmpAb12Cd").write_bytes(b"half of a safetensors write")
     train(
         fresh_model(),
         EpochBatches(tiny_dataset(8), 4, seed=1),
@@ -221,3 +222,4 @@ def test_an_unreadable_resume_state_is_one_clear_error(tmp_path: Path) -> None:
         resume=False,
     )
     assert not (tmp_path / ".model.safetensors.tmp").exists()
+    assert not (tmp_path / ".tmpAb12Cd").exists()

@@ -177,7 +177,10 @@ def test_simplebaseline_release_round_trips_output_for_output(tmp_path: Path, de
     model, report = import_weights(path, "simplebaseline", input_size=(32, 64))
     assert report.complete and not report.fresh
     assert len(report.loaded) == len(state)
-    assert model.config.backbone == ResNetConfig(depth=depth) and model.config.deconv_channels == TINY_HEAD
+    assert (
+        model.config.backbone == ResNetConfig(depth=depth)
+        and model.config.deconv_channels == TINY_HEAD
+    )
     x = images()
     with torch.no_grad():
         actual = model.eval()(x)

@@ -287,7 +287,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from metapose.adapt import choose_shots, fine_tune
     from metapose.checkpoint import load_checkpoint, save_checkpoint
     from metapose.codec import HeatmapCodec
-    from metapose.config import AdaptConfig, OptimizerConfig, TopDownAugmentConfig
+    from metapose.config import AdaptConfig, TopDownAugmentConfig, replace
     from metapose.data.batches import EpochBatches
     from metapose.data.coco import load_coco
     from metapose.data.dataset import TopDownDataset, instances_from_coco
@@ -300,20 +300,49 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint, device).model
     codec = HeatmapCodec.for_model(model.config)
     data = load_coco(args.data, args.images, check_images="decode")
+    config = _run_config(args.config, AdaptConfig)
+    config = replace(
+        config,
+        optimizer=replace(
+            config.optimizer,
+            **{k: v for k, v in (("name", args.optimizer), ("lr", args.lr)) if v is not None},
+        ),
+        **{
+            k: v
+            for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size))
+            if v is not None
+        },
+        head_only=args.head_only or config.head_only,
+    )
+    if args.eval and args.eval_ids:
+        raise SystemExit("error: give --eval (another file) or --eval-ids (of --data), not both")
     pool = _id_range(args.pool_ids)
     pool_ids = None if pool is None else [i.id for i in data.images if pool[0] <= i.id <= pool[1]]
+    held_out = _id_range(args.eval_ids)
+    eval_ids = [] if held_out is None else [
+        i.id for i in data.images if held_out[0] <= i.id <= held_out[1]
+    ]
+    if held_out is not None and not eval_ids:
+        raise SystemExit(f"error: --eval-ids {args.eval_ids}: no image of --data in this range")
+    if held_out is not None and pool_ids is None:
+        pool_ids = [i.id for i in data.images if i.id not in set(eval_ids)]
     shots = choose_shots(data, args.shots, args.seed, pool=pool_ids)
+    overlap = sorted(set(shots) & set(eval_ids))
+    if overlap:
+        raise SystemExit(
+            f"error: --eval-ids {args.eval_ids} overlaps the shots (image ids {overlap[:5]}): "
+            "choose disjoint --pool-ids and --eval-ids"
+        )
     test = None
-    if args.eval:
-        test = make_eval_set(load_coco(args.eval, args.eval_images, check_images="decode"), codec)
+    if args.eval or held_out is not None:
+        held = (
+            load_coco(args.eval, args.eval_images, check_images="decode")
+            if args.eval
+            else data.subset(eval_ids)
+        )
+        test = make_eval_set(held, codec)
         before = evaluate_model(model, test, options)
         print(f"before: {_metrics_line(before)}")
-    config = AdaptConfig(
-        optimizer=OptimizerConfig(name=args.optimizer, lr=args.lr),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        head_only=args.head_only,
-    )
     support = TopDownDataset(
         instances_from_coco(data, image_ids=shots),
         codec,
@@ -563,13 +592,69 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 CHECKPOINT_HELP = "a .safetensors file, or a bundled model's name: see `metapose zoo`"
 
+# Help for options that recur across commands (set where a command leaves its help empty).
+COMMON_HELP = {
+    "out": "where to write (see the command's description)",
+    "device": "auto (CUDA when available, else CPU), cpu, cuda or cuda:N",
+    "quiet": "no progress bars",
+    "no_resume": "start over even if --out holds a resumable run",
+    "config": "a YAML file overriding the defaults of the command's config",
+    "images": "image folder of the annotations (default: found beside them)",
+    "seed": "random seed",
+    "workers": "worker processes",
+    "width": "image width in pixels",
+    "height": "image height in pixels",
+    "split": "split name in the file names (person_keypoints_<split>.json)",
+    "epochs": "passes over the shots",
+    "lr": "learning rate",
+    "optimizer": "optimiser of the fine-tune",
+    "batch_size": "images (adapt) or person crops (predict, evaluate) per batch",
+    "opset": "ONNX opset to write",
+    "no_overlays": "write results.json only",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's help shows each option's default."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Give every option without help text the common one (so its default is shown too)."""
+    for action in parser._actions:
+        if action.help is None and action.dest in COMMON_HELP:
+            action.help = COMMON_HELP[action.dest]
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _document(child)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import metapose
+
+    try:
+        return version("metapose")
+    except PackageNotFoundError:
+        return metapose.__version__
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from metapose.config import AdaptConfig
+    from metapose.data.detections import BOX_SCORE_THRESHOLD
+    from metapose.predict import DRAW_THRESHOLD
+
+    adapt_defaults = AdaptConfig()
+    parser = _Parser(
         prog="metapose",
         description="Few-shot adaptation of top-down pose estimators by meta-learned init.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="render a synthetic COCO-format dataset, or preview grids")
@@ -632,13 +717,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, default=16, help="K: images drawn from the pool")
     p.add_argument("--seed", type=int, default=0, help="which K images are drawn")
     p.add_argument("--pool-ids", help="draw shots only from this image id range, e.g. 1-4000")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--config", help="AdaptConfig YAML (optimizer, epochs, batch_size, head_only); "
+        "the options below override it"
+    )
+    p.add_argument("--epochs", type=int, help=f"default {adapt_defaults.epochs}")
+    p.add_argument("--lr", type=float, help=f"default {adapt_defaults.optimizer.lr:g}")
+    p.add_argument(
+        "--optimizer", choices=("adam", "sgd"), help=f"default {adapt_defaults.optimizer.name}"
+    )
+    p.add_argument("--batch-size", type=int, help=f"default {adapt_defaults.batch_size}")
     p.add_argument("--head-only", action="store_true", help="freeze the backbone")
     p.add_argument("--eval", help="COCO JSON to score before and after adaptation")
     p.add_argument("--eval-images", help="image folder of --eval")
+    p.add_argument(
+        "--eval-ids",
+        help="or: score on this image id range of --data (e.g. 4001-5000); "
+        "it must not overlap the shots",
+    )
     p.add_argument("--out", required=True, help="adapted checkpoint (.safetensors)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_adapt)
@@ -659,8 +755,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="or: an exported ONNX model (runs on onnxruntime)")
     p.add_argument("--boxes", help="person boxes: COCO detections JSON or annotations JSON")
     p.add_argument("--whole-image", action="store_true", help="one person box = the whole image")
-    p.add_argument("--box-threshold", type=float, default=0.0, help="minimum detection score")
-    p.add_argument("--threshold", type=float, default=0.2, help="keypoint score drawn at least")
+    p.add_argument(
+        "--box-threshold", type=float, default=BOX_SCORE_THRESHOLD, help="minimum detection score"
+    )
+    p.add_argument(
+        "--threshold", type=float, default=DRAW_THRESHOLD, help="keypoint score drawn at least"
+    )
     p.add_argument("--out", required=True, help="folder for results.json and overlays/")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-flip", action="store_true", help="no flip test")
@@ -756,6 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keypoints", help="comma-separated subset of keypoint names to score")
     p.add_argument("--json", help="also write the numbers to this file")
     p.set_defaults(func=cmd_evaluate)
+    _document(parser)
     return parser
 
 

@@ -758,7 +758,8 @@ def _tagged_member(value: Any, args: tuple[Any, ...], key: str) -> Any:
     if not kinds or not isinstance(value, dict) or "kind" not in value:
         return None
     if value["kind"] not in kinds:
-        raise ConfigError(f"{key}.kind: must be one of {sorted(kinds)}, got {value['kind']!r}")
+        known = sorted(kinds, key=str)
+        raise ConfigError(f"{key}.kind: must be one of {known}, got {value['kind']!r}")
     return kinds[value["kind"]]
 
 

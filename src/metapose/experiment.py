@@ -80,6 +80,27 @@ def check_resumable(cfg: ExperimentConfig, out: Path) -> None:
         )
 
 
+def validate_experiment(cfg: ExperimentConfig) -> None:
+    """Everything that can be checked before a file is written: domains and input paths."""
+    for name in cfg.source.domains:
+        _known_domain(name, "source.domains")
+    for target in cfg.targets:
+        where = f"target {target.name!r}"
+        if target.domain is not None:
+            _known_domain(target.domain, f"{where}: domain")
+        if target.annotations is not None and not Path(target.annotations).is_file():
+            raise ConfigError(f"{where}: annotations file not found: {target.annotations}")
+        if target.image_dir is not None and not Path(target.image_dir).is_dir():
+            raise ConfigError(f"{where}: image_dir is not a folder: {target.image_dir}")
+
+
+def _known_domain(name: str, where: str) -> None:
+    try:
+        get_domain(name)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def init_model(cfg: ExperimentConfig, seed: int) -> TopDownModel:
     """Randomly initialised weights that depend on ``seed`` only."""
     with torch.random.fork_rng(devices=[]):
@@ -231,10 +252,12 @@ def run_experiment(
 
     # Stage 1: target data, rendered or split by rank 0 (the others read what it wrote).
     if dist_info.is_main:
+        validate_experiment(cfg)
         check_resumable(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        write_json_atomic(out / "provenance.json", provenance(), indent=2)
+        if not (out / "provenance.json").exists():  # a resumed run keeps its first provenance
+            write_json_atomic(out / "provenance.json", provenance(), indent=2)
         targets = [prepare_target(cfg, tc, out / "data", codec, progress) for tc in cfg.targets]
     distributed.barrier()
     if not dist_info.is_main:

@@ -1,4 +1,4 @@
-"""ONNX export of a TopDownModel, checked by ``onnx.checker`` and against onnxruntime (as timm does).
+"""ONNX export of a TopDownModel, checked by ``onnx.checker`` and onnxruntime (as timm does).
 
 The graph takes ``images`` ``(N, 3, H, W)`` ImageNet-normalised RGB with a dynamic batch axis and
 returns ``heatmaps`` ``(N, K, H/stride, W/stride)``; the decode stays outside the graph, in numpy

@@ -97,7 +97,9 @@ def estimator_from_checkpoint(
     _check_keypoints(model.config.num_keypoints, COCO17, Path(path))
     return PoseEstimator(
         torch_heatmap_fn(model, options),
-        HeatmapCodec.for_model(model.config if codec is None else replace(model.config, codec=codec)),
+        HeatmapCodec.for_model(
+            model.config if codec is None else replace(model.config, codec=codec)
+        ),
         COCO17,
         Path(path),
     )

@@ -90,10 +90,17 @@ def check_finite_weights(model: TopDownModel, step: int) -> None:
             )
 
 
+# Temporary files of a write a killed process never finished: ours (``.<name>.tmp``) and the
+# ones safetensors' own atomic write leaves (Rust's tempfile crate: ``.tmp`` + 6 characters).
+STALE_PATTERNS = (".*.tmp", ".tmp??????")
+
+
 def remove_stale_temporaries(out_dir: Path) -> None:
-    """Temporary files of a write that a killed process never finished."""
-    for tmp in out_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    """Delete temporary files left in ``out_dir`` by a write that was killed."""
+    for pattern in STALE_PATTERNS:
+        for tmp in out_dir.glob(pattern):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
 
 class RunFolder:
