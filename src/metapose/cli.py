@@ -614,11 +614,20 @@ COMMON_HELP = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults appended to the help, except where there is none or the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """Every command's help shows each option's default."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
@@ -876,6 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (DataError, ConfigError, CheckFailed, FileExistsError) as err:
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()  # an open progress bar would swallow the line
         print(f"error: {err}", file=sys.stderr)
         return 2
 
