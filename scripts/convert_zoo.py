@@ -21,6 +21,7 @@ from metapose.checkpoint import save_checkpoint
 from metapose.models.weights import import_weights
 from metapose.models.weights.ncnn import PP_TINYPOSE_CODEC
 from metapose.models.zoo import ZOO, ZooModel
+
 SOURCES = {
     "pp-tinypose-128x96": "pp_tinypose/tinypose_128x96.param",
     "pp-tinypose-256x192": "pp_tinypose/tinypose_256x192.param",

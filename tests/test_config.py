@@ -47,7 +47,7 @@ def test_save_then_load_is_identity(tmp_path: Path) -> None:
         ("model:\n  backbone: {kind: resnet, depth: x}\n", "model.backbone.depth: must be an"),
         ("model:\n  backbone: {kind: resnet, depth: 20}\n", "backbone.depth must be one of"),
         ("model:\n  backbone: {kind: vgg}\n", "model.backbone.kind: must be one of"),
-        ("model:\n  codec: {sigma_at_48: .nan}\n", "sigma_at_48 must be finite"),
+        ("model:\n  codec: {sigma_at_48: .nan}\n", "codec.sigma_at_48: must be a finite number"),
         ("model:\n  input_size: [96]\n", "model.input_size: must have 2 items"),
         ("model: [1, 2\n", "malformed YAML"),
     ],

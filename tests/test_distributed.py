@@ -3,6 +3,7 @@
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -39,6 +40,7 @@ def _reptile_rank(rank: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # about 10 s: two processes
 def test_two_ranks_of_reptile_equal_one_process_with_both_tasks(tmp_path: Path) -> None:
     mp.spawn(_reptile_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     single = fresh()
@@ -64,6 +66,7 @@ def _train_rank(rank: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # about 10 s: two processes
 def test_data_parallel_training_keeps_ranks_in_step_and_writes_once(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metapose.adapt import AdaptConfig, choose_shots, fine_tune
-from metapose.config import TopDownAugmentConfig
+from metapose.config import TopDownAugmentConfig, replace
 from metapose.data.batches import EpochBatches, IndexedBatches, collate
 from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions, OptimizerConfig
@@ -24,7 +24,8 @@ def fresh_model() -> TopDownModel:
 
 def test_interrupted_training_resumes_to_identical_weights(tmp_path: Path) -> None:
     data = tiny_dataset(12, augment=TopDownAugmentConfig())
-    cfg = TrainConfig(steps=6, batch_size=4, checkpoint_every=3, lr_milestones=(0.5,))
+    # The learning rate decays after step 4, past the resume point: a resumed run must decay too.
+    cfg = TrainConfig(steps=6, batch_size=4, checkpoint_every=3, lr_milestones=(0.75,))
     straight = fresh_model()
     train(straight, EpochBatches(data, 4, seed=1), cfg, CPU, out_dir=tmp_path / "a")
 
@@ -46,6 +47,7 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path: Path) -> No
     resumed = fresh_model()
     history = train(resumed, EpochBatches(data, 4, seed=1), cfg, CPU, out_dir=tmp_path / "b")
     assert [s.step for s in history.steps] == [1, 2, 3, 4, 5, 6]
+    assert [s.lr for s in history.steps] == [1e-3] * 4 + [pytest.approx(1e-4)] * 2
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert (tmp_path / "b" / FINAL_FILE).exists() and (tmp_path / "b" / "train.csv").exists()
@@ -108,3 +110,116 @@ def test_choose_shots_is_seeded_and_respects_the_pool() -> None:
     assert a != choose_shots(ds, 8, seed=4, pool=pool)
     with pytest.raises(ValueError, match="only 20"):
         choose_shots(ds, 21, seed=0, pool=pool)
+
+
+def _crashing_run(out: Path, cfg: TrainConfig, at_step: int, **kwargs: object) -> None:
+    def crash(entry: StepLog) -> None:
+        if entry.step == at_step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            fresh_model(),
+            EpochBatches(tiny_dataset(8), 4, seed=1),
+            cfg,
+            CPU,
+            out_dir=out,
+            on_step=crash,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+def test_resuming_with_another_configuration_is_refused(tmp_path: Path) -> None:
+    from metapose.config import ConfigError, TrainRunConfig
+
+    cfg = TrainConfig(steps=4, batch_size=4, checkpoint_every=2)
+    run = TrainRunConfig(train=cfg)
+    _crashing_run(tmp_path, cfg, 3, run_config=run)
+    state_before = (tmp_path / STATE_FILE).read_bytes()
+    other = TrainRunConfig(train=replace(cfg, optimizer=OptimizerConfig(lr=5e-4)))
+    with pytest.raises(
+        ConfigError, match=r"different configuration \(run_config.train.optimizer.lr"
+    ):
+        train(
+            fresh_model(),
+            EpochBatches(tiny_dataset(8), 4, seed=1),
+            other.train,
+            CPU,
+            out_dir=tmp_path,
+            run_config=other,
+        )
+    with pytest.raises(ConfigError, match="init: None -> 'x.safetensors'"):
+        train(
+            fresh_model(),
+            EpochBatches(tiny_dataset(8), 4, seed=1),
+            cfg,
+            CPU,
+            out_dir=tmp_path,
+            run_config=run,
+            init="x.safetensors",
+        )
+    assert (tmp_path / STATE_FILE).read_bytes() == state_before
+    history = train(
+        fresh_model(),
+        EpochBatches(tiny_dataset(8), 4, seed=1),
+        cfg,
+        CPU,
+        out_dir=tmp_path,
+        run_config=run,
+    )
+    assert [s.step for s in history.steps] == [1, 2, 3, 4]
+
+
+def test_resuming_a_finished_run_rewrites_nothing(tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=2, batch_size=4, checkpoint_every=1)
+    train(fresh_model(), EpochBatches(tiny_dataset(8), 4, seed=1), cfg, CPU, out_dir=tmp_path)
+    final = (tmp_path / FINAL_FILE).read_bytes()
+    again = train(
+        fresh_model(), EpochBatches(tiny_dataset(8), 4, seed=1), cfg, CPU, out_dir=tmp_path
+    )
+    assert (tmp_path / FINAL_FILE).read_bytes() == final  # provenance (time) included
+    assert [s.step for s in again.steps] == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
+        FINAL_FILE,
+        "train.csv",
+        STATE_FILE,
+    ]
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(tmp_path: Path) -> None:
+    from metapose.checkpoint import load_state
+    from metapose.errors import DivergedError
+
+    cfg = TrainConfig(
+        steps=8,
+        batch_size=4,
+        checkpoint_every=1,
+        optimizer=OptimizerConfig(name="sgd", lr=1e6),
+        lr_milestones=(),
+    )
+    with pytest.raises(DivergedError, match="at step [0-9]+: training diverged"):
+        train(fresh_model(), EpochBatches(tiny_dataset(8), 4, seed=1), cfg, CPU, out_dir=tmp_path)
+    assert not (tmp_path / FINAL_FILE).exists()
+    state = load_state(tmp_path / STATE_FILE)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_an_unreadable_resume_state_is_one_clear_error(tmp_path: Path) -> None:
+    from metapose.errors import DataError
+
+    (tmp_path / STATE_FILE).write_bytes(b"garbage")
+    cfg = TrainConfig(steps=2, batch_size=4)
+    with pytest.raises(DataError, match="unreadable training state.*--no-resume"):
+        train(fresh_model(), EpochBatches(tiny_dataset(8), 4, seed=1), cfg, CPU, out_dir=tmp_path)
+    (tmp_path / ".model.safetensors.tmp").write_bytes(b"half")
+    (tmp_path / ".tmpAb12Cd").write_bytes(b"half of a safetensors write")
+    train(
+        fresh_model(),
+        EpochBatches(tiny_dataset(8), 4, seed=1),
+        cfg,
+        CPU,
+        out_dir=tmp_path,
+        resume=False,
+    )
+    assert not (tmp_path / ".model.safetensors.tmp").exists()
+    assert not (tmp_path / ".tmpAb12Cd").exists()

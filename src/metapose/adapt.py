@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from metapose.config import AdaptConfig, OptimizerConfig
+from metapose.config import AdaptConfig, ConfigError, OptimizerConfig
 from metapose.data.batches import EpochBatches
 from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Sample, TopDownDataset
+from metapose.errors import DataError, check_finite_loss
 from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
 
@@ -107,6 +108,7 @@ def adapt(
 
     ``backbone_lr_scale`` scales the backbone's learning rate (``head_only``: frozen);
     ``frozen_batchnorm`` keeps every BatchNorm's statistics; ``penalty`` is added to each loss.
+    A NaN or infinite loss raises :class:`~metapose.errors.DivergedError`.
     """
     model.train()
     if frozen_batchnorm:
@@ -132,6 +134,7 @@ def adapt(
         for step in range(steps):
             batch = next(batches)
             loss = step_on_batch(model, opt, batch, options, penalty=penalty)
+            check_finite_loss(loss, step + 1)
             losses.append(loss)
             images += int(batch.image.shape[0])
             if on_step is not None:
@@ -147,6 +150,8 @@ def choose_shots(
     dataset: CocoDataset, k: int, seed: int, *, pool: Sequence[int] | None = None
 ) -> list[int]:
     """K image ids with a labelled person, drawn from ``pool`` (default: all) by ``seed``."""
+    if k < 1:
+        raise ConfigError(f"shots must be >= 1, got {k}")
     allowed = None if pool is None else set(pool)
     candidates = sorted(
         {
@@ -156,8 +161,10 @@ def choose_shots(
         }
     )
     if k > len(candidates):
-        raise ValueError(
-            f"asked for {k} shots but the pool has only {len(candidates)} labelled images"
+        raise DataError(
+            dataset.annotation_file,
+            f"asked for {k} shots but the pool has only {len(candidates)} labelled images: "
+            "ask for fewer shots or give a larger pool",
         )
     rng = np.random.default_rng(seed)
     return sorted(int(i) for i in rng.choice(candidates, size=k, replace=False))

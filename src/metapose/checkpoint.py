@@ -23,7 +23,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from metapose.config import ConfigError, ModelConfig, from_dict, to_dict
-from metapose.data.coco import write_json_atomic
 from metapose.errors import DataError
 from metapose.models import TopDownModel
 from metapose.models.zoo import resolve_model
@@ -233,22 +232,42 @@ def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+STATE_KEY = "metapose_state"  # header key of a training state's nested non-tensor part
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Save a nested training state (tensors, numbers, strings) as safetensors + JSON."""
+    """Save a nested training state (tensors, numbers, strings) as one safetensors file.
+
+    The non-tensor part goes into the file's header, so the state is written as one unit
+    through a temporary file and a rename: a process killed at any moment leaves either the
+    previous state or the new one, never a mix of two steps.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split_tensors(state, "s", tensors)
-    _atomic_save_tensors(tensors, path)
-    write_json_atomic(sidecar_path(path), skeleton)
+    _atomic_save_tensors(tensors, path, {STATE_KEY: json.dumps(skeleton, allow_nan=False)})
+    sidecar_path(path).unlink(missing_ok=True)  # an older format's sidecar would be stale
 
 
 def load_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A state written by :func:`save_state` (or by the older safetensors + JSON pair)."""
     path = Path(path)
-    tensors = load_file(str(path), device=str(device))
-    skeleton = json.loads(sidecar_path(path).read_text())
-    out = _join_tensors(skeleton, tensors)
-    assert isinstance(out, dict)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path), device=str(device))
+        text = header.get(STATE_KEY)
+        if text is None:
+            text = sidecar_path(path).read_text()
+        skeleton = json.loads(text)
+        out = _join_tensors(skeleton, tensors)
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise DataError(
+            path, f"unreadable training state ({err}); start over with --no-resume"
+        ) from None
+    if not isinstance(out, dict) or "step" not in out:
+        raise DataError(path, "training state without a step; start over with --no-resume")
     return out
 
 
@@ -258,3 +277,16 @@ def optimizer_state_from_json(state: dict[str, Any]) -> dict[str, Any]:
         "state": {int(k): v for k, v in state["state"].items()},
         "param_groups": state["param_groups"],
     }
+
+
+def scheduler_state_from_json(state: dict[str, Any]) -> dict[str, Any]:
+    """JSON turned a MultiStepLR's milestone steps into strings; the scheduler needs ints.
+
+    With string keys ``step in milestones`` is never true and a resumed run stops decaying.
+    """
+    from collections import Counter
+
+    out = dict(state)
+    if isinstance(out.get("milestones"), dict):
+        out["milestones"] = Counter({int(k): int(v) for k, v in out["milestones"].items()})
+    return out

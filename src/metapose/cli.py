@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -16,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from metapose.config import CodecConfig, ConfigError, ModelConfig, to_dict
-from metapose.errors import DataError
+from metapose.errors import CheckFailed, DataError
 from metapose.models import TopDownModel
 from metapose.models.weights import IMPORT_FORMATS
 from metapose.train import StepLog
@@ -155,6 +154,14 @@ def _step_bar(total: int, desc: str, done: int = 0) -> tuple[tqdm, Callable[[Ste
     return bar, on_step
 
 
+def _check_resume(out: Path, cfg: object, args: argparse.Namespace) -> None:
+    """Refuse a different configuration before config.yaml is overwritten."""
+    from metapose.run_folder import check_resume, run_identity
+
+    if not args.no_resume:
+        check_resume(out, run_identity(cfg, args.init))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from metapose.codec import HeatmapCodec
     from metapose.config import DataConfig, TrainRunConfig, replace, save_config
@@ -192,6 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return evaluate_model(m, val_set, options, flip=model.config.codec.flip_test)
 
     out = Path(args.out)
+    _check_resume(out, cfg, args)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     bar, on_step = _step_bar(cfg.train.steps, "train")
@@ -206,6 +214,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         on_step=on_step,
         validate=validate,
         validate_every=cfg.validate_every,
+        init=args.init,
     )
     bar.close()
     print(f"trained {history.images_seen} images; final loss {history.steps[-1].loss:.3e}")
@@ -240,6 +249,7 @@ def cmd_meta(args: argparse.Namespace) -> int:
         workers=cfg.workers,
     )
     out = Path(args.out)
+    _check_resume(out, cfg, args)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     bar, on_step = _step_bar(cfg.meta.meta_steps, "Reptile")
@@ -252,6 +262,7 @@ def cmd_meta(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         run_config=cfg,
         on_step=on_step,
+        init=args.init,
     )
     bar.close()
     print(f"meta-trained on {history.images_seen} images ({cfg.meta.meta_steps} meta steps)")
@@ -264,19 +275,24 @@ def _id_range(text: str | None) -> tuple[int, int] | None:
         return None
     lo, _, hi = text.partition("-")
     try:
-        return int(lo), int(hi or lo)
+        first, last = int(lo), int(hi or lo)
     except ValueError:
         raise SystemExit(f"error: expected an image id range like 1-4000, got {text!r}") from None
+    if first > last:
+        raise SystemExit(f"error: image id range {text!r} is empty: write it low-high, e.g. 1-4000")
+    return first, last
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from metapose.adapt import choose_shots, fine_tune
     from metapose.checkpoint import load_checkpoint, save_checkpoint
     from metapose.codec import HeatmapCodec
-    from metapose.config import AdaptConfig, OptimizerConfig, TopDownAugmentConfig
+    from metapose.config import AdaptConfig, TopDownAugmentConfig, replace
+    from metapose.data.batches import EpochBatches
     from metapose.data.coco import load_coco
     from metapose.data.dataset import TopDownDataset, instances_from_coco
     from metapose.optim import DeviceOptions
+    from metapose.run_folder import check_finite_weights
     from metapose.scoring import evaluate_model, make_eval_set
 
     device = resolve_device(args.device)
@@ -284,20 +300,49 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint, device).model
     codec = HeatmapCodec.for_model(model.config)
     data = load_coco(args.data, args.images, check_images="decode")
+    config = _run_config(args.config, AdaptConfig)
+    config = replace(
+        config,
+        optimizer=replace(
+            config.optimizer,
+            **{k: v for k, v in (("name", args.optimizer), ("lr", args.lr)) if v is not None},
+        ),
+        **{
+            k: v
+            for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size))
+            if v is not None
+        },
+        head_only=args.head_only or config.head_only,
+    )
+    if args.eval and args.eval_ids:
+        raise SystemExit("error: give --eval (another file) or --eval-ids (of --data), not both")
     pool = _id_range(args.pool_ids)
     pool_ids = None if pool is None else [i.id for i in data.images if pool[0] <= i.id <= pool[1]]
+    held_out = _id_range(args.eval_ids)
+    eval_ids = [] if held_out is None else [
+        i.id for i in data.images if held_out[0] <= i.id <= held_out[1]
+    ]
+    if held_out is not None and not eval_ids:
+        raise SystemExit(f"error: --eval-ids {args.eval_ids}: no image of --data in this range")
+    if held_out is not None and pool_ids is None:
+        pool_ids = [i.id for i in data.images if i.id not in set(eval_ids)]
     shots = choose_shots(data, args.shots, args.seed, pool=pool_ids)
+    overlap = sorted(set(shots) & set(eval_ids))
+    if overlap:
+        raise SystemExit(
+            f"error: --eval-ids {args.eval_ids} overlaps the shots (image ids {overlap[:5]}): "
+            "choose disjoint --pool-ids and --eval-ids"
+        )
     test = None
-    if args.eval:
-        test = make_eval_set(load_coco(args.eval, args.eval_images, check_images="decode"), codec)
+    if args.eval or held_out is not None:
+        held = (
+            load_coco(args.eval, args.eval_images, check_images="decode")
+            if args.eval
+            else data.subset(eval_ids)
+        )
+        test = make_eval_set(held, codec)
         before = evaluate_model(model, test, options)
         print(f"before: {_metrics_line(before)}")
-    config = AdaptConfig(
-        optimizer=OptimizerConfig(name=args.optimizer, lr=args.lr),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        head_only=args.head_only,
-    )
     support = TopDownDataset(
         instances_from_coco(data, image_ids=shots),
         codec,
@@ -305,16 +350,17 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache_images=True,
     )
-    bar = tqdm(desc=f"adapt on {len(shots)} images", dynamic_ncols=True)
-    result = fine_tune(
-        model,
-        support,
-        config,
-        options,
-        seed=args.seed,
-        on_step=lambda step, loss: _advance(bar),
-    )
-    bar.close()
+    steps = config.epochs * EpochBatches(support, config.batch_size).batches_per_epoch
+    with tqdm(total=steps, desc=f"adapt on {len(shots)} images", dynamic_ncols=True) as bar:
+        result = fine_tune(
+            model,
+            support,
+            config,
+            options,
+            seed=args.seed,
+            on_step=lambda step, loss: _advance(bar),
+        )
+    check_finite_weights(model, len(result.losses))
     print("loss per epoch: " + " ".join(f"{v:.2e}" for v in result.epoch_losses))
     metrics = {}
     if test is not None:
@@ -380,9 +426,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             flip=not args.no_flip,
             draw_threshold=args.threshold,
             oks_nms=not args.no_nms,
+            strict=args.strict,
         ),
         progress=TqdmProgress(not args.quiet),
     )
+    for err in summary.skipped:
+        print(f"skipped: {err}", file=sys.stderr)
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} unreadable image(s) (--strict makes this an error)")
     print(f"{summary.people} people on {summary.images} images -> {summary.results_path}")
     if summary.overlays:
         print(f"overlays: {out / 'overlays'}")
@@ -467,7 +518,7 @@ def _codec_override(args: argparse.Namespace) -> CodecConfig | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metapose.evaluate import evaluate_oks, format_table, load_results
+    from metapose.evaluate import evaluate_oks, format_table
 
     keypoints = tuple(args.keypoints.split(",")) if args.keypoints else None
     given = [x for x in (args.results, args.onnx, args.checkpoint) if x is not None]
@@ -475,7 +526,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit("error: give exactly one of --results JSON, --onnx model or --checkpoint")
     if args.results:
         # Scoring results needs the annotations only, never the images.
-        result = evaluate_oks(args.gt, load_results(args.results), keypoints=keypoints)
+        result = evaluate_oks(args.gt, args.results, keypoints=keypoints)
     else:
         from metapose.data.coco import load_coco
         from metapose.evaluate import results_to_json
@@ -487,7 +538,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             evaluate_on_coco,
         )
 
-        gt = load_coco(args.gt, args.images, require_trainable=False)
+        # Decoded once here so that an image whose size disagrees with the file is named.
+        gt = load_coco(args.gt, args.images, require_trainable=False, check_images="decode")
         if args.onnx:
             estimator = estimator_from_onnx(args.onnx, threads=args.threads)
         else:
@@ -508,7 +560,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             results_to_json(args.save_results, score.results)
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.as_dict(), indent=2))
+        from metapose.data.coco import write_json_atomic
+
+        write_json_atomic(args.json, result.as_dict(), indent=2)
     return 0
 
 
@@ -538,13 +592,78 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 CHECKPOINT_HELP = "a .safetensors file, or a bundled model's name: see `metapose zoo`"
 
+# Help for options that recur across commands (set where a command leaves its help empty).
+COMMON_HELP = {
+    "out": "where to write (see the command's description)",
+    "device": "auto (CUDA when available, else CPU), cpu, cuda or cuda:N",
+    "quiet": "no progress bars",
+    "no_resume": "start over even if --out holds a resumable run",
+    "config": "a YAML file overriding the defaults of the command's config",
+    "images": "image folder of the annotations (default: found beside them)",
+    "seed": "random seed",
+    "workers": "worker processes",
+    "width": "image width in pixels",
+    "height": "image height in pixels",
+    "split": "split name in the file names (person_keypoints_<split>.json)",
+    "epochs": "passes over the shots",
+    "lr": "learning rate",
+    "optimizer": "optimiser of the fine-tune",
+    "batch_size": "images (adapt) or person crops (predict, evaluate) per batch",
+    "opset": "ONNX opset to write",
+    "no_overlays": "write results.json only",
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults appended to the help, except where there is none or the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's help shows each option's default."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Give every option without help text the common one (so its default is shown too)."""
+    for action in parser._actions:
+        if action.help is None and action.dest in COMMON_HELP:
+            action.help = COMMON_HELP[action.dest]
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _document(child)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import metapose
+
+    try:
+        return version("metapose")
+    except PackageNotFoundError:
+        return metapose.__version__
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from metapose.config import AdaptConfig
+    from metapose.data.detections import BOX_SCORE_THRESHOLD
+    from metapose.predict import DRAW_THRESHOLD
+
+    adapt_defaults = AdaptConfig()
+    parser = _Parser(
         prog="metapose",
         description="Few-shot adaptation of top-down pose estimators by meta-learned init.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="render a synthetic COCO-format dataset, or preview grids")
@@ -607,13 +726,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, default=16, help="K: images drawn from the pool")
     p.add_argument("--seed", type=int, default=0, help="which K images are drawn")
     p.add_argument("--pool-ids", help="draw shots only from this image id range, e.g. 1-4000")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--config", help="AdaptConfig YAML (optimizer, epochs, batch_size, head_only); "
+        "the options below override it"
+    )
+    p.add_argument("--epochs", type=int, help=f"default {adapt_defaults.epochs}")
+    p.add_argument("--lr", type=float, help=f"default {adapt_defaults.optimizer.lr:g}")
+    p.add_argument(
+        "--optimizer", choices=("adam", "sgd"), help=f"default {adapt_defaults.optimizer.name}"
+    )
+    p.add_argument("--batch-size", type=int, help=f"default {adapt_defaults.batch_size}")
     p.add_argument("--head-only", action="store_true", help="freeze the backbone")
     p.add_argument("--eval", help="COCO JSON to score before and after adaptation")
     p.add_argument("--eval-images", help="image folder of --eval")
+    p.add_argument(
+        "--eval-ids",
+        help="or: score on this image id range of --data (e.g. 4001-5000); "
+        "it must not overlap the shots",
+    )
     p.add_argument("--out", required=True, help="adapted checkpoint (.safetensors)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_adapt)
@@ -634,13 +764,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="or: an exported ONNX model (runs on onnxruntime)")
     p.add_argument("--boxes", help="person boxes: COCO detections JSON or annotations JSON")
     p.add_argument("--whole-image", action="store_true", help="one person box = the whole image")
-    p.add_argument("--box-threshold", type=float, default=0.0, help="minimum detection score")
-    p.add_argument("--threshold", type=float, default=0.2, help="keypoint score drawn at least")
+    p.add_argument(
+        "--box-threshold", type=float, default=BOX_SCORE_THRESHOLD, help="minimum detection score"
+    )
+    p.add_argument(
+        "--threshold", type=float, default=DRAW_THRESHOLD, help="keypoint score drawn at least"
+    )
     p.add_argument("--out", required=True, help="folder for results.json and overlays/")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--no-nms", action="store_true", help="keep duplicate detections")
     p.add_argument("--no-overlays", action="store_true")
+    p.add_argument(
+        "--strict", action="store_true", help="stop at an unreadable image instead of skipping it"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     p.add_argument("--quiet", action="store_true")
@@ -728,6 +865,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keypoints", help="comma-separated subset of keypoint names to score")
     p.add_argument("--json", help="also write the numbers to this file")
     p.set_defaults(func=cmd_evaluate)
+    _document(parser)
     return parser
 
 
@@ -746,7 +884,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (DataError, ConfigError, FileExistsError) as err:
+    except (DataError, ConfigError, CheckFailed, FileExistsError) as err:
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()  # an open progress bar would swallow the line
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -252,6 +252,19 @@ class ModelConfig:
         return data
 
 
+def _check_finite(config: Any, owner: str) -> None:
+    """Refuse NaN and infinite numbers in ``config``'s float fields (and tuples of floats).
+
+    A NaN compares false with every bound, so range checks alone let it through.
+    """
+    for f in fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{owner}.{f.name} must be a finite number, got {value}")
+
+
 @dataclass(frozen=True)
 class TopDownAugmentConfig:
     """SimpleBaseline training augmentation of the person crop."""
@@ -264,6 +277,7 @@ class TopDownAugmentConfig:
     half_body_min_joints: int = 8
 
     def __post_init__(self) -> None:
+        _check_finite(self, "augment")
         if not 0 <= self.scale_factor < 1:
             raise ConfigError(f"augment.scale_factor must be in [0, 1), got {self.scale_factor}")
         for name in ("rotation_prob", "flip_prob", "half_body_prob"):
@@ -301,6 +315,7 @@ class AffineWarpConfig:
     translate: float = 0.05  # fraction of the crop's width/height, uniform in [-t, t]
 
     def __post_init__(self) -> None:
+        _check_finite(self, "task_augment.affine")
         _check_prob("task_augment.affine", self.prob)
         low, high = self.scale
         if not 0 < low <= high:
@@ -333,6 +348,7 @@ class ElasticWarpConfig:
     sigma: float = 20.0
 
     def __post_init__(self) -> None:
+        _check_finite(self, "task_augment.elastic")
         _check_prob("task_augment.elastic", self.prob)
         if self.alpha < 0:
             raise ConfigError(f"task_augment.elastic.alpha must be >= 0, got {self.alpha}")
@@ -348,6 +364,7 @@ class PerspectiveWarpConfig:
     scale: float = 0.06  # corner jitter std as a fraction of the crop's width/height
 
     def __post_init__(self) -> None:
+        _check_finite(self, "task_augment.perspective")
         _check_prob("task_augment.perspective", self.prob)
         if not 0 <= self.scale < MAX_PERSPECTIVE_SCALE:
             raise ConfigError(
@@ -371,6 +388,7 @@ class TaskAugmentConfig:
     perspective: PerspectiveWarpConfig = field(default_factory=PerspectiveWarpConfig)
 
     def __post_init__(self) -> None:
+        _check_finite(self, "task_augment")
         if not self.styles:
             raise ConfigError("task_augment.styles must name at least one style")
         for style in self.styles:
@@ -406,6 +424,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_finite(self, "optimizer")
         if self.lr <= 0:
             raise ConfigError(f"optimizer lr must be > 0, got {self.lr}")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
@@ -427,6 +446,7 @@ class TrainConfig:
     channels_last: bool = True  # on CUDA
 
     def __post_init__(self) -> None:
+        _check_finite(self, "train")
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(
                 f"train.steps and train.batch_size must be >= 1: {self.steps} and {self.batch_size}"
@@ -458,6 +478,7 @@ class ReptileConfig:
     channels_last: bool = True
 
     def __post_init__(self) -> None:
+        _check_finite(self, "meta")
         if self.meta_steps < 1 or self.tasks_per_step < 1 or self.inner_steps < 1:
             raise ConfigError(
                 "meta.meta_steps, meta.tasks_per_step and meta.inner_steps must be >= 1"
@@ -568,6 +589,7 @@ class TargetConfig:
     pck_alpha: float = 0.2
 
     def __post_init__(self) -> None:
+        _check_finite(self, "target")
         if (self.domain is None) == (self.annotations is None):
             raise ConfigError(f"target {self.name!r}: give exactly one of domain or annotations")
         if self.annotations is not None and (self.pool_ids is None or self.test_ids is None):
@@ -768,7 +790,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: must be an integer, got {value!r}")
@@ -796,7 +824,8 @@ def _tagged_member(value: Any, args: tuple[Any, ...], key: str) -> Any:
     if not kinds or not isinstance(value, dict) or "kind" not in value:
         return None
     if value["kind"] not in kinds:
-        raise ConfigError(f"{key}.kind: must be one of {sorted(kinds)}, got {value['kind']!r}")
+        known = sorted(kinds, key=str)
+        raise ConfigError(f"{key}.kind: must be one of {known}, got {value['kind']!r}")
     return kinds[value["kind"]]
 
 
@@ -853,6 +882,12 @@ def load_config(path: str | Path, cls: type[T]) -> T:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (YAML) file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: malformed YAML: {err}") from None
     if not isinstance(data, dict):

@@ -1,8 +1,14 @@
-"""The one exception type for bad user input (files, fields, annotation ids)."""
+"""Exception types: bad user input (files, fields, annotation ids) and a diverged run."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+
+def cut(text: str, limit: int = 40) -> str:
+    """``text`` as shown in a message: a 5,000-character id or name would drown the message."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 class DataError(ValueError):
@@ -22,9 +28,9 @@ class DataError(ValueError):
     ) -> None:
         where = [str(path)]
         if image_id is not None:
-            where.append(f"image id {image_id}")
+            where.append(f"image id {cut(str(image_id))}")
         if annotation_id is not None:
-            where.append(f"annotation id {annotation_id}")
+            where.append(f"annotation id {cut(str(annotation_id))}")
         if field is not None:
             where.append(f"field '{field}'")
         super().__init__(f"{': '.join(where)}: {message}")
@@ -32,3 +38,20 @@ class DataError(ValueError):
         self.field = field
         self.annotation_id = annotation_id
         self.image_id = image_id
+
+
+class CheckFailed(RuntimeError):
+    """A run stopped by a check on its own numbers (diverged training, export parity)."""
+
+
+class DivergedError(CheckFailed):
+    """Training produced a NaN or infinite loss or weights: the run stops, nothing is saved."""
+
+
+def check_finite_loss(loss: float, step: int, what: str = "loss") -> None:
+    """Raise DivergedError when ``loss`` (taken at ``step``, 1-based) is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise DivergedError(
+            f"{what} is {loss} at step {step}: training diverged (try a smaller learning rate); "
+            "stopped without saving (checkpoints saved before are kept)"
+        )

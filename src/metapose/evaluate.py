@@ -34,6 +34,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from metapose.config import ConfigError
 from metapose.data.coco import (
     CocoDataset,
     coco_category,
@@ -42,6 +43,7 @@ from metapose.data.coco import (
     parse_coco,
     read_json,
     resolve_annotation_file,
+    show,
     write_json_atomic,
 )
 from metapose.errors import DataError
@@ -150,7 +152,7 @@ def validate_results(
         for key in ("image_id", "category_id"):
             if not is_integer(entry[key]):
                 raise DataError(
-                    path, f"must be an integer, got {entry[key]!r}", field=f"{where}.{key}"
+                    path, f"must be an integer, got {show(entry[key])}", field=f"{where}.{key}"
                 )
         kps = entry["keypoints"]
         if not isinstance(kps, list) or not all(is_number(v) for v in kps):
@@ -171,7 +173,7 @@ def validate_results(
         if not is_number(entry["score"]):
             raise DataError(
                 path,
-                f"must be a finite number, got {entry['score']!r}",
+                f"must be a finite number, got {show(entry['score'])}",
                 field=f"{where}.score",
                 image_id=image_id,
             )
@@ -230,10 +232,10 @@ def keypoint_indices(skeleton: Skeleton, names: Sequence[str] | None) -> np.ndar
     if names is None:
         return np.arange(skeleton.num_keypoints)
     if not names:
-        raise ValueError("the keypoint subset is empty")
+        raise ConfigError("the keypoint subset is empty")
     unknown = [n for n in names if n not in skeleton.keypoints]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown keypoints {unknown} for skeleton {skeleton.name!r} "
             f"(known: {', '.join(skeleton.keypoints)})"
         )

@@ -55,6 +55,7 @@ from metapose.figures import PredictionPanel, k_curve, meta_test_loss, predictio
 from metapose.inference import PosePrediction
 from metapose.meta import meta_train
 from metapose.models import TopDownModel
+from metapose.models.zoo import resolve_model
 from metapose.optim import DeviceOptions
 from metapose.progress import Progress, SilentProgress
 from metapose.provenance import provenance
@@ -86,6 +87,34 @@ def check_resumable(cfg: ExperimentConfig, out: Path) -> None:
             f"{out} holds a run of a different configuration ({saved}); "
             "choose another --out, or delete the folder to start over"
         )
+
+
+def validate_experiment(cfg: ExperimentConfig) -> None:
+    """Everything that can be checked before a file is written: domains and input paths."""
+    for name in cfg.source.domains:
+        _known_domain(name, "source.domains")
+    for folder in cfg.source.coco:
+        if not Path(folder.annotations).is_file():
+            raise ConfigError(f"source.coco: annotations file not found: {folder.annotations}")
+        if folder.image_dir is not None and not Path(folder.image_dir).is_dir():
+            raise ConfigError(f"source.coco: image_dir is not a folder: {folder.image_dir}")
+    if cfg.init is not None and not resolve_model(cfg.init).is_file():
+        raise ConfigError(f"init: {cfg.init!r} is neither a bundled model nor a file")
+    for target in cfg.targets:
+        where = f"target {target.name!r}"
+        if target.domain is not None:
+            _known_domain(target.domain, f"{where}: domain")
+        if target.annotations is not None and not Path(target.annotations).is_file():
+            raise ConfigError(f"{where}: annotations file not found: {target.annotations}")
+        if target.image_dir is not None and not Path(target.image_dir).is_dir():
+            raise ConfigError(f"{where}: image_dir is not a folder: {target.image_dir}")
+
+
+def _known_domain(name: str, where: str) -> None:
+    try:
+        get_domain(name)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def random_model(config: ModelConfig, seed: int) -> TopDownModel:
@@ -241,6 +270,7 @@ def run_experiment(
     progress = progress or SilentProgress()
     dist_info = distributed.current()
     out = Path(out_dir)
+    validate_experiment(cfg)
     start = starting_model(cfg, device)
     codec = HeatmapCodec.for_model(start.config)
     options = DeviceOptions(device)
@@ -250,7 +280,8 @@ def run_experiment(
         check_resumable(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        write_json_atomic(out / "provenance.json", provenance(), indent=2)
+        if not (out / "provenance.json").exists():  # a resumed run keeps its first provenance
+            write_json_atomic(out / "provenance.json", provenance(), indent=2)
         targets = [prepare_target(cfg, tc, out / "data", codec, progress) for tc in cfg.targets]
     distributed.barrier()
     if not dist_info.is_main:

@@ -1,4 +1,4 @@
-"""ONNX export of a TopDownModel, checked by ``onnx.checker`` and against onnxruntime (as timm
+"""ONNX export of a TopDownModel, checked by ``onnx.checker`` and onnxruntime (as timm does).
 
 The graph takes ``images`` ``(N, 3, H, W)`` ImageNet-normalised RGB with a dynamic batch axis and
 returns ``heatmaps`` ``(N, K, H/stride, W/stride)``; the decode stays outside the graph, in numpy
@@ -24,8 +24,10 @@ import onnx
 import torch
 
 from metapose.codec import HeatmapCodec
+from metapose.config import ConfigError
 from metapose.data.coco import CocoDataset
 from metapose.data.dataset import TopDownDataset, instances_from_coco
+from metapose.errors import CheckFailed, DataError
 from metapose.models import TopDownModel
 from metapose.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
 from metapose.skeleton import COCO17, Skeleton
@@ -54,7 +56,7 @@ class ExportReport(NamedTuple):
     max_abs_diff_real: float | None  # None when no real crops were given
 
 
-class ParityError(RuntimeError):
+class ParityError(CheckFailed):
     """onnxruntime's heatmaps differ from PyTorch's by more than the tolerance."""
 
 
@@ -87,7 +89,7 @@ def export_onnx(
     written through a temporary name, so ``path`` never holds a half-written model.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
+        raise ConfigError(f"--opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = model_metadata(model, skeleton)
@@ -133,6 +135,9 @@ def check_parity(model: TopDownModel, onnx_path: str | Path, inputs: np.ndarray)
     actual = OnnxHeatmapModel(onnx_path)(batch)
     if actual.shape != expected.shape:
         raise ParityError(f"onnxruntime gives {actual.shape}, PyTorch {expected.shape}")
+    if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
+        # max(nan, ...) > tol is false: a NaN model would otherwise pass the check.
+        raise ParityError("the model gives NaN or infinite heatmaps (are its weights finite?)")
     return float(np.abs(actual - expected).max())
 
 
@@ -140,7 +145,7 @@ def coco_crops(dataset: CocoDataset, codec: HeatmapCodec, limit: int) -> np.ndar
     """The first ``limit`` labelled people of ``dataset`` as normalised crops ``(B, 3, H, W)``."""
     instances = instances_from_coco(dataset)[:limit]
     if not instances:
-        raise ValueError(f"{dataset.annotation_file}: no labelled person to crop")
+        raise DataError(dataset.annotation_file, "no labelled person to crop")
     crops = TopDownDataset(instances, codec)
     return np.stack([crops[i].image.numpy() for i in range(len(crops))])
 
@@ -161,13 +166,16 @@ def export_checked(
     path = export_onnx(model, path, opset=opset)
     width, height = model.config.input_size
     random_crops = rng.standard_normal((PARITY_BATCH, 3, height, width)).astype(np.float32)
-    diff_random = check_parity(model, path, random_crops)
-    diff_real = None if real_crops is None else check_parity(model, path, real_crops)
-    worst = max(diff_random, diff_real or 0.0)
-    if worst > tolerance:
-        path.unlink()
-        raise ParityError(
-            f"onnxruntime differs from PyTorch by {worst:.3g} (> {tolerance:g}); file removed"
-        )
+    try:
+        diff_random = check_parity(model, path, random_crops)
+        diff_real = None if real_crops is None else check_parity(model, path, real_crops)
+        worst = max(diff_random, diff_real or 0.0)
+        if not worst <= tolerance:
+            raise ParityError(
+                f"onnxruntime differs from PyTorch by {worst:.3g} (> {tolerance:g})"
+            )
+    except ParityError as err:
+        path.unlink(missing_ok=True)
+        raise ParityError(f"{path}: {err}; file removed") from None
     log.info("parity: max |diff| %.3g random, %s real", diff_random, diff_real)
     return ExportReport(path, opset, diff_random, diff_real)

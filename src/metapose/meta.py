@@ -29,6 +29,7 @@ from metapose.adapt import adapt
 from metapose.config import ReptileConfig
 from metapose.data.batches import BatchStream
 from metapose.data.dataset import Sample
+from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions
 from metapose.run_folder import RunFolder
@@ -102,11 +103,13 @@ def meta_train(
     resume: bool = True,
     run_config: Any = None,
     on_step: Callable[[StepLog], None] | None = None,
+    init: str | None = None,
 ) -> History:
     """Reptile for ``config.meta_steps`` meta steps on a stream of task batches, in place.
 
     Task ``t`` is batch ``t`` of ``tasks``, so a resumed run sees the tasks it would have seen.
-    Checkpoints and the resume state go to ``out_dir`` as in :func:`metapose.train.train`.
+    Checkpoints and the resume state go to ``out_dir`` as in :func:`metapose.train.train`
+    (same refusal of a different configuration, same stop on a NaN or infinite loss).
     """
     options = DeviceOptions(device, config.amp, config.channels_last)
     options.prepare(model)
@@ -115,7 +118,7 @@ def meta_train(
         tasks = tasks.sharded(dist_info.rank, dist_info.world_size)
     history = History()
     start = 0
-    folder = RunFolder(out_dir, "meta", is_main=dist_info.is_main, run_config=run_config)
+    folder = RunFolder(out_dir, "meta", is_main=dist_info.is_main, run_config=run_config, init=init)
     state = folder.resume_state(device, resume)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -132,6 +135,7 @@ def meta_train(
         batch = [next(stream) for _ in range(config.tasks_per_step)]
         beta = config.beta(step)
         loss = reptile_step(model, batch, config, options, beta=beta)
+        check_finite_loss(loss, step + 1, "task loss")
         images += (
             sum(int(t.image.shape[0]) for t in batch) * config.inner_steps * dist_info.world_size
         )
@@ -145,5 +149,9 @@ def meta_train(
             save(step + 1)
     if folder.writes:
         save(config.meta_steps)
-    folder.finish(model, extra={"meta_steps": config.meta_steps, "images_seen": images})
+    folder.finish(
+        model,
+        extra={"meta_steps": config.meta_steps, "images_seen": images},
+        steps_run=config.meta_steps - start,
+    )
     return history

@@ -12,7 +12,6 @@ Results follow the COCO keypoint results format (https://cocodataset.org/#format
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -63,6 +62,10 @@ class PredictOptions:
     oks_nms: bool = True  # rescore + OKS-NMS poses found in detected boxes (SimpleBaseline)
     draw_threshold: float = DRAW_THRESHOLD
     num_workers: int = 0  # DataLoader workers reading and cropping images
+    strict: bool = False  # an unreadable image stops the run instead of being skipped
+    # Decoded images held at once: a batch is run early when its images pass this many bytes
+    # (one 10000 x 10000 photo alone is 300 MB decoded).
+    max_pending_bytes: int = 512 * 2**20
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -269,6 +272,7 @@ class PredictSummary:
     people: int  # poses written to the results
     results_path: Path
     overlays: tuple[Path, ...]
+    skipped: tuple[DataError, ...] = ()  # images that could not be read (without ``strict``)
 
 
 def _instances(
@@ -337,18 +341,25 @@ def predict_images(
     Crops of several images share a batch. The results JSON (COCO keypoint results, each entry
     also naming its ``file_name``, a field COCO tools ignore) is written atomically once all
     images are done; an overlay ``<image stem>.png`` per image, people drawn over it, as each
-    image is done.
+    image is done. An image that cannot be read is skipped and listed in the summary's
+    ``skipped`` (with ``options.strict``: raises its DataError and writes nothing).
     """
     options = options or PredictOptions()
     codec = estimator.codec
     aspect_ratio = codec.input_size[0] / codec.input_size[1]
+    results_path = Path(results_path)
     final_overlays = None if overlay_dir is None else Path(overlay_dir)
+    for folder in {results_path.parent, *([final_overlays] if final_overlays else [])}:
+        for parent in (folder, *folder.parents):
+            if parent.exists() and not parent.is_dir():
+                raise DataError(parent, "exists and is not a folder: give a folder for --out")
     overlays_to = None
     if final_overlays is not None:
-        # Overlays are staged and moved into place only when every image has been read, so a
-        # bad image part-way leaves nothing half-written.
-        final_overlays.mkdir(parents=True, exist_ok=True)
-        overlays_to = Path(tempfile.mkdtemp(prefix=".partial-", dir=final_overlays))
+        # Overlays are staged outside the output and moved into place only when every image
+        # has been run, so a failure part-way leaves nothing half-written.
+        overlays_to = Path(tempfile.mkdtemp(prefix="metapose-overlays-"))
+    overlay_names = _overlay_names([job.path for job in plan.jobs])
+    skipped: list[DataError] = []
     tick = progress.stage("predict", len(plan.jobs)) if progress else None
     results: list[dict[str, Any]] = []
     overlays: list[Path] = []
@@ -375,7 +386,7 @@ def predict_images(
             if overlays_to is not None:
                 boxes = {inst.annotation_id: inst.box for inst in group}
                 canvas = draw_people(image, kept, boxes, estimator.skeleton, options)
-                overlays.append(overlays_to / f"{job.path.stem}{OVERLAY_SUFFIX}")
+                overlays.append(overlays_to / overlay_names[job.path])
                 write_rgb(overlays[-1], canvas)
             if tick is not None:
                 tick(1)
@@ -384,17 +395,36 @@ def predict_images(
     next_id = 1
     try:
         for job in plan.jobs:
-            image = read_rgb(job.path)
+            try:
+                image = read_rgb(job.path)
+            except DataError as err:
+                if options.strict:
+                    raise
+                log.warning("skipped: %s", err)
+                skipped.append(err)
+                if tick is not None:
+                    tick(1)
+                continue
             group = _instances(job, image, aspect_ratio, estimator.skeleton.num_keypoints, next_id)
             next_id += len(group)
             pending.append((job, image, group))
-            if sum(len(g) for _, _, g in pending) >= options.batch_size:
+            held = sum(im.nbytes for _, im, _ in pending)
+            if (
+                sum(len(g) for _, _, g in pending) >= options.batch_size
+                or held >= options.max_pending_bytes
+            ):
                 flush()
         flush()
+        if len(skipped) == len(plan.jobs):
+            raise DataError(
+                skipped[0].path,
+                f"none of the {len(plan.jobs)} images could be read (this one: {skipped[0]})",
+            )
         if overlays_to is not None and final_overlays is not None:
+            final_overlays.mkdir(parents=True, exist_ok=True)
             moved = []
             for staged in overlays:
-                os.replace(staged, final_overlays / staged.name)
+                shutil.move(staged, final_overlays / staged.name)
                 moved.append(final_overlays / staged.name)
             overlays = moved
     finally:
@@ -402,10 +432,25 @@ def predict_images(
             shutil.rmtree(overlays_to, ignore_errors=True)
     if progress is not None:
         progress.close_stage()
-    results_path = Path(results_path)
     results_to_json(results_path, results)
     log.info("%d poses on %d images -> %s", len(results), len(plan.jobs), results_path)
-    return PredictSummary(len(plan.jobs), len(results), results_path, tuple(overlays))
+    return PredictSummary(
+        len(plan.jobs) - len(skipped), len(results), results_path, tuple(overlays), tuple(skipped)
+    )
+
+
+def _overlay_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """``<stem>.png`` per input; inputs sharing a stem (a.png, a.tiff) get ``<stem>-2.png``..."""
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in paths:
+        name, n = f"{path.stem}{OVERLAY_SUFFIX}", 1
+        while name in taken:
+            n += 1
+            name = f"{path.stem}-{n}{OVERLAY_SUFFIX}"
+        taken.add(name)
+        names[path] = name
+    return names
 
 
 def draw_people(

@@ -1,12 +1,16 @@
-"""The folder a training loop writes: CSV log, last checkpoint, resume state and final model.
+"""The folder a training loop writes: CSV log, resume state and final model.
 
 Supervised training and Reptile keep the same layout and the same resume rule: the state file
-holds the model, the loop's own state and the step it reached; resuming truncates the CSV log
-after that step so the log never shows a step twice. Under torchrun only rank 0 writes.
+holds the model, the loop's own state, the step it reached and the configuration of the run; it
+is written as one file through a rename, so a process killed at any moment (``kill -9``
+included) leaves a folder that resumes to the same bytes. Resuming truncates the CSV log after
+the saved step so the log never shows a step twice, and refuses a different configuration.
+Under torchrun only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,32 +18,128 @@ from typing import Any
 import torch
 
 from metapose.checkpoint import load_state, save_checkpoint, save_state
+from metapose.config import ConfigError, to_dict
+from metapose.errors import DivergedError
 from metapose.models import TopDownModel
 from metapose.runlog import RunLog
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.safetensors"
-LAST_FILE = "last.safetensors"
 FINAL_FILE = "model.safetensors"
+# Written by earlier versions beside the state: a copy of the model, no longer kept.
+OLD_FILES = ("last.safetensors", "last.json", "train_state.json")
+
+
+def run_identity(run_config: Any, init: str | None = None) -> dict[str, Any]:
+    """What must not change when a run is resumed: its configuration and starting weights."""
+    return {
+        "run_config": to_dict(run_config) if run_config is not None else None,
+        "init": None if init is None else str(init),
+    }
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out: list[str] = []
+        for key in sorted(set(saved) | set(now), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out += _differences(saved.get(key), now.get(key), name)
+        return out
+    return [] if saved == now else [f"{prefix or 'value'}: {saved!r} -> {now!r}"]
+
+
+def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
+    """The identity stored in ``out_dir``'s resume state, or None without a (new-style) state."""
+    path = Path(out_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            text = (handle.metadata() or {}).get("metapose_state")
+        skeleton = json.loads(text) if text else {}
+    except (SafetensorError, OSError, ValueError):
+        return None  # load_state names the problem when the run is resumed
+    identity = skeleton.get("identity") if isinstance(skeleton, dict) else None
+    return identity if isinstance(identity, dict) else None
+
+
+def check_resume(out_dir: str | Path, identity: dict[str, Any]) -> None:
+    """Refuse (one line) to resume a run in ``out_dir`` made with another configuration."""
+    saved = saved_identity(out_dir)
+    if saved is None:
+        return
+    changed = _differences(saved, json.loads(json.dumps(identity)))
+    if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise ConfigError(
+            f"{out_dir} holds a run of a different configuration ({changed[0]}{more}); "
+            "choose another --out, pass --no-resume to start over, or delete the folder"
+        )
+
+
+def check_finite_weights(model: TopDownModel, step: int) -> None:
+    """Refuse to save weights holding NaN or inf (the last good state stays on disk)."""
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise DivergedError(
+                f"weight {key} is not finite after step {step}: training diverged (try a "
+                "smaller learning rate); stopped without saving (the last good checkpoint is kept)"
+            )
+
+
+# Temporary files of a write a killed process never finished: ours (``.<name>.tmp``) and the
+# ones safetensors' own atomic write leaves (Rust's tempfile crate: ``.tmp`` + 6 characters).
+STALE_PATTERNS = (".*.tmp", ".tmp??????")
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete temporary files left in ``out_dir`` by a write that was killed."""
+    for pattern in STALE_PATTERNS:
+        for tmp in out_dir.glob(pattern):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
 
 class RunFolder:
     """``out_dir`` (or nothing, when ``None``) of one training loop named ``name``."""
 
     def __init__(
-        self, out_dir: str | Path | None, name: str, *, is_main: bool, run_config: Any = None
+        self,
+        out_dir: str | Path | None,
+        name: str,
+        *,
+        is_main: bool,
+        run_config: Any = None,
+        init: str | None = None,
     ) -> None:
         self.out = Path(out_dir) if out_dir is not None else None
+        self.name = name
         self.writes = self.out is not None and is_main
         self.run_config = run_config
-        self.runlog = RunLog(self.out, name) if self.writes and self.out is not None else None
+        self.identity = run_identity(run_config, init)
+        self.finished_before = False
+        if self.writes and self.out is not None and self.out.is_dir():
+            remove_stale_temporaries(self.out)
+        self.runlog: RunLog | None = None
 
     def resume_state(self, device: torch.device, resume: bool) -> dict[str, Any] | None:
-        """The saved state (with its ``"step"``) when resuming is asked for and possible."""
-        if self.out is None or not resume or not (self.out / STATE_FILE).exists():
+        """The saved state (with its ``"step"``) when resuming is asked for and possible.
+
+        Raises ConfigError, before anything is written, when the saved run's configuration
+        differs from this one's.
+        """
+        state = None
+        if self.out is not None and resume and (self.out / STATE_FILE).exists():
+            check_resume(self.out, self.identity)
+            state = load_state(self.out / STATE_FILE, device)
+        if self.writes and self.out is not None:
+            self.runlog = RunLog(self.out, self.name)
+        if state is None:
             return None
-        state = load_state(self.out / STATE_FILE, device)
+        assert self.out is not None
         if self.runlog is not None:
             self.runlog.truncate_after(int(state["step"]))
         log.info("resuming from %s at step %d", self.out / STATE_FILE, int(state["step"]))
@@ -48,16 +148,29 @@ class RunFolder:
     def save(
         self, model: TopDownModel, step: int, state: dict[str, Any], extra: dict[str, Any]
     ) -> None:
-        """Last checkpoint (with ``extra`` in its sidecar) and the resume state at ``step``."""
+        """The resume state at ``step``: the model, the loop's ``state`` and the identity."""
+        del extra  # the state file holds the step; kept for callers' symmetry with finish()
         if not self.writes or self.out is None:
             return
-        save_checkpoint(self.out / LAST_FILE, model, run_config=self.run_config, extra=extra)
-        save_state(self.out / STATE_FILE, {"model": model.state_dict(), **state, "step": step})
+        check_finite_weights(model, step)
+        save_state(
+            self.out / STATE_FILE,
+            {"model": model.state_dict(), **state, "step": step, "identity": self.identity},
+        )
+        for old in OLD_FILES:
+            (self.out / old).unlink(missing_ok=True)
 
-    def finish(self, model: TopDownModel, extra: dict[str, Any]) -> None:
-        """The final model, then close the log."""
+    def finish(self, model: TopDownModel, extra: dict[str, Any], *, steps_run: int = 1) -> None:
+        """The final model, then close the log.
+
+        A resumed run that had already finished (``steps_run`` 0, final model present) keeps
+        its final model and provenance as they are.
+        """
         if self.writes and self.out is not None:
-            save_checkpoint(self.out / FINAL_FILE, model, run_config=self.run_config, extra=extra)
+            final = self.out / FINAL_FILE
+            if steps_run or not final.exists():
+                check_finite_weights(model, int(extra.get("step", extra.get("meta_steps", 0))))
+                save_checkpoint(final, model, run_config=self.run_config, extra=extra)
         if self.runlog is not None:
             self.runlog.close()
 

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from metapose import distributed
-from metapose.checkpoint import optimizer_state_from_json
+from metapose.checkpoint import optimizer_state_from_json, scheduler_state_from_json
 from metapose.config import TrainConfig
 from metapose.data.batches import BatchStream
+from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
 from metapose.run_folder import RunFolder
@@ -72,12 +73,15 @@ def train(
     on_step: Callable[[StepLog], None] | None = None,
     validate: Callable[[TopDownModel], dict[str, float]] | None = None,
     validate_every: int = 0,
+    init: str | None = None,
 ) -> History:
     """Train ``model`` in place for ``config.steps`` steps; returns the loss history.
 
-    With ``out_dir`` a CSV log, checkpoints (``last.safetensors`` every ``checkpoint_every`` steps,
-    ``model.safetensors`` at the end) and the resumable state are written there; with ``resume``
-    a state found there is continued.
+    With ``out_dir`` a CSV log, the resumable state (every ``checkpoint_every`` steps) and
+    ``model.safetensors`` (at the end) are written there; with ``resume`` a state found there is
+    continued, provided it was made with the same ``run_config`` and ``init`` (the checkpoint
+    the weights came from), else ConfigError. A NaN or infinite loss raises DivergedError and
+    leaves the last state as it was.
     """
     options = DeviceOptions(device, config.amp, config.channels_last)
     options.prepare(model)
@@ -94,12 +98,14 @@ def train(
     )
     history = History()
     start = 0
-    folder = RunFolder(out_dir, "train", is_main=dist_info.is_main, run_config=run_config)
+    folder = RunFolder(
+        out_dir, "train", is_main=dist_info.is_main, run_config=run_config, init=init
+    )
     state = folder.resume_state(device, resume)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
-        scheduler.load_state_dict(state["scheduler"])
+        scheduler.load_state_dict(scheduler_state_from_json(state["scheduler"]))
         history = History.from_dict(state["history"])
         start = int(state["step"])
 
@@ -118,6 +124,7 @@ def train(
     for step in range(start, config.steps):
         batch = next(batches)
         loss = step_on_batch(net, optimizer, batch, options)
+        check_finite_loss(loss, step + 1)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         images += int(batch.image.shape[0]) * dist_info.world_size
@@ -145,5 +152,7 @@ def train(
         distributed.broadcast_buffers_(model)
     if folder.writes:
         save(config.steps)
-    folder.finish(model, extra={"step": config.steps, "images_seen": images})
+    folder.finish(
+        model, extra={"step": config.steps, "images_seen": images}, steps_run=config.steps - start
+    )
     return history

@@ -24,7 +24,7 @@ import numpy as np
 
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.records import LabelledImage, Person
-from metapose.errors import DataError
+from metapose.errors import DataError, cut
 from metapose.skeleton import COCO17, Skeleton
 
 ImageCheck = Literal["none", "exists", "decode"]
@@ -146,13 +146,27 @@ def coco_category(skeleton: Skeleton = COCO17, category_id: int = 1) -> dict[str
 
 
 def is_number(value: Any) -> bool:
-    """A finite JSON number (not a boolean, which Python counts as an int)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number that a float holds (not a boolean, which Python counts as an int)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range, e.g. 10**400
+        return False
+
+
+INT64 = 2**63
 
 
 def is_integer(value: Any) -> bool:
-    """A JSON integer (not a boolean)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A JSON integer (not a boolean) that fits int64, as ids and sizes must for torch/numpy."""
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about odd values."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
 
 
 def read_json(path: str | Path) -> Any:
@@ -169,6 +183,10 @@ def read_json(path: str | Path) -> Any:
         ) from None
     except UnicodeDecodeError as err:
         raise DataError(path, f"not UTF-8 text ({err.reason})") from None
+    except RecursionError:
+        raise DataError(path, "JSON nested too deeply to be a COCO file") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise DataError(path, f"unreadable JSON: {str(err).split(';')[0]}") from None
 
 
 def resolve_annotation_file(path: str | Path) -> Path:
@@ -194,7 +212,7 @@ def _guess_image_dir(annotation_file: Path, first_file: str | None) -> Path:
         candidates.append(annotation_file.parent.parent / stem[len("person_keypoints_") :])
     candidates += [annotation_file.parent / "images", annotation_file.parent]
     for cand in candidates:
-        if cand.is_dir() and (first_file is None or (cand / first_file).exists()):
+        if cand.is_dir() and (first_file is None or _is_file(cand / first_file)):
             return cand
     raise DataError(
         annotation_file,
@@ -213,7 +231,7 @@ def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
             raise DataError(path, "missing key", field=f"{where}.{key}", image_id=entry.get("id"))
     image_id = entry["id"]
     if not is_integer(image_id):
-        raise DataError(path, f"must be an integer, got {image_id!r}", field=f"{where}.id")
+        raise DataError(path, f"must be an integer, got {show(image_id)}", field=f"{where}.id")
     if not isinstance(entry["file_name"], str) or not entry["file_name"]:
         raise DataError(
             path, "must be a non-empty string", field=f"{where}.file_name", image_id=image_id
@@ -222,7 +240,7 @@ def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
         if not is_integer(entry[key]) or entry[key] <= 0:
             raise DataError(
                 path,
-                f"must be a positive integer, got {entry[key]!r}",
+                f"must be a positive integer, got {show(entry[key])}",
                 field=f"{where}.{key}",
                 image_id=image_id,
             )
@@ -241,25 +259,25 @@ def _parse_annotation(
         if key not in entry:
             raise DataError(path, "missing key", field=f"{where}.{key}", annotation_id=ann_id)
     if not is_integer(ann_id):
-        raise DataError(path, f"must be an integer, got {ann_id!r}", field=f"{where}.id")
+        raise DataError(path, f"must be an integer, got {show(ann_id)}", field=f"{where}.id")
     image_id = entry["image_id"]
     if not is_integer(image_id) or image_id not in image_ids:
         raise DataError(
-            path, f"no image with id {image_id!r}", field="image_id", annotation_id=ann_id
+            path, f"no image with id {show(image_id)}", field="image_id", annotation_id=ann_id
         )
 
     bbox = entry["bbox"]
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
         raise DataError(
             path,
-            f"must be 4 finite numbers [x, y, w, h], got {bbox!r}",
+            f"must be 4 finite numbers [x, y, w, h], got {show(bbox)}",
             field="bbox",
             annotation_id=ann_id,
         )
     if bbox[2] <= 0 or bbox[3] <= 0:
         raise DataError(
             path,
-            f"width and height must be positive, got {bbox!r}",
+            f"width and height must be positive, got {show(bbox)}",
             field="bbox",
             annotation_id=ann_id,
         )
@@ -289,7 +307,7 @@ def _parse_annotation(
     if stated is not None and stated != int((flags > 0).sum()):
         raise DataError(
             path,
-            f"is {stated!r} but {int((flags > 0).sum())} keypoints have a flag > 0",
+            f"is {show(stated)} but {int((flags > 0).sum())} keypoints have a flag > 0",
             field="num_keypoints",
             annotation_id=ann_id,
         )
@@ -299,7 +317,7 @@ def _parse_annotation(
         if not is_number(area) or area < 0:
             raise DataError(
                 path,
-                f"must be a non-negative number, got {area!r}",
+                f"must be a non-negative number, got {show(area)}",
                 field="area",
                 annotation_id=ann_id,
             )
@@ -308,12 +326,12 @@ def _parse_annotation(
     iscrowd = entry.get("iscrowd", 0)
     if iscrowd not in (0, 1, True, False):
         raise DataError(
-            path, f"must be 0 or 1, got {iscrowd!r}", field="iscrowd", annotation_id=ann_id
+            path, f"must be 0 or 1, got {show(iscrowd)}", field="iscrowd", annotation_id=ann_id
         )
     score = entry.get("score", 1.0)
     if not is_number(score):
         raise DataError(
-            path, f"must be a number, got {score!r}", field="score", annotation_id=ann_id
+            path, f"must be a number, got {show(score)}", field="score", annotation_id=ann_id
         )
     return Annotation(
         id=int(ann_id),
@@ -353,9 +371,17 @@ def parse_coco(
             person_id = persons[0].get("id", 1)
             if not is_integer(person_id):
                 raise DataError(
-                    path, f"must be an integer, got {person_id!r}", field="categories[person].id"
+                    path,
+                    f"must be an integer, got {show(person_id)}",
+                    field="categories[person].id",
                 )
             names = persons[0].get("keypoints")
+            if names is not None and not isinstance(names, list):
+                raise DataError(
+                    path,
+                    f"must be a list of keypoint names, got {show(names)}",
+                    field="categories[person].keypoints",
+                )
             if names is not None and len(names) != skeleton.num_keypoints:
                 raise DataError(
                     path,
@@ -372,8 +398,18 @@ def parse_coco(
     annotations = []
     seen: set[int] = set()
     for i, entry in enumerate(payload["annotations"]):
-        if isinstance(entry, dict) and entry.get("category_id", person_id) != person_id:
-            continue
+        if isinstance(entry, dict) and "category_id" in entry:
+            category = entry["category_id"]
+            if not is_integer(category):
+                # "12", null, 2.5 or true would otherwise silently count (or not) as people.
+                raise DataError(
+                    path,
+                    f"must be an integer category id, got {show(category)}",
+                    field=f"annotations[{i}].category_id",
+                    annotation_id=show(entry.get("id")),
+                )
+            if category != person_id:
+                continue
         ann = _parse_annotation(path, i, entry, skeleton.num_keypoints, image_ids, require_area)
         if ann.id in seen:
             raise DataError(path, "annotation id repeats", field="id", annotation_id=ann.id)
@@ -382,16 +418,24 @@ def parse_coco(
     return images, tuple(annotations), person_id
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False too for a name the file system refuses (e.g. too long)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def check_image_files(dataset: CocoDataset, mode: ImageCheck) -> None:
     """Check every image exists (``"exists"``) or also decodes at its size (``"decode"``)."""
     if mode == "none":
         return
     for img in dataset.images:
         file = dataset.image_dir / img.file_name
-        if not file.is_file():
+        if not _is_file(file):
             raise DataError(
                 dataset.annotation_file,
-                f"image file not found: {file}",
+                f"image file not found: {cut(str(file), 200)}",
                 field="file_name",
                 image_id=img.id,
             )
@@ -449,14 +493,36 @@ def load_coco(
 # ----------------------------------------------------------------------------------- writing
 
 
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, payload: Any, *, indent: int | None = None) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file.
+
+    The file gets the user's umask (as ``open`` would give it, not mkstemp's 0600), and a NaN or
+    infinite number is written as ``null``: the output is strict JSON any reader parses.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=indent)
+            json.dump(_finite_or_null(payload), f, indent=indent, allow_nan=False)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -29,6 +29,11 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 
 
+JPEG_START = b"\xff\xd8"  # start-of-image marker
+JPEG_SCAN = b"\xff\xda"  # start-of-scan marker
+JPEG_END = b"\xff\xd9"  # end-of-image marker (never inside entropy-coded data)
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read ``path`` as ``(H, W, 3)`` uint8 RGB, whatever its channels and bit depth.
 
@@ -38,7 +43,15 @@ def read_rgb(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "image file not found")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(path, f"cannot read image: {err.strerror or err}") from None
+    if data.startswith(JPEG_START) and data.rfind(JPEG_END) < data.rfind(JPEG_SCAN):
+        # libjpeg decodes a truncated file with only a warning on stderr (the missing part
+        # grey): refuse it rather than train or score on it.
+        raise DataError(path, "truncated JPEG (no end-of-image marker after the last scan)")
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if raw is None or raw.size == 0:
         raise DataError(path, "cannot decode image (corrupt or unsupported file)")
     if raw.ndim == 2:

@@ -70,8 +70,8 @@ def read_lsp_joints(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         mat = scipy.io.loadmat(str(path))
-    except (OSError, ValueError) as err:
-        raise DataError(path, f"cannot read MATLAB file: {err}") from None
+    except (OSError, ValueError, NotImplementedError, scipy.io.matlab.MatReadError) as err:
+        raise DataError(path, f"not a readable MATLAB (.mat) file: {err}") from None
     if "joints" not in mat:
         raise DataError(path, "missing variable", field="joints")
     joints = np.asarray(mat["joints"], dtype=np.float64)
