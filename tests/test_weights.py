@@ -228,7 +228,7 @@ def test_import_writes_a_checkpoint_that_loads_back(tmp_path: Path) -> None:
     state = simplebaseline_state(18)
     src = tmp_path / "pose_resnet_18_256x192.pth"
     torch.save({f"module.{k}": v for k, v in state.items()}, src)  # a DataParallel save
-    written, report = import_checkpoint(src, "simplebaseline", tmp_path / "out" / "imported")
+    written, report, _ = import_checkpoint(src, "simplebaseline", tmp_path / "out" / "imported")
     loaded = load_checkpoint(written)
     assert loaded.model.config.input_size == (192, 256)  # from "256x192" in the file name
     assert loaded.meta["imported_from"]["format"] == "simplebaseline"

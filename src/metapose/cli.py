@@ -483,7 +483,12 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
             encoding=args.encoding or "simplebaseline",
             dark=args.dark,
         )
-    path, report = import_checkpoint(
+    from metapose.codec import HeatmapCodec
+    from metapose.config import CocoFolderConfig
+    from metapose.sources import calibration_batches
+
+    coco = [CocoFolderConfig(args.calibrate, args.calibrate_images)] if args.calibrate else []
+    path, report, unfolded = import_checkpoint(
         args.src,
         args.format,
         args.out,
@@ -492,8 +497,12 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
         strict=not args.allow_partial,
         init_seed=args.seed,
         compact=args.compact,
+        calibration=lambda config: calibration_batches(HeatmapCodec.for_model(config), coco),
     )
     print(report.summary())
+    if unfolded:
+        where = args.calibrate or "synthetic rgb people (give --calibrate for real ones)"
+        print(f"folded BatchNorm: {unfolded} layers given the statistics of crops of {where}")
     print(f"checkpoint: {path}")
     return 0
 
@@ -821,6 +830,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compact", action="store_true", help="store float16-exact tensors as float16"
     )
+    p.add_argument(
+        "--calibrate",
+        help="COCO JSON whose people give BatchNorm layers folded by the file their statistics "
+        "back, so the model trains like the original (default: synthetic people)",
+    )
+    p.add_argument("--calibrate-images", help="image folder of --calibrate")
     p.add_argument(
         "--input-size", help="WxH, e.g. 192x256 (default: from the file name, else 192x256)"
     )

@@ -14,9 +14,16 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from metapose.codec import HeatmapCodec
-from metapose.config import DataConfig, SourceConfig, TaskAugmentConfig, TopDownAugmentConfig
+from metapose.config import (
+    CocoFolderConfig,
+    DataConfig,
+    SourceConfig,
+    TaskAugmentConfig,
+    TopDownAugmentConfig,
+)
 from metapose.data.augment import TaskAugmenter
 from metapose.data.batches import BatchStream, EpochBatches, IndexedBatches, collate
 from metapose.data.coco import load_coco
@@ -243,3 +250,33 @@ def batches_for(
         seed=seed,
         workers=workers,
     )
+
+
+def calibration_batches(
+    codec: HeatmapCodec,
+    coco: Sequence[CocoFolderConfig] = (),
+    *,
+    count: int = 256,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> list[torch.Tensor]:
+    """Un-augmented person crops to measure activation statistics on (see
+    :func:`metapose.models.weights.unfold.unfold_batchnorm`): the labelled people of ``coco``
+    folders (up to ``count``, in file order), or, with none given, ``count`` synthetic ``rgb``
+    people drawn from ``seed``."""
+    crops: list[torch.Tensor] = []
+    if coco:
+        for folder in coco:
+            data = load_coco(folder.annotations, folder.image_dir)
+            dataset = TopDownDataset(instances_from_coco(data), codec)
+            crops += [dataset[i].image for i in range(min(len(dataset), count - len(crops)))]
+    else:
+        rng = np.random.default_rng(seed)
+        domain = get_domain("rgb")
+        width, height = codec.input_size
+        for _ in range(count):
+            labelled = render_crop(domain, rng, width, height)
+            crops.append(make_sample(labelled.image, person_instance(labelled), codec).image)
+    if not crops:
+        raise ValueError("no person to calibrate on")
+    return [torch.stack(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]

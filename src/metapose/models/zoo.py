@@ -42,7 +42,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             name="pp-tinypose-128x96",
             file="pp_tinypose_128x96.safetensors",
-            sha256="ff8200bedfb4c098f0b9c2319cce527056976f3a3c0041fa9357d5587f97578f",
+            sha256="3e56f1b00357db59bf095c62b93ecfa70b5c9ae3e40989fd61d71dd26e3eb89d",
             architecture="Lite-HRNet (wider naive, width 40), 128x96, UDP + DARK",
             source="PaddleDetection PP-TinyPose (tinypose_128x96), via its ncnn conversion",
             licence="Apache-2.0",
@@ -52,7 +52,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             name="pp-tinypose-256x192",
             file="pp_tinypose_256x192.safetensors",
-            sha256="1e66597c65fd70f95a81ed5aa5360f6dfc02c2c08cbf27764434eb6b3c504342",
+            sha256="b870f50b8f859f8210b3463390595cfe52c1976490efb1266d58361fd264105c",
             architecture="Lite-HRNet (wider naive, width 40), 256x192, UDP + DARK",
             source="PaddleDetection PP-TinyPose (tinypose_256x192), via its ncnn conversion",
             licence="Apache-2.0",

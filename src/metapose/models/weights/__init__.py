@@ -10,13 +10,17 @@ the architecture the file describes and reports each tensor it could not place.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from metapose.config import CodecConfig, Normalization
+from torch import Tensor
+
+from metapose.config import CodecConfig, ModelConfig, Normalization
 from metapose.errors import DataError
 from metapose.models.topdown import TopDownModel
 from metapose.models.weights.layouts import ImportReport, import_layout
+from metapose.models.weights.unfold import folded_batchnorms, unfold_batchnorm
 
 ImportFormat = Literal["torchvision", "simplebaseline", "mmpose", "onnx", "ncnn"]
 IMPORT_FORMATS: tuple[str, ...] = get_args(ImportFormat)
@@ -92,8 +96,16 @@ def import_checkpoint(
     strict: bool = True,
     init_seed: int = 0,
     compact: bool = False,
-) -> tuple[Path, ImportReport]:
-    """:func:`import_weights`, then write a one-file metapose checkpoint."""
+    calibration: Callable[[ModelConfig], Iterable[Tensor]] | None = None,
+    origin: dict[str, Any] | None = None,
+) -> tuple[Path, ImportReport, int]:
+    """:func:`import_weights`, unfold folded BatchNorm, then write a one-file checkpoint.
+
+    ``calibration`` gives, for the imported model's config, the images whose statistics folded
+    BatchNorm layers get back (:func:`~metapose.models.weights.unfold.unfold_batchnorm`); it is
+    called only when the file folded some. Returns the path, the report and the number of
+    BatchNorm layers unfolded.
+    """
     from metapose.checkpoint import save_checkpoint
 
     model, report = import_weights(
@@ -105,10 +117,17 @@ def import_checkpoint(
         strict=strict,
         init_seed=init_seed,
     )
+    unfolded = 0
+    if calibration is not None and folded_batchnorms(model):
+        unfolded = unfold_batchnorm(model, calibration(model.config))
     written = save_checkpoint(
-        out, model, extra={"imported_from": report.to_dict()}, compact=compact
+        out,
+        model,
+        extra={"imported_from": report.to_dict(), "batchnorm_unfolded": unfolded},
+        compact=compact,
+        origin=origin,
     )
-    return written, report
+    return written, report, unfolded
 
 
 __all__ = ["IMPORT_FORMATS", "ImportFormat", "import_checkpoint", "import_weights", "guess_format"]
