@@ -38,7 +38,7 @@ from metapose.data.dataset import (
 from metapose.data.images import read_rgb
 from metapose.data.records import LabelledImage
 from metapose.errors import DataError
-from metapose.synth.domains import Domain, get_domain
+from metapose.synth.domains import get_domain
 from metapose.synth.scene import render_crop
 
 TaskSampler = Literal["mixed", "style"]
@@ -95,39 +95,6 @@ def _batch_maker(
 def person_instance(labelled: LabelledImage, index: int = 0) -> Instance:
     person = labelled.people[index]
     return Instance(labelled.image, person.bbox, person.keypoints, area=person.area)
-
-
-def synthetic_batches(
-    domains: Sequence[Domain],
-    codec: HeatmapCodec,
-    *,
-    augment: TopDownAugmentConfig | None,
-    task_augment: TaskAugmentConfig | None = None,
-    sampler: TaskSampler = "mixed",
-    batch_size: int = 32,
-    seed: int = 0,
-    workers: int = 0,
-) -> IndexedBatches:
-    """Endless batches of single-person crops of ``domains`` at the model's input size."""
-    if not domains:
-        raise ValueError("synthetic_batches needs at least one domain")
-    width, height = codec.input_size
-
-    def draw(rng: np.random.Generator, choice: int) -> tuple[np.ndarray, Instance]:
-        labelled = render_crop(domains[choice], rng, width, height)
-        return labelled.image, person_instance(labelled)
-
-    make = _batch_maker(
-        draw,
-        choices=len(domains),
-        codec=codec,
-        augment=augment,
-        task_augment=task_augment,
-        sampler=sampler,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    return IndexedBatches(make, num_workers=workers)
 
 
 def mixed_batches(
@@ -230,8 +197,8 @@ def batches_for(
     bad data fails before anything is written.
     """
     if data.annotations is None:
-        return synthetic_batches(
-            [get_domain(name) for name in data.domains],
+        return mixed_batches(
+            SourceConfig(domains=data.domains),
             codec,
             augment=augment,
             task_augment=task_augment,
