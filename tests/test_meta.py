@@ -148,3 +148,24 @@ def test_meta_training_resumes_exactly_and_counts_images(tmp_path: Path) -> None
     resumed = model_with_stats()
     meta_train(resumed, stream, cfg, torch.device("cpu"), out_dir=tmp_path)
     assert_states_equal(straight.state_dict(), resumed.state_dict())
+
+
+def test_frozen_batchnorm_inner_loop_keeps_the_statistics() -> None:
+    from metapose.config import ReptileConfig, replace
+    from metapose.data.batches import EpochBatches
+    from metapose.meta import reptile_step
+    from metapose.models import TopDownModel
+    from metapose.optim import DeviceOptions
+    from tests.conftest import TINY_MODEL
+    from tests.helpers import tiny_dataset
+
+    torch.manual_seed(0)
+    model = TopDownModel(TINY_MODEL)
+    task = next(EpochBatches(tiny_dataset(4), 4, seed=0).batches())
+    options = DeviceOptions(torch.device("cpu"), amp=False, channels_last=False)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    cfg = ReptileConfig(meta_steps=1, inner_steps=2, batch_size=4, meta_step=1.0)
+    reptile_step(model, [task], replace(cfg, batchnorm="frozen"), options)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    reptile_step(model, [task], cfg, options)
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in stats.items())

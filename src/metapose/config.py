@@ -472,6 +472,9 @@ class ReptileConfig:
     meta_step: float = 0.05
     meta_step_final: float | None = None  # linear annealing of beta to this value when set
     batch_size: int = 32  # images per task
+    # "frozen": the inner loop keeps BatchNorm statistics, as the frozen-BatchNorm few-shot
+    # recipe does (AdaptConfig.batchnorm); "train" (the paper's): they follow each task's batch.
+    batchnorm: Literal["train", "frozen"] = "train"
     checkpoint_every: int = 0
     log_every: int = 10
     amp: bool = True
@@ -514,6 +517,12 @@ class AdaptConfig:
     ``reestimate`` (statistics re-measured on the shots once, then frozen: AdaBN, Li et al.
     2017); ``l2sp`` pulls the weights towards the starting ones (L2-SP, Li et al., ICML 2018:
     ``l2sp / 2 * ||w - w0||^2`` added to the loss).
+
+    ``select_epochs``: ``epochs`` becomes the most that may be taken. A quarter of the shots'
+    images is held out, the rest fine-tuned for ``epochs`` while the held-out crops' loss is
+    measured after every epoch (and before the first), and the count with the lowest loss (0:
+    leave the model as it is) is then run from the start on all the shots
+    (:func:`metapose.adapt.choose_epochs`).
     """
 
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -523,6 +532,7 @@ class AdaptConfig:
     backbone_lr_scale: float = 1.0
     batchnorm: BatchNormMode = "train"
     l2sp: float = 0.0
+    select_epochs: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -79,7 +79,14 @@ def reptile_step(
     first_losses = []
     for task in tasks:
         model.load_state_dict(before)
-        result = adapt(model, itertools.repeat(task), config.inner_steps, config.inner, options)
+        result = adapt(
+            model,
+            itertools.repeat(task),
+            config.inner_steps,
+            config.inner,
+            options,
+            frozen_batchnorm=config.batchnorm == "frozen",
+        )
         first_losses.append(result.losses[0])
         adapted.append(clone_state(model))
     if distributed.current().active:
