@@ -350,6 +350,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache_images=True,
     )
+    support.preload(TqdmProgress())
     steps = config.epochs * EpochBatches(support, config.batch_size).batches_per_epoch
     with tqdm(total=steps, desc=f"adapt on {len(shots)} images", dynamic_ncols=True) as bar:
         result = fine_tune(
@@ -384,7 +385,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def cmd_import_lsp(args: argparse.Namespace) -> int:
     from metapose.data.lsp import import_lsp
 
-    out = import_lsp(args.joints, args.images, args.out)
+    out = import_lsp(args.joints, args.images, args.out, progress=TqdmProgress(not args.quiet))
     print(f"wrote {out}")
     return 0
 
@@ -449,12 +450,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from metapose.export import coco_crops, export_checked
 
     model = load_checkpoint(args.checkpoint).model
+    progress = TqdmProgress(not args.quiet)
     crops = None
     if args.check_data:
         codec = HeatmapCodec.for_model(model.config)
-        crops = coco_crops(load_coco(args.check_data, args.check_images), codec, limit=16)
+        data = load_coco(args.check_data, args.check_images)
+        crops = coco_crops(data, codec, limit=16, progress=progress)
     report = export_checked(
-        model, args.out, np.random.default_rng(args.seed), opset=args.opset, real_crops=crops
+        model,
+        args.out,
+        np.random.default_rng(args.seed),
+        opset=args.opset,
+        real_crops=crops,
+        progress=progress,
     )
     print(f"wrote {report.path} (opset {report.opset}); onnx.checker passed")
     print(
@@ -756,6 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--joints", required=True, help="joints.mat (14x3xN LSPet or 3x14xN LSP)")
     q.add_argument("--images", required=True, help="folder of im*.jpg")
     q.add_argument("--out", required=True, help="JSON to write")
+    q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_import_lsp)
 
     p = sub.add_parser("predict", help="poses on your images: COCO results JSON and overlay PNGs")
@@ -790,6 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-data", help="also compare on real crops of this COCO JSON")
     p.add_argument("--check-images", help="image folder of --check-data")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity inputs")
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
