@@ -291,6 +291,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from metapose.data.batches import EpochBatches
     from metapose.data.coco import load_coco
     from metapose.data.dataset import TopDownDataset, instances_from_coco
+    from metapose.evaluate import keypoint_indices
     from metapose.optim import DeviceOptions
     from metapose.run_folder import check_finite_weights
     from metapose.scoring import evaluate_model, make_eval_set
@@ -316,6 +317,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     )
     if args.eval and args.eval_ids:
         raise SystemExit("error: give --eval (another file) or --eval-ids (of --data), not both")
+    keypoints = _keypoint_names(args.keypoints)
+    if keypoints is not None:
+        keypoint_indices(data.skeleton, keypoints)  # unknown names: one line, before training
+        if not (args.eval or args.eval_ids):
+            raise SystemExit("error: --keypoints chooses what is scored: give --eval or --eval-ids")
     pool = _id_range(args.pool_ids)
     pool_ids = None if pool is None else [i.id for i in data.images if pool[0] <= i.id <= pool[1]]
     held_out = _id_range(args.eval_ids)
@@ -340,7 +346,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             if args.eval
             else data.subset(eval_ids)
         )
-        test = make_eval_set(held, codec)
+        test = make_eval_set(held, codec, keypoints=keypoints)
         before = evaluate_model(model, test, options)
         print(f"before: {_metrics_line(before)}")
     support = TopDownDataset(
@@ -376,6 +382,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             "shot_image_ids": shots,
             "adapt": to_dict(config),
             "epoch_losses": list(result.epoch_losses),
+            "scored_keypoints": None if keypoints is None else list(keypoints),
         },
     )
     print(f"checkpoint: {path}")
@@ -525,10 +532,15 @@ def _codec_override(args: argparse.Namespace) -> CodecConfig | None:
     return replace(own, **changes)
 
 
+def _keypoint_names(text: str | None) -> tuple[str, ...] | None:
+    """``--keypoints nose,left_eye``: the names (checked against the skeleton where used)."""
+    return tuple(name.strip() for name in text.split(",")) if text else None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from metapose.evaluate import evaluate_oks, format_table
 
-    keypoints = tuple(args.keypoints.split(",")) if args.keypoints else None
+    keypoints = _keypoint_names(args.keypoints)
     given = [x for x in (args.results, args.onnx, args.checkpoint) if x is not None]
     if len(given) != 1:
         raise SystemExit("error: give exactly one of --results JSON, --onnx model or --checkpoint")
@@ -751,6 +763,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-ids",
         help="or: score on this image id range of --data (e.g. 4001-5000); "
         "it must not overlap the shots",
+    )
+    p.add_argument(
+        "--keypoints",
+        help="comma-separated subset of keypoint names to score with --eval or --eval-ids "
+        "(as an experiment target's keypoints; default: all)",
     )
     p.add_argument("--out", required=True, help="adapted checkpoint (.safetensors)")
     p.add_argument("--device", default="auto")
