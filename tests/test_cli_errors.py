@@ -242,7 +242,8 @@ def test_adapt_that_diverges_saves_no_model(
         (
             "targets:\n  - {name: real, annotations: missing.json, pool_ids: [1, 9], "
             "test_ids: [10, 20]}\n",
-            "target 'real': annotations file not found: missing.json",
+            # Relative to the config file's folder, whatever the current directory.
+            "target 'real': annotations file not found: {tmp}/missing.json",
         ),
     ],
 )
@@ -253,7 +254,7 @@ def test_experiment_validates_before_writing(
     config.write_text(yaml_text)
     out = tmp_path / "run"
     line = one_line_error(["experiment", "--config", str(config), "--out", str(out)], capsys)
-    assert message in line and not out.exists()
+    assert message.format(tmp=tmp_path) in line and not out.exists()
 
 
 def test_adapt_eval_ids_must_not_overlap_the_shots(
