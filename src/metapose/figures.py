@@ -20,7 +20,12 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    LogFormatterSciNotation,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 from matplotlib.typing import LineStyleType  # noqa: E402
 
 from metapose.report import METRIC_TITLES, MODEL_TITLES, SummaryRow, is_difference  # noqa: E402
@@ -111,8 +116,9 @@ def prediction_figure(
                     va="center",
                     fontsize=8,
                 )
-    if title:
-        fig.suptitle(title, fontsize=11)
+    note = f"predicted keypoints scoring under {threshold:g} not drawn" if threshold > 0 else ""
+    if title or note:
+        fig.suptitle("\n".join(t for t in (title, note) if t), fontsize=10)
     return fig
 
 
@@ -167,14 +173,27 @@ def meta_test_loss_figure(results: Sequence[RunResult]) -> plt.Figure:
         ax.set_ylabel("train loss (JointsMSE)")
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        # Minor log ticks get labels of their own on short ranges: those collide, so none.
-        ax.yaxis.set_minor_formatter(plt.NullFormatter())
+        _log_ticks(ax)
     handles = [
         Line2D([], [], color=MODEL_COLOURS[m], label=MODEL_TITLES[m]) for m in models_shown
     ] + [Line2D([], [], color="black", linestyle=style[k], label=f"K = {k}") for k in all_shots]
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
+
+
+def _log_ticks(ax: plt.Axes) -> None:
+    """Labelled log ticks at 1, 2 and 5 x 10^n on short ranges (10^n only on long ones), and no
+    minor labels: matplotlib's own minor labels collide on ranges of a decade or two."""
+    low, high = ax.get_ylim()
+    decades = np.log10(high / low) if low > 0 and high > low else np.inf
+    subs = (1.0, 2.0, 5.0) if decades < 2 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    every = (np.inf, np.inf)  # label every tick the locator places (its own rule drops some)
+    ax.yaxis.set_major_formatter(
+        LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=every)
+    )
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
@@ -200,7 +219,6 @@ def k_curve_figure(rows: Sequence[SummaryRow], *, metric: str = "ap") -> plt.Fig
         figsize=(width * max(len(targets), 1) + 1.8, 3.4),
         squeeze=False,
         layout="constrained",
-        sharey=True,
     )
     models_shown: list[str] = []
     for ax, target in zip(axes[0], targets, strict=False):
@@ -235,8 +253,8 @@ def k_curve_figure(rows: Sequence[SummaryRow], *, metric: str = "ap") -> plt.Fig
         ax.set_xticks(list(position.values()), [str(k) for k in shots])
         ax.set_xlim(-0.5, len(shots) - 0.5)
         ax.set_xlabel("K (shots; 0: not adapted)")
+        ax.set_ylabel(METRIC_TITLES[metric])
         ax.set_title(target)
-    axes[0, 0].set_ylabel(METRIC_TITLES[metric])
     handles = [
         Line2D([], [], color=MODEL_COLOURS[m], marker="o", label=MODEL_TITLES[m])
         for m in models_shown
