@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from metapose.codec import HeatmapCodec
@@ -38,3 +40,31 @@ def random_instances(n: int, seed: int = 0, size: tuple[int, int] = (80, 100)) -
 
 def tiny_dataset(n: int = 8, seed: int = 0, **kwargs: object) -> TopDownDataset:
     return TopDownDataset(random_instances(n, seed), TINY_CODEC, seed=seed, **kwargs)  # type: ignore[arg-type]
+
+
+class RecordingProgress:
+    """A :class:`metapose.progress.Progress` that records each stage as ``[name, total, done]``."""
+
+    def __init__(self) -> None:
+        self.stages: list[list[object]] = []
+        self.open = False
+
+    def stage(self, name: str, total: int) -> Callable[[int], None]:
+        entry: list[object] = [name, total, 0]
+        self.stages.append(entry)
+        self.open = True
+
+        def advance(n: int) -> None:
+            entry[2] = int(entry[2]) + n  # type: ignore[call-overload]
+
+        return advance
+
+    def close_stage(self) -> None:
+        self.open = False
+
+    def finished(self) -> list[tuple[object, ...]]:
+        """``(name, total)`` of the stages, each checked to have reached its total."""
+        assert not self.open, "a stage was left open"
+        for name, total, done in self.stages:
+            assert done == total, f"stage {name!r} advanced {done} of {total}"
+        return [(name, total) for name, total, _ in self.stages]

@@ -52,6 +52,8 @@ def _val() -> tuple[Path, Path]:
         (["--shots", "0"], "shots must be >= 1, got 0"),
         (["--pool-ids", "5-1"], "image id range '5-1' is empty"),
         (["--lr", "nan"], "lr must be a finite number, got nan"),
+        (["--eval-ids", "1-9", "--keypoints", "nose,elbow"], "unknown keypoints ['elbow']"),
+        (["--keypoints", "nose"], "--keypoints chooses what is scored: give --eval or --eval-ids"),
     ],
 )
 def test_adapt_mistakes(
@@ -240,7 +242,8 @@ def test_adapt_that_diverges_saves_no_model(
         (
             "targets:\n  - {name: real, annotations: missing.json, pool_ids: [1, 9], "
             "test_ids: [10, 20]}\n",
-            "target 'real': annotations file not found: missing.json",
+            # Relative to the config file's folder, whatever the current directory.
+            "target 'real': annotations file not found: {tmp}/missing.json",
         ),
     ],
 )
@@ -251,7 +254,7 @@ def test_experiment_validates_before_writing(
     config.write_text(yaml_text)
     out = tmp_path / "run"
     line = one_line_error(["experiment", "--config", str(config), "--out", str(out)], capsys)
-    assert message in line and not out.exists()
+    assert message.format(tmp=tmp_path) in line and not out.exists()
 
 
 def test_adapt_eval_ids_must_not_overlap_the_shots(
@@ -280,3 +283,32 @@ def test_help_shows_defaults_from_the_library_and_version(
     assert f"default {AdaptConfig().epochs}" in text and "--eval-ids" in text
     assert "--device DEVICE auto (CUDA when available, else CPU), cpu, cuda or cuda:N" in text
     assert "(default: auto)" in text
+
+
+def test_adapt_scores_the_keypoint_subset_like_the_experiment(
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import metapose.scoring
+    from metapose.checkpoint import read_metadata
+
+    data, images = _val()
+    ids = sorted(im["id"] for im in json.loads(data.read_text())["images"])
+    made = []
+    real = metapose.scoring.make_eval_set
+
+    def spy(*args: object, **kwargs: object) -> object:
+        made.append(kwargs.get("keypoints"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metapose.scoring, "make_eval_set", spy)
+    out = tmp_path / "a.safetensors"
+    argv = ["adapt", "--checkpoint", str(tiny_checkpoint), "--data", str(data)]
+    argv += ["--images", str(images), "--out", str(out), "--shots", "2", "--epochs", "1"]
+    argv += ["--pool-ids", f"{ids[0]}-{ids[9]}", "--eval-ids", f"{ids[10]}-{ids[-1]}"]
+    assert main([*argv, "--keypoints", "left_hip, right_hip,left_knee"]) == 0
+    assert made == [("left_hip", "right_hip", "left_knee")]
+    meta = read_metadata(out)
+    assert meta["scored_keypoints"] == ["left_hip", "right_hip", "left_knee"]
+    assert "ap" in meta["metrics"]

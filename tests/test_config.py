@@ -58,3 +58,50 @@ def test_bad_yaml_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle) as err:
         load_config(p, Root)
     assert str(p) in str(err.value)
+
+
+def test_relative_paths_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metapose.config import ExperimentConfig, MetaRunConfig, TrainRunConfig
+    from metapose.models.zoo import ZOO
+
+    folder = tmp_path / "project" / "configs"
+    folder.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = folder / "exp.yaml"
+    config.write_text(
+        "init: ../models/start.safetensors\n"
+        "source:\n"
+        "  coco: [{annotations: data/src.json, image_dir: data/src}]\n"
+        "targets:\n"
+        "  - {name: real, annotations: ../../shared/t.json, image_dir: /abs/images,"
+        " pool_ids: [1, 2], test_ids: [3, 4]}\n"
+    )
+    cfg = load_config(config, ExperimentConfig)
+    assert cfg.init == str(tmp_path / "project" / "models" / "start.safetensors")
+    assert cfg.source.coco[0].annotations == str(folder / "data" / "src.json")
+    assert cfg.source.coco[0].image_dir == str(folder / "data" / "src")
+    assert cfg.targets[0].annotations == str(tmp_path / "shared" / "t.json")
+    assert cfg.targets[0].image_dir == "/abs/images"
+    # Saved (as the experiment does in its run folder) and loaded again: the same paths.
+    (elsewhere / "run").mkdir()
+    save_config(cfg, elsewhere / "run" / "config.yaml")
+    assert load_config(elsewhere / "run" / "config.yaml", ExperimentConfig) == cfg
+
+    zoo_name = next(iter(ZOO))
+    config.write_text(f"init: {zoo_name}\n")
+    assert load_config(config, ExperimentConfig).init == zoo_name
+
+    config.write_text("data: {annotations: train.json}\nval: {annotations: v/val.json}\n")
+    train = load_config(config, TrainRunConfig)
+    assert train.data.annotations == str(folder / "train.json")
+    assert train.val is not None and train.val.annotations == str(folder / "v" / "val.json")
+    config.write_text("data: {annotations: train.json, image_dir: images}\n")
+    meta = load_config(config, MetaRunConfig)
+    assert (meta.data.annotations, meta.data.image_dir) == (
+        str(folder / "train.json"),
+        str(folder / "images"),
+    )

@@ -6,7 +6,7 @@ import pytest
 
 from metapose.config import ConfigError, ExperimentConfig, ResNetConfig, load_config, replace
 from metapose.models.zoo import ZOO
-from tests.conftest import REPO
+from tests.conftest import REPO, require
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
@@ -47,3 +47,18 @@ def test_init_and_a_model_config_are_not_both_given() -> None:
         ExperimentConfig(
             init="pp-tinypose-128x96", model=replace(ExperimentConfig().model, num_keypoints=14)
         )
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_config_paths_point_beside_the_repository(
+    path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Paths are relative to configs/, so they name the same files from any directory."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path, ExperimentConfig)
+    shared = REPO.parent / "shared"
+    for target in cfg.targets:
+        for name in (target.annotations, target.image_dir):
+            if name is not None:
+                assert Path(name).is_absolute() and Path(name).is_relative_to(shared), name
+                require(Path(name))

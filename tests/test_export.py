@@ -110,6 +110,25 @@ def test_export_checked_reports_both_checks_and_refuses_bad_parity(tmp_path: Pat
     assert not (tmp_path / "bad.onnx").exists()
 
 
+def test_export_reports_its_stages_with_their_totals(tmp_path: Path) -> None:
+    from tests.helpers import RecordingProgress
+
+    model = lively_model()
+    gt = load_coco(require(COCO_TINY) / "annotations" / "person_keypoints_val2017.json")
+    progress = RecordingProgress()
+    real = coco_crops(gt, TINY_CODEC, limit=6, progress=progress)
+    report = export_checked(
+        model, tmp_path / "m.onnx", np.random.default_rng(0), real_crops=real, progress=progress
+    )
+    assert progress.finished() == [
+        ("crop check images", 6),
+        ("export ONNX", 1),
+        ("parity checks", 10),
+    ]
+    # Checked in chunks, the real crops' difference is still the whole set's.
+    assert report.max_abs_diff_real == check_parity(model, report.path, real)
+
+
 def test_export_leaves_the_callers_model_alone(tmp_path: Path) -> None:
     model = lively_model().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}

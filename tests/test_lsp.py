@@ -135,3 +135,32 @@ def test_the_image_checked_by_eye_imports_as_seen(tmp_path: Path) -> None:
     assert kp["left_ankle"][0] < kp["left_knee"][0] < kp["left_hip"][0]  # legs to the left
     assert kp["right_ankle"][2] == 0 and (kp["right_ankle"][:2] == 0).all()
     assert all(kp[n][2] == 0 for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear"))
+
+
+def test_import_reports_progress_with_its_total(tmp_path: Path) -> None:
+    from tests.helpers import RecordingProgress
+
+    people = np.stack([person_joints()] * 3)
+    scipy.io.savemat(tmp_path / "joints.mat", {"joints": people.transpose(1, 2, 0)})
+    images = tmp_path / "images"
+    images.mkdir()
+    for n in (1, 2, 3):
+        cv2.imwrite(str(images / f"im{n:05d}.jpg"), np.full((200, 200, 3), 90, np.uint8))
+    progress = RecordingProgress()
+    import_lsp(tmp_path / "joints.mat", images, tmp_path / "lsp.json", progress=progress)
+    assert progress.finished() == [("import LSP images", 3)]
+
+
+def test_import_lsp_command_draws_a_bar_with_the_total(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metapose.cli import main
+
+    scipy.io.savemat(tmp_path / "joints.mat", {"joints": person_joints()[:, :, None]})
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "im00001.jpg"), np.full((200, 200, 3), 90, np.uint8))
+    args = ["data", "import-lsp", "--joints", str(tmp_path / "joints.mat"), "--images"]
+    assert main([*args, str(images), "--out", str(tmp_path / "lsp.json")]) == 0
+    err = capsys.readouterr().err
+    assert "import LSP images: 100%" in err and "1/1" in err

@@ -74,3 +74,41 @@ def test_results_round_trip_through_files(tmp_path) -> None:  # noqa: ANN001
     )
     save_result(tmp_path, r)
     assert load_results(tmp_path) == [r]
+
+
+def test_headline_summarises_the_paired_differences_in_one_line(tmp_path) -> None:  # noqa: ANN001
+    from metapose.report import headline, write_index_html
+
+    rows = summarize(
+        runs("as-is", [0.2, 0.5, 0.8], shots=4)
+        + runs("meta", [0.25, 0.45, 0.81], shots=4)
+        + runs("supervised", [0.2, 0.5, 0.8], shots=4)
+        + runs("as-is", [0.2, 0.5, 0.8], shots=16)
+        + runs("meta", [0.25, 0.45, 0.81], shots=16)
+        + runs("supervised", [0.2, 0.5, 0.8], shots=16)
+        + runs("supervised", [0.2, 0.5, 0.8], shots=32)
+        + runs("meta", [0.22, 0.52, 0.82], shots=32)
+        + runs("as-is", [0.25, 0.45, 0.8], shots=32)
+        + runs("meta", [0.3], shots=0)
+        + runs("as-is", [0.9], shots=0)
+    )
+    line = headline(rows)
+    assert line == (
+        "Meta-learned init (AP, seed-paired 95 % CI over 3 seeds): ties as-is at every K; "
+        "ties supervised at K=4, 16, beats it at K=32."
+    )
+    two_targets = rows + [
+        r.__class__("unique", r.shots, r.model, r.metrics) for r in rows if r.shots == 4
+    ]
+    assert "ties as-is at every K on every target" in headline(two_targets)  # type: ignore[operator]
+    assert headline(summarize(runs("meta", [0.2, 0.3]))) is None
+    page = write_index_html(
+        tmp_path / "index.html",
+        title="t",
+        rows=rows,
+        figures=[],
+        notes=[],
+        config_yaml="",
+        provenance={},
+    ).read_text()
+    assert page.index(line) < page.index("<table>")

@@ -151,3 +151,26 @@ def test_dataset_is_deterministic_per_seed_epoch_and_index() -> None:
     assert not np.array_equal(a.image.numpy(), ds[0].image.numpy())
     plain = TopDownDataset(inst, CODEC)
     assert plain[0].rotation == 0.0 and not plain[0].flip
+
+
+def test_preload_decodes_each_image_file_once_with_progress(tmp_path) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from tests.helpers import RecordingProgress, random_instances
+
+    instances = []
+    for i, person in enumerate(random_instances(3)):
+        assert isinstance(person.image, np.ndarray)
+        path = tmp_path / f"im{i}.png"
+        cv2.imwrite(str(path), person.image[:, :, ::-1])
+        instances.append(replace(person, image=path))
+    instances.append(replace(instances[0], annotation_id=9))  # a second person of image 0
+    dataset = TopDownDataset(instances, CODEC, cache_images=True)
+    progress = RecordingProgress()
+    assert dataset.preload(progress) == 3
+    assert progress.finished() == [("cache images", 3)]
+    for path in tmp_path.glob("im*.png"):
+        path.unlink()  # served from the cache from now on
+    assert np.array_equal(dataset.load_image(instances[1]), random_instances(3)[1].image)
+    with pytest.raises(ValueError, match="cache_images"):
+        TopDownDataset(instances, CODEC).preload()

@@ -291,6 +291,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from metapose.data.batches import EpochBatches
     from metapose.data.coco import load_coco
     from metapose.data.dataset import TopDownDataset, instances_from_coco
+    from metapose.evaluate import keypoint_indices
     from metapose.optim import DeviceOptions
     from metapose.run_folder import check_finite_weights
     from metapose.scoring import evaluate_model, make_eval_set
@@ -316,6 +317,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     )
     if args.eval and args.eval_ids:
         raise SystemExit("error: give --eval (another file) or --eval-ids (of --data), not both")
+    keypoints = _keypoint_names(args.keypoints)
+    if keypoints is not None:
+        keypoint_indices(data.skeleton, keypoints)  # unknown names: one line, before training
+        if not (args.eval or args.eval_ids):
+            raise SystemExit("error: --keypoints chooses what is scored: give --eval or --eval-ids")
     pool = _id_range(args.pool_ids)
     pool_ids = None if pool is None else [i.id for i in data.images if pool[0] <= i.id <= pool[1]]
     held_out = _id_range(args.eval_ids)
@@ -340,7 +346,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             if args.eval
             else data.subset(eval_ids)
         )
-        test = make_eval_set(held, codec)
+        test = make_eval_set(held, codec, keypoints=keypoints)
         before = evaluate_model(model, test, options)
         print(f"before: {_metrics_line(before)}")
     support = TopDownDataset(
@@ -350,6 +356,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache_images=True,
     )
+    support.preload(TqdmProgress())
     steps = config.epochs * EpochBatches(support, config.batch_size).batches_per_epoch
     with tqdm(total=steps, desc=f"adapt on {len(shots)} images", dynamic_ncols=True) as bar:
         result = fine_tune(
@@ -375,6 +382,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             "shot_image_ids": shots,
             "adapt": to_dict(config),
             "epoch_losses": list(result.epoch_losses),
+            "scored_keypoints": None if keypoints is None else list(keypoints),
         },
     )
     print(f"checkpoint: {path}")
@@ -384,7 +392,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def cmd_import_lsp(args: argparse.Namespace) -> int:
     from metapose.data.lsp import import_lsp
 
-    out = import_lsp(args.joints, args.images, args.out)
+    out = import_lsp(args.joints, args.images, args.out, progress=TqdmProgress(not args.quiet))
     print(f"wrote {out}")
     return 0
 
@@ -449,12 +457,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from metapose.export import coco_crops, export_checked
 
     model = load_checkpoint(args.checkpoint).model
+    progress = TqdmProgress(not args.quiet)
     crops = None
     if args.check_data:
         codec = HeatmapCodec.for_model(model.config)
-        crops = coco_crops(load_coco(args.check_data, args.check_images), codec, limit=16)
+        data = load_coco(args.check_data, args.check_images)
+        crops = coco_crops(data, codec, limit=16, progress=progress)
     report = export_checked(
-        model, args.out, np.random.default_rng(args.seed), opset=args.opset, real_crops=crops
+        model,
+        args.out,
+        np.random.default_rng(args.seed),
+        opset=args.opset,
+        real_crops=crops,
+        progress=progress,
     )
     print(f"wrote {report.path} (opset {report.opset}); onnx.checker passed")
     print(
@@ -526,10 +541,15 @@ def _codec_override(args: argparse.Namespace) -> CodecConfig | None:
     return replace(own, **changes)
 
 
+def _keypoint_names(text: str | None) -> tuple[str, ...] | None:
+    """``--keypoints nose,left_eye``: the names (checked against the skeleton where used)."""
+    return tuple(name.strip() for name in text.split(",")) if text else None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from metapose.evaluate import evaluate_oks, format_table
 
-    keypoints = tuple(args.keypoints.split(",")) if args.keypoints else None
+    keypoints = _keypoint_names(args.keypoints)
     given = [x for x in (args.results, args.onnx, args.checkpoint) if x is not None]
     if len(given) != 1:
         raise SystemExit("error: give exactly one of --results JSON, --onnx model or --checkpoint")
@@ -753,6 +773,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="or: score on this image id range of --data (e.g. 4001-5000); "
         "it must not overlap the shots",
     )
+    p.add_argument(
+        "--keypoints",
+        help="comma-separated subset of keypoint names to score with --eval or --eval-ids "
+        "(as an experiment target's keypoints; default: all)",
+    )
     p.add_argument("--out", required=True, help="adapted checkpoint (.safetensors)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_adapt)
@@ -765,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--joints", required=True, help="joints.mat (14x3xN LSPet or 3x14xN LSP)")
     q.add_argument("--images", required=True, help="folder of im*.jpg")
     q.add_argument("--out", required=True, help="JSON to write")
+    q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_import_lsp)
 
     p = sub.add_parser("predict", help="poses on your images: COCO results JSON and overlay PNGs")
@@ -799,6 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-data", help="also compare on real crops of this COCO JSON")
     p.add_argument("--check-images", help="image folder of --check-data")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity inputs")
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

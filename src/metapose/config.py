@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -21,6 +22,12 @@ import yaml
 T = TypeVar("T")
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
+
+# Field metadata marking a file or folder path: relative paths in a YAML file are resolved
+# against that file's folder when it is loaded (see load_config), so a run does not depend on the
+# shell's current directory. MODEL_PATH: a checkpoint path or a bundled model's name (kept as is).
+PATH: dict[str, str] = {"path": "file"}
+MODEL_PATH: dict[str, str] = {"path": "model"}
 
 
 class ConfigError(ValueError):
@@ -551,8 +558,8 @@ class AdaptConfig:
 class CocoFolderConfig:
     """A COCO-format person-keypoint dataset on disk: the JSON and its image folder."""
 
-    annotations: str
-    image_dir: str | None = None
+    annotations: str = field(metadata=PATH)
+    image_dir: str | None = field(default=None, metadata=PATH)
 
 
 @dataclass(frozen=True)
@@ -587,8 +594,8 @@ class TargetConfig:
 
     name: str
     domain: str | None = None
-    annotations: str | None = None
-    image_dir: str | None = None
+    annotations: str | None = field(default=None, metadata=PATH)
+    image_dir: str | None = field(default=None, metadata=PATH)
     pool_size: int = 200
     test_size: int = 100
     scene_size: tuple[int, int] = (320, 240)  # (width, height) of synthetic scenes
@@ -639,7 +646,7 @@ class ExperimentConfig:
 
     name: str = "paper"
     seed: int = 0
-    init: str | None = None
+    init: str | None = field(default=None, metadata=MODEL_PATH)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
     task_augment: TaskAugmentConfig = field(default_factory=TaskAugmentConfig)
@@ -704,8 +711,8 @@ class ExperimentConfig:
 class DataConfig:
     """Training data: a COCO-format dataset, or (no ``annotations``) the synthetic stream."""
 
-    annotations: str | None = None
-    image_dir: str | None = None
+    annotations: str | None = field(default=None, metadata=PATH)
+    image_dir: str | None = field(default=None, metadata=PATH)
     domains: tuple[str, ...] = ("rgb",)  # synthetic domains when ``annotations`` is not given
 
 
@@ -885,8 +892,45 @@ def to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
+def _resolve_path(value: str, base: Path, kind: str) -> str:
+    if kind == "model":
+        # The zoo's names, imported here because the models package imports this module.
+        from metapose.models.zoo import ZOO
+
+        if value in ZOO:
+            return value
+    if Path(value).expanduser().is_absolute():
+        return value
+    return os.path.normpath(base / value)
+
+
+def resolve_paths(config: T, base: str | Path) -> T:
+    """``config`` with each relative path (fields marked PATH or MODEL_PATH, at any depth)
+    joined to the folder ``base``; absolute paths and bundled model names are kept."""
+    if not is_dataclass(config) or isinstance(config, type):
+        return config
+    base = Path(base).absolute()
+    changes: dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        kind = f.metadata.get("path")
+        new: Any
+        if kind is not None and isinstance(value, str):
+            new = _resolve_path(value, base, kind)
+        elif isinstance(value, tuple):
+            new = tuple(resolve_paths(v, base) for v in value)
+        else:
+            new = resolve_paths(value, base)
+        if new != value:
+            changes[f.name] = new
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def load_config(path: str | Path, cls: type[T]) -> T:
-    """Read YAML ``path`` into config ``cls``; errors name the file and the key."""
+    """Read YAML ``path`` into config ``cls``; errors name the file and the key.
+
+    Relative paths in the file (see PATH) are taken relative to the file's folder.
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -903,7 +947,7 @@ def load_config(path: str | Path, cls: type[T]) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     try:
-        return from_dict(cls, data)
+        return resolve_paths(from_dict(cls, data), path.parent)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
@@ -937,6 +981,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "load_config",
+    "resolve_paths",
     "save_config",
     "replace",
 ]

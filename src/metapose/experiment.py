@@ -459,7 +459,8 @@ def write_report(
     figures = [
         ("Fig. 2: a source crop under each task augmentation", _figure2(cfg, codec, report).name),
         (
-            "Fig. 3: predictions of each arm after adaptation",
+            f"Fig. 3: ground truth and each arm's predictions after fine-tuning on "
+            f"K = {max(cfg.shots)} shots (seed {cfg.seeds[0]})",
             _figure3(cfg, out, targets, report).name,
         ),
         (
@@ -508,7 +509,8 @@ def _figure2(cfg: ExperimentConfig, codec: HeatmapCodec, report: Path) -> Path:
 
 
 def _figure3(cfg: ExperimentConfig, out: Path, targets: Sequence[Target], report: Path) -> Path:
-    """Predictions read back from the saved results of the largest K and the first seed."""
+    """The ground truth beside the predictions read back from the saved results of the largest K
+    and the first seed (the title says which)."""
     import json
 
     panels = []
@@ -516,7 +518,7 @@ def _figure3(cfg: ExperimentConfig, out: Path, targets: Sequence[Target], report
     for target in targets:
         name = target.config.name
         preds: dict[str, list[dict[str, object]]] = {}
-        for model in map(str, cfg.arms):
+        for model in (*map(str, cfg.arms), "scratch"):
             file = out / "predictions" / f"{RunResult(name, model, k, seed, {}).key}.json"
             if file.exists():
                 preds[model] = json.loads(file.read_text())
@@ -530,5 +532,10 @@ def _figure3(cfg: ExperimentConfig, out: Path, targets: Sequence[Target], report
                 kp = np.asarray(entries[i]["keypoints"], dtype=np.float64).reshape(-1, 3)
                 kp[:, :2] = apply_affine(kp[:, :2], matrix)
                 shown[model] = kp
-            panels.append(PredictionPanel(f"{name} #{i + 1}", crop, shown))
-    return prediction_grid(panels, report / "fig3_predictions.png")
+            ground_truth = batch.keypoints[i].numpy().astype(np.float64)
+            panels.append(PredictionPanel(f"{name} #{i + 1}", crop, shown, ground_truth))
+    return prediction_grid(
+        panels,
+        report / "fig3_predictions.png",
+        title=f"After fine-tuning on K = {k} shots, seed {seed}",
+    )

@@ -30,6 +30,7 @@ from metapose.data.dataset import TopDownDataset, instances_from_coco
 from metapose.errors import CheckFailed, DataError
 from metapose.models import TopDownModel
 from metapose.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
+from metapose.progress import Progress
 from metapose.skeleton import COCO17, Skeleton
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,15 @@ def check_parity(model: TopDownModel, onnx_path: str | Path, inputs: np.ndarray)
     ``inputs`` ``(B, 3, H, W)`` float32, normalised as the model expects.
     """
     network = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    return _parity(network, OnnxHeatmapModel(onnx_path), inputs)
+
+
+def _parity(network: TopDownModel, runtime: OnnxHeatmapModel, inputs: np.ndarray) -> float:
+    """:func:`check_parity` of an eval-mode float32 CPU ``network`` and a loaded ``runtime``."""
     batch = np.ascontiguousarray(inputs, dtype=np.float32)
     with torch.inference_mode():
         expected = network(torch.from_numpy(batch)).numpy()
-    actual = OnnxHeatmapModel(onnx_path)(batch)
+    actual = runtime(batch)
     if actual.shape != expected.shape:
         raise ParityError(f"onnxruntime gives {actual.shape}, PyTorch {expected.shape}")
     if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
@@ -141,13 +147,23 @@ def check_parity(model: TopDownModel, onnx_path: str | Path, inputs: np.ndarray)
     return float(np.abs(actual - expected).max())
 
 
-def coco_crops(dataset: CocoDataset, codec: HeatmapCodec, limit: int) -> np.ndarray:
+def coco_crops(
+    dataset: CocoDataset, codec: HeatmapCodec, limit: int, *, progress: Progress | None = None
+) -> np.ndarray:
     """The first ``limit`` labelled people of ``dataset`` as normalised crops ``(B, 3, H, W)``."""
     instances = instances_from_coco(dataset)[:limit]
     if not instances:
         raise DataError(dataset.annotation_file, "no labelled person to crop")
     crops = TopDownDataset(instances, codec)
-    return np.stack([crops[i].image.numpy() for i in range(len(crops))])
+    advance = progress.stage("crop check images", len(crops)) if progress is not None else None
+    images = []
+    for i in range(len(crops)):
+        images.append(crops[i].image.numpy())
+        if advance is not None:
+            advance(1)
+    if progress is not None:
+        progress.close_stage()
+    return np.stack(images)
 
 
 def export_checked(
@@ -158,17 +174,41 @@ def export_checked(
     opset: int = DEFAULT_OPSET,
     real_crops: np.ndarray | None = None,
     tolerance: float = PARITY_TOLERANCE,
+    progress: Progress | None = None,
 ) -> ExportReport:
     """:func:`export_onnx`, then :func:`check_parity` on random and (when given) real crops.
 
     Raises :class:`ParityError` (and removes the file) when a difference exceeds ``tolerance``.
+    ``progress`` gets two stages: the export (one step), then the parity checks (one step per
+    crop, checked ``PARITY_BATCH`` at a time).
     """
+    advance = progress.stage("export ONNX", 1) if progress is not None else None
     path = export_onnx(model, path, opset=opset)
+    if advance is not None:
+        advance(1)
+    if progress is not None:
+        progress.close_stage()
     width, height = model.config.input_size
     random_crops = rng.standard_normal((PARITY_BATCH, 3, height, width)).astype(np.float32)
+    total = len(random_crops) + (0 if real_crops is None else len(real_crops))
+    advance = progress.stage("parity checks", total) if progress is not None else None
+    network = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    runtime = OnnxHeatmapModel(path)
+
+    def checked(crops: np.ndarray) -> float:
+        worst = 0.0
+        for start in range(0, len(crops), PARITY_BATCH):
+            chunk = crops[start : start + PARITY_BATCH]
+            worst = max(worst, _parity(network, runtime, chunk))
+            if advance is not None:
+                advance(len(chunk))
+        return worst
+
     try:
-        diff_random = check_parity(model, path, random_crops)
-        diff_real = None if real_crops is None else check_parity(model, path, real_crops)
+        diff_random = checked(random_crops)
+        diff_real = None if real_crops is None else checked(real_crops)
+        if progress is not None:
+            progress.close_stage()
         worst = max(diff_random, diff_real or 0.0)
         if not worst <= tolerance:
             raise ParityError(

@@ -1,8 +1,11 @@
 """The experiment's figures (matplotlib, written as PNG): the paper's Figures 2-4 and a K-curve.
 
-Fig. 2: a source crop under each task augmentation. Fig. 3: predictions of each arm and the
-meta-learned model on the same target images. Fig. 4: training loss during the meta-test
-(few-shot fine-tuning). K-curve: test AP against the number of shots.
+Fig. 2: a source crop under each task augmentation. Fig. 3: the ground truth and each arm's
+predictions on the same target images, after fine-tuning on one K and seed. Fig. 4: training loss
+during the meta-test (few-shot fine-tuning). K-curve: test AP against the number of shots.
+
+Every figure is laid out by matplotlib's constrained layout, so labels neither overlap nor leave
+the canvas; the ``*_figure`` functions return the figure (for tests), the others write the PNG.
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    LogFormatterSciNotation,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
+from matplotlib.typing import LineStyleType  # noqa: E402
 
 from metapose.report import METRIC_TITLES, MODEL_TITLES, SummaryRow, is_difference  # noqa: E402
 from metapose.results import RunResult, select  # noqa: E402
@@ -28,13 +39,15 @@ MODEL_COLOURS = {
     "meta": "tab:orange",
     "scratch": "tab:gray",
 }
+K_STYLES: tuple[LineStyleType, ...] = ("-", "--", ":", "-.")  # Fig. 4: one line style per K
+DODGE = 0.08  # K-curve: horizontal shift between arms at one K, in tick spacings
 DPI = 110
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -42,7 +55,9 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 def image_grid(panels: Sequence[tuple[str, np.ndarray]], path: str | Path, *, cols: int) -> Path:
     """Titled RGB panels in a grid (Fig. 2 and the like)."""
     rows = max(1, int(np.ceil(len(panels) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.2 * cols, 2.8 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, image) in zip(axes.ravel(), panels, strict=False):
@@ -51,31 +66,45 @@ def image_grid(panels: Sequence[tuple[str, np.ndarray]], path: str | Path, *, co
     return _save(fig, path)
 
 
+GROUND_TRUTH = "ground truth"
+
+
 @dataclass(frozen=True)
 class PredictionPanel:
-    """One target image crop with the keypoints (crop pixels, ``(K, 3)``) each model predicted."""
+    """One target image crop, its labels and what each model predicted (crop pixels, ``(K, 3)``).
+
+    ``ground_truth``'s third column holds COCO visibility flags, ``predictions``' scores.
+    """
 
     title: str
     image: np.ndarray
     predictions: dict[str, np.ndarray]  # model name -> keypoints with scores
+    ground_truth: np.ndarray | None = None
 
 
-def prediction_grid(
-    panels: Sequence[PredictionPanel], path: str | Path, *, threshold: float = 0.2
-) -> Path:
-    """Fig. 3: one row per image, one column per model, predictions drawn on the same crop."""
+def prediction_figure(
+    panels: Sequence[PredictionPanel], *, title: str = "", threshold: float = 0.2
+) -> plt.Figure:
+    """Fig. 3: one row per image; the ground truth, then one column per model, on the same crop."""
     models = list(dict.fromkeys(m for p in panels for m in p.predictions))
+    columns = ([GROUND_TRUTH] if any(p.ground_truth is not None for p in panels) else []) + models
     fig, axes = plt.subplots(
-        len(panels), len(models), figsize=(2.3 * len(models), 2.9 * len(panels)), squeeze=False
+        max(len(panels), 1),
+        max(len(columns), 1),
+        figsize=(2.3 * max(len(columns), 1), 2.9 * max(len(panels), 1)),
+        squeeze=False,
+        layout="constrained",
     )
     for row, panel in enumerate(panels):
-        for col, model in enumerate(models):
+        for col, column in enumerate(columns):
             ax = axes[row, col]
             ax.axis("off")
-            if model in panel.predictions:
-                ax.imshow(draw_pose(panel.image, panel.predictions[model], threshold=threshold))
+            if column == GROUND_TRUTH and panel.ground_truth is not None:
+                ax.imshow(draw_pose(panel.image, panel.ground_truth, kind="flags"))
+            elif column in panel.predictions:
+                ax.imshow(draw_pose(panel.image, panel.predictions[column], threshold=threshold))
             if row == 0:
-                ax.set_title(MODEL_TITLES.get(model, model), fontsize=10)
+                ax.set_title(MODEL_TITLES.get(column, column.capitalize()), fontsize=10)
             if col == 0:
                 ax.text(
                     -0.05,
@@ -87,37 +116,55 @@ def prediction_grid(
                     va="center",
                     fontsize=8,
                 )
-    return _save(fig, path)
+    note = f"predicted keypoints scoring under {threshold:g} not drawn" if threshold > 0 else ""
+    if title or note:
+        fig.suptitle("\n".join(t for t in (title, note) if t), fontsize=10)
+    return fig
 
 
-def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
-    """Fig. 4: fine-tuning loss per epoch, mean over seeds with a 95 % band, per target and K."""
+def prediction_grid(
+    panels: Sequence[PredictionPanel],
+    path: str | Path,
+    *,
+    title: str = "",
+    threshold: float = 0.2,
+) -> Path:
+    """Write :func:`prediction_figure` to ``path``."""
+    return _save(prediction_figure(panels, title=title, threshold=threshold), path)
+
+
+def meta_test_loss_figure(results: Sequence[RunResult]) -> plt.Figure:
+    """Fig. 4: fine-tuning loss per epoch, mean over seeds with a 95 % band, per target and K.
+
+    Colour: the arm; line style: K. One legend for both, outside the panels.
+    """
     adapted = [r for r in results if r.shots > 0 and r.epoch_losses]
     targets = list(dict.fromkeys(r.target for r in adapted))
+    all_shots = sorted({r.shots for r in adapted})
+    style = {k: K_STYLES[i % len(K_STYLES)] for i, k in enumerate(all_shots)}
     fig, axes = plt.subplots(
-        1, max(len(targets), 1), figsize=(4.2 * max(len(targets), 1), 3.2), squeeze=False
+        1,
+        max(len(targets), 1),
+        figsize=(3.6 * max(len(targets), 1) + 1.6, 3.4),
+        squeeze=False,
+        layout="constrained",
     )
-    styles = ["-", "--", ":", "-."]
+    models_shown: list[str] = []
     for ax, target in zip(axes[0], targets, strict=False):
-        shots = sorted({r.shots for r in select(adapted, target=target)})
-        for si, k in enumerate(shots):
+        for k in sorted({r.shots for r in select(adapted, target=target)}):
             for model in MODEL_COLOURS:
                 runs = select(adapted, target=target, model=model, shots=k)
                 if not runs:
                     continue
+                if model not in models_shown:
+                    models_shown.append(model)
                 length = min(len(r.epoch_losses) for r in runs)
                 curves = np.array([r.epoch_losses[:length] for r in runs])
                 epochs = np.arange(1, length + 1)
                 est = [mean_ci(curves[:, e].tolist()) for e in range(length)]
                 mean = np.array([e.mean for e in est])
                 half = np.nan_to_num(np.array([e.half_width for e in est]))
-                ax.plot(
-                    epochs,
-                    mean,
-                    styles[si % len(styles)],
-                    color=MODEL_COLOURS[model],
-                    label=f"{MODEL_TITLES[model]} K={k}",
-                )
+                ax.plot(epochs, mean, linestyle=style[k], color=MODEL_COLOURS[model])
                 ax.fill_between(
                     epochs, mean - half, mean + half, color=MODEL_COLOURS[model], alpha=0.15
                 )
@@ -125,41 +172,110 @@ def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
         ax.set_xlabel("epoch of fine-tuning")
         ax.set_ylabel("train loss (JointsMSE)")
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    return _save(fig, path)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _log_ticks(ax)
+    handles = [
+        Line2D([], [], color=MODEL_COLOURS[m], label=MODEL_TITLES[m]) for m in models_shown
+    ] + [Line2D([], [], color="black", linestyle=style[k], label=f"K = {k}") for k in all_shots]
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    return fig
+
+
+def _log_ticks(ax: plt.Axes) -> None:
+    """Labelled log ticks at 1, 2 and 5 x 10^n on short ranges (10^n only on long ones), and no
+    minor labels: matplotlib's own minor labels collide on ranges of a decade or two."""
+    low, high = ax.get_ylim()
+    decades = np.log10(high / low) if low > 0 and high > low else np.inf
+    subs = (1.0, 2.0, 5.0) if decades < 2 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    every = (np.inf, np.inf)  # label every tick the locator places (its own rule drops some)
+    ax.yaxis.set_major_formatter(
+        LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=every)
+    )
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def meta_test_loss(results: Sequence[RunResult], path: str | Path) -> Path:
+    """Write :func:`meta_test_loss_figure` to ``path``."""
+    return _save(meta_test_loss_figure(results), path)
+
+
+def k_curve_figure(rows: Sequence[SummaryRow], *, metric: str = "ap") -> plt.Figure:
+    """Test metric against K, mean ± 95 % CI over seeds, one panel per target.
+
+    K is categorical: one tick per K used, labelled with its value, so 4, 16 and 32 read as such.
+    K = 0 (the arm not adapted) sits left of a dotted separator with hollow markers, not joined
+    to the adapted points. Arms are shifted slightly apart so their error bars do not hide each
+    other.
+    """
+    rows = [r for r in rows if not is_difference(r.model) and metric in r.metrics]
+    targets = list(dict.fromkeys(r.target for r in rows))
+    widest = max((len({r.shots for r in rows if r.target == t}) for t in targets), default=1)
+    width = max(3.4, 0.6 * widest + 1.6)
+    fig, axes = plt.subplots(
+        1,
+        max(len(targets), 1),
+        figsize=(width * max(len(targets), 1) + 1.8, 3.4),
+        squeeze=False,
+        layout="constrained",
+    )
+    models_shown: list[str] = []
+    for ax, target in zip(axes[0], targets, strict=False):
+        here = [r for r in rows if r.target == target]
+        shots = sorted({r.shots for r in here})
+        position = {k: float(i) for i, k in enumerate(shots)}
+        models = [m for m in MODEL_COLOURS if any(r.model == m for r in here)]
+        for j, model in enumerate(models):
+            if model not in models_shown:
+                models_shown.append(model)
+            shift = DODGE * (j - (len(models) - 1) / 2)
+            pts = sorted((r.shots, r.metrics[metric]) for r in here if r.model == model)
+            for adapted in (False, True):
+                part = [(k, e) for k, e in pts if (k > 0) == adapted]
+                if not part:
+                    continue
+                x = np.array([position[k] + shift for k, _ in part])
+                mean = np.array([e.mean for _, e in part])
+                half = np.nan_to_num(np.array([e.half_width for _, e in part]))
+                ax.errorbar(
+                    x,
+                    mean,
+                    yerr=half,
+                    marker="o",
+                    capsize=3,
+                    color=MODEL_COLOURS[model],
+                    linestyle="-" if adapted else "none",
+                    markerfacecolor=MODEL_COLOURS[model] if adapted else "white",
+                )
+        if 0 in shots and len(shots) > 1:
+            ax.axvline(0.5, color="0.6", linestyle=":", linewidth=1)
+        ax.set_xticks(list(position.values()), [str(k) for k in shots])
+        ax.set_xlim(-0.5, len(shots) - 0.5)
+        ax.set_xlabel("K (shots; 0: not adapted)")
+        ax.set_ylabel(METRIC_TITLES[metric])
+        ax.set_title(target)
+    handles = [
+        Line2D([], [], color=MODEL_COLOURS[m], marker="o", label=MODEL_TITLES[m])
+        for m in models_shown
+    ]
+    if any(r.shots == 0 for r in rows):
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.3",
+                marker="o",
+                markerfacecolor="white",
+                linestyle="none",
+                label="not adapted (K = 0)",
+            )
+        )
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    return fig
 
 
 def k_curve(rows: Sequence[SummaryRow], path: str | Path, *, metric: str = "ap") -> Path:
-    """Test metric against K (K = 0: not adapted), mean ± 95 % CI over seeds, per target."""
-    rows = [r for r in rows if not is_difference(r.model) and metric in r.metrics]
-    targets = list(dict.fromkeys(r.target for r in rows))
-    fig, axes = plt.subplots(
-        1, max(len(targets), 1), figsize=(4.2 * max(len(targets), 1), 3.2), squeeze=False
-    )
-    for ax, target in zip(axes[0], targets, strict=False):
-        for model in MODEL_COLOURS:
-            pts = sorted(
-                (r.shots, r.metrics[metric])
-                for r in rows
-                if r.target == target and r.model == model
-            )
-            if not pts:
-                continue
-            ks = np.array([k for k, _ in pts], dtype=float)
-            mean = np.array([e.mean for _, e in pts])
-            half = np.nan_to_num(np.array([e.half_width for _, e in pts]))
-            ax.errorbar(
-                ks,
-                mean,
-                yerr=half,
-                marker="o",
-                capsize=3,
-                color=MODEL_COLOURS[model],
-                label=MODEL_TITLES[model],
-            )
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlabel("K (shots; 0 = not adapted)")
-        ax.set_ylabel(METRIC_TITLES[metric])
-        ax.set_title(target)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+    """Write :func:`k_curve_figure` to ``path``."""
+    return _save(k_curve_figure(rows, metric=metric), path)

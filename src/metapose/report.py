@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,17 @@ def format_table(rows: Sequence[SummaryRow], metrics: Sequence[str] | None = Non
     return "\n".join(lines) + "\n"
 
 
+def _outcome(est: Estimate) -> str:
+    """``win``, ``loss`` or ``tie`` of a difference at 95 %, ``single`` without an interval."""
+    if est.n < 2 or not math.isfinite(est.half_width):
+        return "single"
+    if est.mean - est.half_width > 0:
+        return "win"
+    if est.mean + est.half_width < 0:
+        return "loss"
+    return "tie"
+
+
 def verdicts(rows: Sequence[SummaryRow], metric: str = "ap") -> list[str]:
     """Plain-language reading of each difference row: win, loss or tie at 95 %."""
     out = []
@@ -141,18 +153,69 @@ def verdicts(rows: Sequence[SummaryRow], metric: str = "ap") -> list[str]:
         minuend, subtrahend = r.model.split(" - ")
         est = r.metrics[metric]
         where = f"{r.target} K={r.shots}" if r.shots else f"{r.target} (not adapted)"
-        if est.n < 2:
-            word = "single seed, no interval"
-        elif est.mean - est.half_width > 0:
-            word = f"{minuend} wins"
-        elif est.mean + est.half_width < 0:
-            word = f"{subtrahend} wins"
-        else:
-            word = "tie (the 95 % interval contains 0)"
-        out.append(
-            f"{where}: {METRIC_TITLES[metric]} {r.model} {est.format()} -> {word}"
-        )
+        word = {
+            "single": "single seed, no interval",
+            "win": f"{minuend} wins",
+            "loss": f"{subtrahend} wins",
+            "tie": "tie (the 95 % interval contains 0)",
+        }[_outcome(est)]
+        out.append(f"{where}: {METRIC_TITLES[metric]} {r.model} {est.format()} -> {word}")
     return out
+
+
+_VERBS = {"win": "beats", "loss": "loses to", "tie": "ties", "single": "has one seed against"}
+
+
+def headline(rows: Sequence[SummaryRow], metric: str = "ap") -> str | None:
+    """One line summarising the seed-paired differences of the adapted arms (K > 0).
+
+    E.g. ``Meta-learned init (AP, seed-paired 95 % CI): ties as-is at every K; beats supervised
+    at K=16, ties it at K=32.`` Targets are named when there are several. None when no
+    difference was computed (a single arm, or no meta arm).
+    """
+    diffs = [r for r in rows if is_difference(r.model) and r.shots > 0 and metric in r.metrics]
+    if not diffs:
+        return None
+    several_targets = len({r.target for r in diffs}) > 1
+    minuends = list(dict.fromkeys(r.model.split(" - ")[0] for r in diffs))
+    parts = []
+    for minuend in minuends:
+        clauses = []
+        for difference in dict.fromkeys(r.model for r in diffs if r.model.startswith(minuend)):
+            subtrahend = difference.split(" - ")[1]
+            mine = [r for r in diffs if r.model == difference]
+            by_outcome: dict[str, list[SummaryRow]] = {}
+            for r in mine:
+                by_outcome.setdefault(_outcome(r.metrics[metric]), []).append(r)
+            segments = []
+            for i, (outcome, group) in enumerate(by_outcome.items()):
+                if len(by_outcome) == 1:
+                    where = "at every K" + (" on every target" if several_targets else "")
+                else:
+                    where = "at " + _places(group, several_targets)
+                segments.append(f"{_VERBS[outcome]} {subtrahend if i == 0 else 'it'} {where}")
+            clauses.append(", ".join(segments))
+        title = MODEL_TITLES.get(minuend, minuend)
+        title = title[0].upper() + title[1:].lower()
+        n = max(r.metrics[metric].n for r in diffs)
+        parts.append(
+            f"{title} init ({METRIC_TITLES[metric]}, seed-paired 95 % CI over {n} seeds): "
+            + "; ".join(clauses)
+            + "."
+        )
+    return " ".join(parts)
+
+
+def _places(rows: Sequence[SummaryRow], name_targets: bool) -> str:
+    """``K=4, 16`` or, with several targets, ``thermal K=4, 16 and unique K=32``."""
+    by_target: dict[str, list[int]] = {}
+    for r in rows:
+        by_target.setdefault(r.target, []).append(r.shots)
+    places = [
+        (f"{target} " if name_targets else "") + "K=" + ", ".join(map(str, shots))
+        for target, shots in by_target.items()
+    ]
+    return " and ".join(places)
 
 
 def table_html(rows: Sequence[SummaryRow]) -> str:
@@ -165,11 +228,8 @@ def table_html(rows: Sequence[SummaryRow]) -> str:
         cells = [c.strip() for c in line.strip("|").split("|")]
         css = ""
         if is_difference(r.model) and "ap" in r.metrics:
-            est = r.metrics["ap"]
-            if est.n >= 2 and est.mean - est.half_width > 0:
-                css = ' class="win"'
-            elif est.n >= 2 and est.mean + est.half_width < 0:
-                css = ' class="loss"'
+            outcome = _outcome(r.metrics["ap"])
+            css = f' class="{outcome}"' if outcome in ("win", "loss") else ""
         out.append(f"<tr{css}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
@@ -184,8 +244,11 @@ def write_index_html(
     notes: Sequence[str],
     config_yaml: str,
     provenance: dict[str, Any],
+    summary: str | None = None,
 ) -> Path:
-    """One self-contained page: table, verdicts, figures (relative links), config, provenance."""
+    """One self-contained page: a one-line verdict (``summary``, by default :func:`headline`),
+    the table, verdicts, figures (relative links), config, provenance."""
+    summary = headline(rows) if summary is None else summary
     figs = "\n".join(
         f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
@@ -202,6 +265,7 @@ figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 pre {{ background: #f5f5f5; padding: 1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
+{f'<p class="verdict"><strong>{html.escape(summary)}</strong></p>' if summary else ""}
 <p>Mean ± 95 % confidence interval over seeds (Student t). "meta - ..." rows are paired
 by seed (same K shots for both models). OKS AP/AR computed by pycocotools on each target's test
 split.</p>

@@ -26,6 +26,7 @@ from metapose.data.topdown import (
     sample_crop_params,
     warp_crop,
 )
+from metapose.progress import Progress
 from metapose.skeleton import COCO17, Skeleton
 
 # A hook applied to the crop and its crop-space keypoints before encoding (task augmentation).
@@ -183,6 +184,30 @@ class TopDownDataset(Dataset[Sample]):
                 self._cache[instance.image] = read_rgb(instance.image)
             return self._cache[instance.image]
         return read_rgb(instance.image)
+
+    def preload(self, progress: Progress | None = None) -> int:
+        """Decode every image file of the instances into the cache now; returns how many.
+
+        Few-shot sets are read once here (with a progress stage of one step per image) instead of
+        during the first epoch. Needs ``cache_images``.
+        """
+        if not self.cache_images:
+            raise ValueError("preload() needs a dataset made with cache_images=True")
+        files = list(
+            dict.fromkeys(i.image for i in self.instances if not isinstance(i.image, np.ndarray))
+        )
+        advance = progress.stage("cache images", len(files)) if progress is not None else None
+        try:
+            for file in files:
+                assert isinstance(file, Path)
+                if file not in self._cache:
+                    self._cache[file] = read_rgb(file)
+                if advance is not None:
+                    advance(1)
+        finally:
+            if progress is not None:
+                progress.close_stage()
+        return len(files)
 
     def __getitem__(self, index: int) -> Sample:
         instance = self.instances[index]

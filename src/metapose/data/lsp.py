@@ -31,6 +31,7 @@ import scipy.io
 
 from metapose.data.coco import Annotation, CocoImage, write_coco_payload
 from metapose.errors import DataError
+from metapose.progress import Progress
 from metapose.skeleton import COCO17
 
 log = logging.getLogger(__name__)
@@ -126,11 +127,18 @@ def image_number(path: Path) -> int:
     return int(match.group(1))
 
 
-def import_lsp(joints_file: str | Path, image_dir: str | Path, out: str | Path) -> Path:
+def import_lsp(
+    joints_file: str | Path,
+    image_dir: str | Path,
+    out: str | Path,
+    *,
+    progress: Progress | None = None,
+) -> Path:
     """Write a COCO keypoint JSON for the LSP/LSPet images present in ``image_dir``.
 
     Image ``im<n>`` gets image id ``n`` and is matched to column ``n - 1`` of ``joints``; joints of
     images that are not in the folder are skipped (the shared copy of LSPet holds 5,000 of 10,000).
+    Every image is decoded (for its size): ``progress`` gets a stage of one step per image.
     """
     image_dir = Path(image_dir)
     joints = read_lsp_joints(joints_file)
@@ -140,7 +148,10 @@ def import_lsp(joints_file: str | Path, image_dir: str | Path, out: str | Path) 
     if not files:
         raise DataError(image_dir, "no im*.jpg images in this folder")
     images, annotations, extras = [], [], {}
+    advance = progress.stage("import LSP images", len(files)) if progress is not None else None
     for file in files:
+        if advance is not None:
+            advance(1)
         n = image_number(file)
         if not 1 <= n <= len(joints):
             raise DataError(
@@ -159,6 +170,8 @@ def import_lsp(joints_file: str | Path, image_dir: str | Path, out: str | Path) 
             continue
         annotations.append(Annotation(n, n, bbox, keypoints, area, iscrowd=False))
         extras[n] = extra
+    if progress is not None:
+        progress.close_stage()
     skipped = len(joints) - len(images)
     if skipped:
         log.info("%d people of %s have no image in %s", skipped, joints_file, image_dir)
