@@ -1,13 +1,25 @@
-"""The few-shot recipe's options: BatchNorm handling, backbone learning rate, L2-SP."""
+"""The few-shot recipe's options: BatchNorm handling, backbone learning rate, L2-SP, and the
+epoch count chosen on held-out shots."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from metapose.adapt import fine_tune, reestimate_batchnorm
+from metapose import adapt as adapt_module
+from metapose.adapt import (
+    choose_epochs,
+    fine_tune,
+    held_out_loss,
+    reestimate_batchnorm,
+    split_support,
+)
 from metapose.config import AdaptConfig, OptimizerConfig
-from metapose.data.batches import EpochBatches
+from metapose.data.batches import EpochBatches, collate
 from metapose.models import TopDownModel
 from metapose.optim import DeviceOptions
 from tests.conftest import TINY_MODEL
@@ -66,12 +78,117 @@ def test_backbone_lr_scale_zero_moves_only_the_head() -> None:
 
 
 def test_l2sp_keeps_the_weights_nearer_the_start() -> None:
+    # Plain SGD: the pull is proportional to the distance (Adam would rescale it to the lr).
+    sgd = OptimizerConfig(name="sgd", lr=1e-2)
+
     def drift(l2sp: float) -> float:
         m = model()
         start = [p.detach().clone() for p in m.parameters()]
-        fine_tune(m, tiny_dataset(8), AdaptConfig(**{**QUICK.__dict__, "l2sp": l2sp}), CPU)
+        cfg = AdaptConfig(**{**QUICK.__dict__, "optimizer": sgd, "l2sp": l2sp, "epochs": 4})
+        fine_tune(m, tiny_dataset(8), cfg, CPU)
         return sum(
             float((p.detach() - s).pow(2).sum()) for p, s in zip(m.parameters(), start, strict=True)
         )
 
-    assert drift(100.0) < 0.5 * drift(0.0)
+    assert drift(50.0) < 0.5 * drift(0.0)
+
+
+# ---------------------------------------------------------------- epochs chosen on held-out shots
+
+SELECT = AdaptConfig(**{**QUICK.__dict__, "epochs": 4, "select_epochs": True})
+
+
+def test_held_out_images_are_a_quarter_disjoint_and_fixed_by_the_seed() -> None:
+    support = tiny_dataset(16)
+    split = split_support(support, seed=3)
+    assert len(split.held_out) == 4 and len(split.train) == 12
+    assert set(split.train).isdisjoint(split.held_out)
+    assert sorted(split.train + split.held_out) == list(range(16))
+    assert split == split_support(support, seed=3)
+    assert split != split_support(support, seed=4)
+    assert len(split_support(tiny_dataset(2), seed=0).held_out) == 1  # at least one image
+    assert split_support(tiny_dataset(1), seed=0).held_out == ()
+
+
+def test_people_of_one_image_stay_on_the_same_side() -> None:
+    support = tiny_dataset(8)
+    support.instances = [replace(inst, image_id=i // 2) for i, inst in enumerate(support.instances)]
+    split = split_support(support, seed=0)
+    held_images = {support.instances[i].image_id for i in split.held_out}
+    assert held_images.isdisjoint(support.instances[i].image_id for i in split.train)
+    assert len(held_images) == 1  # round(4 images / 4)
+
+
+def test_the_epoch_count_with_the_lowest_held_out_loss_is_run_on_all_the_shots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scripted = iter([0.9, 0.5, 0.2, 0.3, 0.2])  # before training, then after epochs 1..4
+    monkeypatch.setattr(adapt_module, "held_out_loss", lambda *args: next(scripted))
+    support = tiny_dataset(4)  # one image held out, three trained on: one step per epoch
+    chosen = model()
+    result = fine_tune(chosen, support, SELECT, CPU, seed=5)
+    assert result.chosen is not None
+    assert result.chosen.epochs == 2  # the first of the two lowest
+    assert result.chosen.held_out_losses == (0.9, 0.5, 0.2, 0.3, 0.2)
+    assert len(result.epoch_losses) == 2
+    direct = model()
+    fine_tune(direct, support, replace(SELECT, epochs=2, select_epochs=False), CPU, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(states(chosen), states(direct), strict=True))
+
+
+def test_a_held_out_loss_lowest_before_training_leaves_the_model_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scripted = iter([0.1, 0.5, 0.2, 0.3, 0.2])
+    monkeypatch.setattr(adapt_module, "held_out_loss", lambda *args: next(scripted))
+    m = model()
+    before = states(m)
+    result = fine_tune(m, tiny_dataset(4), SELECT, CPU)
+    assert result.chosen is not None and result.chosen.epochs == 0 and result.losses == ()
+    assert all(torch.equal(a, b) for a, b in zip(before, states(m), strict=True))
+
+
+def test_held_out_losses_are_measured_on_the_held_out_crops_and_choose_deterministically() -> None:
+    support, config = tiny_dataset(8), replace(SELECT, epochs=2)
+    first = choose_epochs(model(), support, config, CPU, seed=1)
+    assert len(first.held_out_losses) == config.epochs + 1
+    assert first.epochs == int(np.argmin(first.held_out_losses))
+    held = split_support(support, seed=1).held_out
+    assert first.held_out_image_ids == tuple(sorted(support.instances[i].image_id for i in held))
+    assert first == choose_epochs(model(), support, config, CPU, seed=1)
+    # the starting model's loss on the plain held-out crops, in eval mode
+    crops = [tiny_dataset(8)[i] for i in held]
+    m = model()
+    assert first.held_out_losses[0] == pytest.approx(
+        held_out_loss(m, [collate(crops)], CPU), rel=1e-6
+    )
+
+
+def test_held_out_loss_restores_every_module_mode() -> None:
+    m = model()
+    m.train()
+    m.backbone.eval()
+    modes = [x.training for x in m.modules()]
+    held_out_loss(m, [collate([tiny_dataset(2)[0]])], CPU)
+    assert modes == [x.training for x in m.modules()]
+
+
+def test_fewer_epochs_are_the_first_epochs_of_a_longer_fine_tune() -> None:
+    # benchmarks/recipes.py scores several epoch counts from snapshots of one longer run
+    support = tiny_dataset(4)
+    short = model()
+    fine_tune(short, support, QUICK, CPU, seed=2)
+    long, snapshot = model(), []
+    steps = QUICK.epochs * EpochBatches(support, QUICK.batch_size).batches_per_epoch
+
+    def keep(step: int, loss: float) -> None:
+        if step + 1 == steps:
+            snapshot.extend(t.detach().clone() for t in long.state_dict().values())
+
+    fine_tune(long, support, replace(QUICK, epochs=2 * QUICK.epochs), CPU, seed=2, on_step=keep)
+    assert all(torch.equal(a, b) for a, b in zip(states(short), snapshot, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(snapshot, states(long), strict=True))
+
+
+def states(m: nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in m.state_dict().values()]
