@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from metapose.adapt import EpochChoice, choose_epochs, choose_shots, fine_tune
 from metapose.checkpoint import load_checkpoint
+from metapose.cli import TqdmProgress
 from metapose.codec import HeatmapCodec
 from metapose.config import (
     AdaptConfig,
@@ -161,25 +162,6 @@ def synthetic_target(domain: str, test_limit: int | None) -> TargetConfig:
         scene_size=SYNTH_SCENE,
         test_limit=test_limit,
     )
-
-
-class TqdmProgress:
-    """prepare_target's rendering stages as bars."""
-
-    def __init__(self) -> None:
-        self.bar: tqdm | None = None
-
-    def stage(self, name: str, total: int) -> Callable[[int], None]:
-        bar = self.bar = tqdm(total=total, desc=name, dynamic_ncols=True)
-
-        def advance(n: int) -> None:
-            bar.update(n)
-
-        return advance
-
-    def close_stage(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # ------------------------------------------------------------------------------ rows

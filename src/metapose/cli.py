@@ -14,7 +14,7 @@ from typing import TypeVar
 import torch
 from tqdm import tqdm
 
-from metapose.config import CodecConfig, ConfigError, ModelConfig, to_dict
+from metapose.config import CODEC_MODES, CodecConfig, ConfigError, ModelConfig, to_dict
 from metapose.errors import CheckFailed, DataError
 from metapose.models import TopDownModel
 from metapose.models.weights import IMPORT_FORMATS
@@ -845,12 +845,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metapose checkpoint (.safetensors)")
     p.add_argument(
         "--crop",
-        choices=("simplebaseline", "udp"),
+        choices=CODEC_MODES,
         help="the crop affine the weights were trained with (default: simplebaseline)",
     )
     p.add_argument(
         "--encoding",
-        choices=("simplebaseline", "udp"),
+        choices=CODEC_MODES,
         help="the heatmap encoding the weights were trained with (default: simplebaseline)",
     )
     p.add_argument("--dark", action="store_true", help="the weights were meant for DARK decoding")
@@ -881,12 +881,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help=f"or: a metapose checkpoint to run ({CHECKPOINT_HELP})")
     p.add_argument(
         "--crop",
-        choices=("simplebaseline", "udp"),
+        choices=CODEC_MODES,
         help="cut crops with this affine instead of the checkpoint's own",
     )
     p.add_argument(
         "--encoding",
-        choices=("simplebaseline", "udp"),
+        choices=CODEC_MODES,
         help="decode with this heatmap encoding instead of the checkpoint's own",
     )
     p.add_argument(

@@ -79,6 +79,10 @@ class Normalization:
         return np.ascontiguousarray(images * scale + shift, dtype=np.float32)
 
 
+CodecMode = Literal["simplebaseline", "udp"]
+CODEC_MODES: tuple[str, ...] = get_args(CodecMode)
+
+
 @dataclass(frozen=True)
 class CodecConfig:
     """How crops are cut and heatmaps encoded and decoded.
@@ -97,8 +101,8 @@ class CodecConfig:
     sigma_at_48: float = 2.0  # Gaussian sigma in heatmap pixels for a 48-pixel-wide heatmap
     dark: bool = False
     flip_test: bool = True
-    crop: Literal["simplebaseline", "udp"] = "simplebaseline"
-    encoding: Literal["simplebaseline", "udp"] = "simplebaseline"
+    crop: CodecMode = "simplebaseline"
+    encoding: CodecMode = "simplebaseline"
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.sigma_at_48) or self.sigma_at_48 <= 0:
@@ -579,11 +583,6 @@ class SourceConfig:
     def __post_init__(self) -> None:
         if not self.domains and not self.coco:
             raise ConfigError("source needs at least one of domains or coco")
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """One name per source choice, in draw order."""
-        return (*self.domains, *(Path(c.annotations).stem for c in self.coco))
 
 
 @dataclass(frozen=True)
