@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from metapose.checkpoint import load_checkpoint
 from metapose.cli import main
@@ -63,7 +64,23 @@ def test_conversion_reproduces_the_shipped_files(tmp_path: Path) -> None:
         capture_output=True,
     )
     for entry in ZOO.values():
-        assert sha256(tmp_path / entry.file) == entry.sha256, entry.name
+        assert_same_checkpoint(tmp_path / entry.file, entry.path)
+
+
+def assert_same_checkpoint(made: Path, shipped: Path) -> None:
+    """The same metadata and tensors; calibrated BatchNorm statistics within float32 noise.
+
+    The statistics are sums over real crops, whose last bits depend on the CPU's kernels, so the
+    bytes match on one machine but not across machines.
+    """
+    with safe_open(made, "pt") as a, safe_open(shipped, "pt") as b:
+        assert a.metadata() == b.metadata(), made.name
+        keys = sorted(a.keys())
+        assert keys == sorted(b.keys()), made.name
+        for key in keys:
+            x, y = a.get_tensor(key), b.get_tensor(key)
+            assert x.shape == y.shape, key
+            torch.testing.assert_close(x.float(), y.float(), rtol=1e-3, atol=1e-5, msg=key)
 
 
 def test_zoo_command_lists_every_model(capsys: pytest.CaptureFixture[str]) -> None:

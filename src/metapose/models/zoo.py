@@ -42,7 +42,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             name="pp-tinypose-128x96",
             file="pp_tinypose_128x96.safetensors",
-            sha256="3e56f1b00357db59bf095c62b93ecfa70b5c9ae3e40989fd61d71dd26e3eb89d",
+            sha256="00bd7da23ed8fbaa1e3e75797367256f5b4d472f0119ce22956969e69ad15ea4",
             architecture="Lite-HRNet (wider naive, width 40), 128x96, UDP + DARK",
             source="PaddleDetection PP-TinyPose (tinypose_128x96), via its ncnn conversion",
             licence="Apache-2.0",
@@ -52,7 +52,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             name="pp-tinypose-256x192",
             file="pp_tinypose_256x192.safetensors",
-            sha256="b870f50b8f859f8210b3463390595cfe52c1976490efb1266d58361fd264105c",
+            sha256="d60cdf0274dce746b5910cf904a3761663c371815e779884fc8cc3dc8bbdb7eb",
             architecture="Lite-HRNet (wider naive, width 40), 256x192, UDP + DARK",
             source="PaddleDetection PP-TinyPose (tinypose_256x192), via its ncnn conversion",
             licence="Apache-2.0",

@@ -139,9 +139,9 @@ class ImportReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """For the checkpoint's JSON sidecar."""
+        """For the checkpoint's metadata: the file's name, not where it sat on this machine."""
         return {
-            "source": str(self.source),
+            "source": self.source.name,
             "format": self.format,
             "loaded": len(self.loaded),
             "missing": list(self.missing),
