@@ -20,7 +20,13 @@ import torch
 
 from metapose.checkpoint import load_checkpoint
 from metapose.codec import HeatmapCodec
-from metapose.config import ExperimentConfig, ReptileConfig, load_config
+from metapose.config import (
+    CocoFolderConfig,
+    ExperimentConfig,
+    ReptileConfig,
+    SourceConfig,
+    load_config,
+)
 from metapose.experiment import Job, prepare_target, run_job, source_batches, starting_model
 from metapose.meta import meta_train
 from metapose.models import TopDownModel
@@ -29,9 +35,13 @@ from metapose.progress import SilentProgress
 from metapose.results import load_result
 from metapose.stats import mean_ci
 
+Variant = tuple[ReptileConfig, str, SourceConfig | None]
 
-def variants(meta: ReptileConfig, budget: int) -> dict[str, tuple[ReptileConfig, str]]:
-    """Name -> (Reptile settings, task sampler), each spending ``budget`` images."""
+
+def variants(meta: ReptileConfig, budget: int, coco: Path) -> dict[str, Variant]:
+    """Name -> (Reptile settings, task sampler, source or None for the run's own), each
+    spending ``budget`` images. ``coco`` holds the real COCO folders (``tiny``, ``mini``) whose
+    train people make the real-image sources."""
 
     def inner(steps: int) -> ReptileConfig:
         per_step = steps * meta.tasks_per_step * meta.batch_size
@@ -39,16 +49,28 @@ def variants(meta: ReptileConfig, budget: int) -> dict[str, tuple[ReptileConfig,
             raise SystemExit(f"{steps} inner steps cannot spend exactly {budget} images")
         return replace(meta, inner_steps=steps, meta_steps=budget // per_step)
 
+    real = tuple(
+        CocoFolderConfig(
+            str(coco / split / "annotations/person_keypoints_train2017.json"),
+            str(coco / split / "train2017"),
+        )
+        for split in ("tiny", "mini")
+    )
     return {
-        "as configured": (meta, "mixed"),
-        "paper beta 0.05": (replace(meta, meta_step=0.05, meta_step_final=None), "mixed"),
-        "beta 1 -> 0.1 (Nichol)": (replace(meta, meta_step=1.0, meta_step_final=0.1), "mixed"),
-        "2 inner steps": (inner(2), "mixed"),
-        "style tasks": (meta, "style"),
-        "inner lr 2e-4": (replace(meta, inner=replace(meta.inner, lr=2e-4)), "mixed"),
-        "inner lr 2e-4, beta 1 -> 0.1": (
-            replace(meta, inner=replace(meta.inner, lr=2e-4), meta_step=1.0, meta_step_final=0.1),
-            "mixed",
+        "as configured": (meta, "mixed", None),
+        "paper beta 0.05": (replace(meta, meta_step=0.05, meta_step_final=None), "mixed", None),
+        "beta 1 -> 0.1 (Nichol)": (
+            replace(meta, meta_step=1.0, meta_step_final=0.1), "mixed", None
+        ),
+        "2 inner steps": (inner(2), "mixed", None),
+        "10 inner steps": (inner(10), "mixed", None),
+        "inner lr 2e-4": (replace(meta, inner=replace(meta.inner, lr=2e-4)), "mixed", None),
+        "inner lr 3e-5": (replace(meta, inner=replace(meta.inner, lr=3e-5)), "mixed", None),
+        "inner BatchNorm in train mode": (replace(meta, batchnorm="train"), "mixed", None),
+        "style tasks": (meta, "style", None),
+        "source: real COCO train people": (meta, "mixed", SourceConfig(domains=(), coco=real)),
+        "source: synthetic rgb + unique + real COCO": (
+            meta, "mixed", SourceConfig(domains=("rgb", "unique"), coco=real)
         ),
     }
 
@@ -61,6 +83,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run these variants only")
     parser.add_argument(
         "--against", help="the arm each variant is paired with (default: as-is, else supervised)"
+    )
+    parser.add_argument(
+        "--coco",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data" / "coco",
+        help="folder with the COCO tiny/ and mini/ splits (the real-image source variants)",
     )
     args = parser.parse_args()
     cfg = load_config(args.run / "config.yaml", ExperimentConfig)
@@ -87,11 +115,13 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     out = args.out or args.run / "ablation.md"
-    for name, (meta, sampler) in variants(cfg.meta, budget).items():
+    for name, (meta, sampler, source) in variants(cfg.meta, budget, args.coco).items():
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()
-        variant_cfg = replace(cfg, meta=meta, task_sampler=sampler)  # type: ignore[arg-type]
+        variant_cfg = replace(
+            cfg, meta=meta, task_sampler=sampler, source=source or cfg.source  # type: ignore[arg-type]
+        )
         model = start()
         meta_train(model, source_batches(variant_cfg, codec, "continue"), meta, device)
         for target in targets:
