@@ -30,10 +30,10 @@ from metapose.config import (
 from metapose.experiment import Job, prepare_target, run_job, source_batches, starting_model
 from metapose.meta import meta_train
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions
+from metapose.models.checkpoint import load_checkpoint
 from metapose.progress import SilentProgress
-from metapose.results import load_result
-from metapose.stats import mean_ci
+from metapose.training.meta import meta_train
+from metapose.training.step import DeviceOptions
 
 Variant = tuple[ReptileConfig, str, SourceConfig | None]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metapose.results import load_results
-from metapose.stats import mean_ci
+from metapose.experiment.results import load_results
+from metapose.experiment.statistics import mean_ci
 
 
 def main() -> None:

@@ -3,10 +3,10 @@
 For PP-TinyPose 128x96 and 256x192 (ncnn files, run by the ``ncnn`` package) and
 Ultralight-Nano-SimplePose (an ONNX file, run by onnxruntime), on every labelled, non-crowd person
 of ``../shared/data/coco/mini`` val (GT boxes, cropped by the model's codec, normalised by its
-statistics): the original runtime's heatmaps beside (a) metapose's imported PyTorch model and
-(b) that model exported by ``metapose.export.export_onnx`` and run by onnxruntime. Prints the
-max |heatmap difference| and the share of keypoints whose heatmap peak (argmax) is the same
-pixel. Run: ``python benchmarks/import_parity.py``.
+statistics): the original runtime's heatmaps beside (a) metapose's imported PyTorch model and (b)
+that model exported by ``metapose.inference.export.export_onnx`` and run by onnxruntime. Prints the
+max |heatmap difference| and the share of keypoints whose heatmap peak (argmax) is the same pixel.
+Run: ``python benchmarks/import_parity.py``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from metapose.codec import HeatmapCodec
 from metapose.data.coco import load_coco
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
-from metapose.export import export_onnx
+from metapose.inference.export import export_onnx
 from metapose.models.weights import import_weights
 
 ROOT = Path(__file__).resolve().parents[1]

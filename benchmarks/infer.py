@@ -1,12 +1,12 @@
 """Inference speed of TopDownModel: PyTorch vs onnxruntime, latency per crop and throughput.
 
-For ResNet-18 and ResNet-50 at 256x192 and 128x96 (H x W): the median latency of one crop
-(batch 1) and the throughput at batch 32, on the CPU with PyTorch (eager float32, and bf16
-autocast + channels_last where the CPU has native bfloat16, as metapose uses it there) and with
-onnxruntime (float32) on the file :func:`metapose.export.export_onnx` writes, and on a CUDA device
+For ResNet-18 and ResNet-50 at 256x192 and 128x96 (H x W): the median latency of one crop (batch 1)
+and the throughput at batch 32, on the CPU with PyTorch (eager float32, and bf16 autocast +
+channels_last where the CPU has native bfloat16, as metapose uses it there) and with onnxruntime
+(float32) on the file :func:`metapose.inference.export.export_onnx` writes, and on a CUDA device
 with PyTorch (float32, and bf16 autocast + channels_last) when one is available. The network alone
-is timed (no crop, decode or flip test); weights are random, which does not change the speed.
-Run: ``python benchmarks/infer.py [--threads N] [--json out.json]``.
+is timed (no crop, decode or flip test); weights are random, which does not change the speed. Run:
+``python benchmarks/infer.py [--threads N] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import onnxruntime as ort
 import torch
 
 from metapose.config import ModelConfig, ResNetConfig
-from metapose.export import export_onnx
+from metapose.device import cpu_has_bf16
+from metapose.inference.export import export_onnx
+from metapose.inference.onnx_runtime import OnnxHeatmapModel
 from metapose.models import TopDownModel
-from metapose.onnx_runtime import OnnxHeatmapModel
-from metapose.optim import DeviceOptions, cpu_has_bf16
+from metapose.training.step import DeviceOptions
 
 DEPTHS = (18, 50)
 SIZES = ((192, 256), (96, 128))  # (W, H): the paper's input and a fast one

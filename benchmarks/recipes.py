@@ -43,10 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metapose.adapt import EpochChoice, choose_epochs, choose_shots, fine_tune
-from metapose.checkpoint import load_checkpoint
 from metapose.cli import TqdmProgress
-from metapose.codec import HeatmapCodec
 from metapose.config import (
     AdaptConfig,
     ExperimentConfig,
@@ -57,12 +54,15 @@ from metapose.config import (
     replace,
 )
 from metapose.data.batches import EpochBatches
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
-from metapose.experiment import Target, derived_seed, prepare_target
+from metapose.evaluation.scoring import evaluate_model
+from metapose.experiment.run import Target, derived_seed, prepare_target
+from metapose.experiment.statistics import mean_ci
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions
-from metapose.scoring import evaluate_model
-from metapose.stats import mean_ci
+from metapose.models.checkpoint import load_checkpoint
+from metapose.training.adapt import EpochChoice, choose_epochs, choose_shots, fine_tune
+from metapose.training.step import DeviceOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"

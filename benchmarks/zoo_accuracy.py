@@ -19,15 +19,15 @@ import ncnn
 import numpy as np
 import torch
 
-from metapose.checkpoint import load_checkpoint
-from metapose.codec import HeatmapCodec
 from metapose.config import CodecConfig, replace
 from metapose.data.coco import load_coco
-from metapose.inference import HeatmapFn, torch_heatmap_fn
+from metapose.data.codec import HeatmapCodec
+from metapose.inference.predict import PoseEstimator, PredictOptions, evaluate_on_coco
+from metapose.inference.topdown import HeatmapFn, torch_heatmap_fn
+from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import ZOO
-from metapose.optim import DeviceOptions
-from metapose.predict import PoseEstimator, PredictOptions, evaluate_on_coco
 from metapose.skeleton import COCO17
+from metapose.training.step import DeviceOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

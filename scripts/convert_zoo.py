@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from metapose.codec import HeatmapCodec
 from metapose.config import CocoFolderConfig
+from metapose.data.codec import HeatmapCodec
 from metapose.models.weights import import_checkpoint
 from metapose.models.weights.ncnn import PP_TINYPOSE_CODEC
 from metapose.models.zoo import ZOO, ZooModel
-from metapose.sources import calibration_batches
+from metapose.training.sources import calibration_batches
 
 SOURCES = {
     "pp-tinypose-128x96": "pp_tinypose/tinypose_128x96.param",

@@ -22,7 +22,7 @@ import numpy as np
 from metapose.config import ConfigError
 from metapose.data.coco import load_coco
 from metapose.errors import DataError
-from metapose.evaluate import evaluate_oks, load_results
+from metapose.evaluation.coco import evaluate_oks, load_results
 
 # Values a hand-edited or badly exported file holds where a number, a list or a name belongs.
 ODD_VALUES: tuple[Any, ...] = (

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from metapose.codec import HeatmapCodec
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset
 from tests.conftest import TINY_MODEL
 

@@ -10,18 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from metapose import adapt as adapt_module
-from metapose.adapt import (
+from metapose.config import AdaptConfig, OptimizerConfig
+from metapose.data.batches import EpochBatches, collate
+from metapose.models import TopDownModel
+from metapose.training import adapt as adapt_module
+from metapose.training.adapt import (
     choose_epochs,
     fine_tune,
     held_out_loss,
     reestimate_batchnorm,
     split_support,
 )
-from metapose.config import AdaptConfig, OptimizerConfig
-from metapose.data.batches import EpochBatches, collate
-from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions
+from metapose.training.step import DeviceOptions
 from tests.conftest import TINY_MODEL
 from tests.helpers import tiny_dataset
 

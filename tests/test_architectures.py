@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from metapose.adapt import fine_tune
-from metapose.checkpoint import load_checkpoint, save_checkpoint
 from metapose.config import (
     AdaptConfig,
     LiteHRNetConfig,
@@ -21,11 +19,13 @@ from metapose.config import (
     TrainConfig,
 )
 from metapose.data.batches import EpochBatches
-from metapose.export import PARITY_TOLERANCE, check_parity, export_onnx
-from metapose.meta import meta_train
+from metapose.inference.export import PARITY_TOLERANCE, check_parity, export_onnx
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions
-from metapose.train import StepLog, train
+from metapose.models.checkpoint import load_checkpoint, save_checkpoint
+from metapose.training.adapt import fine_tune
+from metapose.training.meta import meta_train
+from metapose.training.step import DeviceOptions
+from metapose.training.train import StepLog, train
 from tests.conftest import TINY_MODEL
 from tests.helpers import TINY_CODEC, tiny_dataset
 

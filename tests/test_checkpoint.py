@@ -7,16 +7,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from metapose.checkpoint import (
+from metapose.config import CodecConfig, Normalization, replace
+from metapose.errors import DataError
+from metapose.models import TopDownModel
+from metapose.models.checkpoint import (
     load_checkpoint,
     load_state,
     optimizer_state_from_json,
     save_checkpoint,
     save_state,
 )
-from metapose.config import CodecConfig, Normalization, replace
-from metapose.errors import DataError
-from metapose.models import TopDownModel
 from tests.conftest import TINY_MODEL
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from metapose.checkpoint import read_metadata
 from metapose.cli import main
+from metapose.models.checkpoint import read_metadata
 from tests.conftest import COCO_TINY, require
 
 TOY_MODEL = "model: {depth: 18, input_size: [32, 64], deconv_channels: [16, 16, 16]}\n"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from metapose.checkpoint import save_checkpoint
 from metapose.cli import main
 from metapose.data.images import read_rgb
 from metapose.errors import DataError
 from metapose.models import TopDownModel
+from metapose.models.checkpoint import save_checkpoint
 from tests.conftest import COCO_TINY, TINY_MODEL, require
 
 
@@ -212,7 +212,7 @@ def test_a_truncated_jpeg_is_refused(tmp_path: Path) -> None:
 def test_export_parity_fails_on_a_nan_model(tmp_path: Path) -> None:
     import numpy as np
 
-    from metapose.export import ParityError, export_checked
+    from metapose.inference.export import ParityError, export_checked
 
     torch.manual_seed(0)
     model = TopDownModel(TINY_MODEL).eval()
@@ -290,19 +290,19 @@ def test_adapt_scores_the_keypoint_subset_like_the_experiment(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import metapose.scoring
-    from metapose.checkpoint import read_metadata
+    import metapose.evaluation.scoring
+    from metapose.models.checkpoint import read_metadata
 
     data, images = _val()
     ids = sorted(im["id"] for im in json.loads(data.read_text())["images"])
     made = []
-    real = metapose.scoring.make_eval_set
+    real = metapose.evaluation.scoring.make_eval_set
 
     def spy(*args: object, **kwargs: object) -> object:
         made.append(kwargs.get("keypoints"))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(metapose.scoring, "make_eval_set", spy)
+    monkeypatch.setattr(metapose.evaluation.scoring, "make_eval_set", spy)
     out = tmp_path / "a.safetensors"
     argv = ["adapt", "--checkpoint", str(tiny_checkpoint), "--data", str(data)]
     argv += ["--images", str(images), "--out", str(out), "--shots", "2", "--epochs", "1"]

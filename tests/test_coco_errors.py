@@ -1,7 +1,7 @@
 """Bad input: one clear DataError naming the file, the field (and the id) per case.
 
 Covers the COCO ground-truth reader (:func:`metapose.data.coco.load_coco`), the keypoint results
-reader and evaluator (:mod:`metapose.evaluate`) and the detection reader
+reader and evaluator (:mod:`metapose.evaluation.coco`) and the detection reader
 (:mod:`metapose.data.detections`).
 """
 
@@ -20,7 +20,7 @@ from metapose.data.coco import load_coco
 from metapose.data.detections import load_detections
 from metapose.data.images import write_rgb
 from metapose.errors import DataError
-from metapose.evaluate import evaluate_oks, load_results
+from metapose.evaluation.coco import evaluate_oks, load_results
 
 K = 17
 IMAGE_SIZE = (8, 6)  # width, height

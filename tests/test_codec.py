@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from metapose.codec import HeatmapCodec, argmax_2d, flip_back
 from metapose.config import CodecConfig, ModelConfig, ResNetConfig, replace
+from metapose.data.codec import HeatmapCodec, argmax_2d, flip_back
 from metapose.data.topdown import CropParams, apply_affine, crop_matrix
 from metapose.skeleton import COCO17
 

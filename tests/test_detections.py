@@ -16,9 +16,9 @@ from metapose.data.detections import (
     postprocess,
     rescore,
 )
+from metapose.data.oks import oks, oks_nms
 from metapose.data.topdown import BOX_PADDING
 from metapose.errors import DataError
-from metapose.oks import oks, oks_nms
 
 K = 17
 

@@ -10,11 +10,11 @@ import torch.multiprocessing as mp
 
 from metapose.config import ReptileConfig, TrainConfig
 from metapose.data.batches import EpochBatches
-from metapose.meta import reptile_step
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions, OptimizerConfig
-from metapose.run_folder import FINAL_FILE
-from metapose.train import train
+from metapose.training.meta import reptile_step
+from metapose.training.run_folder import FINAL_FILE
+from metapose.training.step import DeviceOptions, OptimizerConfig
+from metapose.training.train import train
 from tests.conftest import TINY_MODEL
 from tests.test_meta import task
 

@@ -15,8 +15,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from metapose.data.coco import load_coco
+from metapose.data.oks import oks
 from metapose.errors import DataError
-from metapose.evaluate import (
+from metapose.evaluation.coco import (
     STAT_NAMES,
     UNDEFINED,
     EvalResult,
@@ -30,7 +31,6 @@ from metapose.evaluate import (
     results_to_json,
     torso_diameter,
 )
-from metapose.oks import oks
 from metapose.skeleton import COCO17
 from tests.conftest import COCO_MINI, COCO_TINY, require
 

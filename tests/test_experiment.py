@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from metapose.checkpoint import load_checkpoint, save_checkpoint
 from metapose.cli import main
 from metapose.models import TopDownModel
+from metapose.models.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import COCO_TINY, require
 
 TOY = """

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from metapose.codec import HeatmapCodec
 from metapose.config import Normalization
 from metapose.data.coco import load_coco
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset
 from metapose.errors import DataError
-from metapose.export import (
+from metapose.inference.export import (
     PARITY_TOLERANCE,
     ParityError,
     check_parity,
@@ -25,9 +25,9 @@ from metapose.export import (
     export_checked,
     export_onnx,
 )
-from metapose.inference import predict
+from metapose.inference.onnx_runtime import OnnxHeatmapModel, estimate_poses
+from metapose.inference.topdown import predict
 from metapose.models import TopDownModel
-from metapose.onnx_runtime import OnnxHeatmapModel, estimate_poses
 from metapose.skeleton import COCO17
 from tests.conftest import COCO_TINY, TINY_MODEL, require
 
@@ -151,7 +151,7 @@ def test_the_file_describes_itself(exported: tuple[TopDownModel, Path]) -> None:
     assert runtime.codec().stride == TINY_CODEC.stride
 
 
-# The bare TorchScript export below warns that it is deprecated (see metapose.export).
+# The bare TorchScript export below warns that it is deprecated (see metapose.inference.export).
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_a_foreign_model_needs_its_normalization_and_a_dynamic_size_needs_input_size(
     tmp_path: Path,
@@ -202,7 +202,7 @@ def test_the_app_pipeline_equals_metapose_inference(exported: tuple[TopDownModel
 def test_the_runtime_module_imports_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import metapose.onnx_runtime\n"
+        "import metapose.inference.onnx_runtime\n"
         "assert 'torch' not in [m for m, v in sys.modules.items() if v is not None]\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,14 +8,14 @@ import pytest
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from metapose.figures import (
+from metapose.experiment.figures import (
     PredictionPanel,
     k_curve_figure,
     meta_test_loss_figure,
     prediction_figure,
 )
-from metapose.report import summarize
-from metapose.results import RunResult
+from metapose.experiment.report import summarize
+from metapose.experiment.results import RunResult
 
 ARMS = ("as-is", "supervised", "meta", "scratch")
 SHOTS = (4, 16, 32)

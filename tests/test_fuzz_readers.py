@@ -10,7 +10,7 @@ import pytest
 
 from metapose.data.coco import load_coco
 from metapose.errors import DataError
-from metapose.evaluate import evaluate_oks
+from metapose.evaluation.coco import evaluate_oks
 from tests.conftest import COCO_TINY, require
 from tests.fuzz_readers import base_files, run
 

@@ -16,8 +16,8 @@ from torch import nn
 
 from metapose.config import MobileNetV2Config, ModelConfig, Normalization
 from metapose.errors import DataError
+from metapose.inference.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
 from metapose.models import TopDownModel
-from metapose.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ULTRALIGHT = SHARED / "models" / "ultralight_simplepose" / "deploy.onnx"
@@ -93,7 +93,7 @@ def test_a_fixed_batch_runs_in_chunks(
     model: TopDownModel, tmp_path: Path, batch: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = export_fixed(model, tmp_path / "fixed.onnx", batch)
-    with caplog.at_level(logging.INFO, logger="metapose.onnx_runtime"):
+    with caplog.at_level(logging.INFO, logger="metapose.inference.onnx_runtime"):
         runtime = OnnxHeatmapModel(path)
     assert runtime.batch_size == batch
     assert "batch axis is fixed" in caplog.text
@@ -108,7 +108,7 @@ def test_a_fixed_batch_runs_in_chunks(
 
 
 def test_a_dynamic_batch_is_left_alone(model: TopDownModel, tmp_path: Path) -> None:
-    from metapose.export import export_onnx
+    from metapose.inference.export import export_onnx
 
     runtime = OnnxHeatmapModel(export_onnx(model, tmp_path / "dynamic.onnx"))
     assert runtime.batch_size is None

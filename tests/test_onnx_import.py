@@ -134,7 +134,8 @@ def lively_tiny_model(seed: int = 0, last_activation: str = "relu6") -> TopDownM
 
 
 def export(model: TopDownModel, path: Path, *, opset: int, keep_batchnorm: bool) -> Path:
-    """TorchScript export (as metapose.export does); ``keep_batchnorm``: no Conv+BN fusion."""
+    """TorchScript export (as metapose.inference.export does); ``keep_batchnorm``: no Conv+BN
+    fusion."""
     width, height = model.config.input_size
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -213,8 +214,8 @@ def test_ultralight_matches_onnxruntime_on_coco_crops(
 def test_ultralight_import_export_round_trip(
     ultralight: tuple[TopDownModel, ImportReport], coco_crops: np.ndarray, tmp_path: Path
 ) -> None:
-    from metapose.export import export_onnx
-    from metapose.onnx_runtime import OnnxHeatmapModel
+    from metapose.inference.export import export_onnx
+    from metapose.inference.onnx_runtime import OnnxHeatmapModel
 
     model, _ = ultralight
     crops = coco_crops[:8]

@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from metapose.checkpoint import save_checkpoint
-from metapose.codec import HeatmapCodec
 from metapose.config import ModelConfig
 from metapose.data.coco import load_coco
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
 from metapose.data.images import read_rgb, write_rgb
 from metapose.errors import DataError
-from metapose.evaluate import load_results
-from metapose.export import export_onnx
-from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions
-from metapose.predict import (
+from metapose.evaluation.coco import load_results
+from metapose.inference.export import export_onnx
+from metapose.inference.predict import (
     PoseEstimator,
     PredictOptions,
     estimator_from_checkpoint,
@@ -29,7 +26,10 @@ from metapose.predict import (
     plan_prediction,
     predict_images,
 )
+from metapose.models import TopDownModel
+from metapose.models.checkpoint import save_checkpoint
 from metapose.skeleton import COCO17
+from metapose.training.step import DeviceOptions
 from tests.conftest import COCO_TINY, TINY_MODEL, require
 
 # float32: compared against onnxruntime (float32) to 1e-4, which bfloat16 autocast is not.
@@ -198,7 +198,7 @@ def test_overlays_draw_the_people_found_and_nothing_else(tmp_path: Path, checkpo
 
 
 def test_onnx_and_pytorch_estimators_agree(tmp_path: Path, checkpoint: Path) -> None:
-    from metapose.checkpoint import load_checkpoint
+    from metapose.models.checkpoint import load_checkpoint
 
     onnx_path = export_onnx(load_checkpoint(checkpoint).model, tmp_path / "tiny.onnx")
     images = write_images(tmp_path / "in", ["a.png", "b.png"], seed=4)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metapose.report import format_table, summarize, verdicts
-from metapose.results import RunResult, load_results, save_result
-from metapose.stats import mean_ci
+from metapose.experiment.report import format_table, summarize, verdicts
+from metapose.experiment.results import RunResult, load_results, save_result
+from metapose.experiment.statistics import mean_ci
 
 
 def test_mean_ci_is_the_student_t_interval() -> None:
@@ -77,7 +77,7 @@ def test_results_round_trip_through_files(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_headline_summarises_the_paired_differences_in_one_line(tmp_path) -> None:  # noqa: ANN001
-    from metapose.report import headline, write_index_html
+    from metapose.experiment.report import headline, write_index_html
 
     rows = summarize(
         runs("as-is", [0.2, 0.5, 0.8], shots=4)

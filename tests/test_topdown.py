@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from metapose.codec import HeatmapCodec
 from metapose.config import ModelConfig, ResNetConfig, TopDownAugmentConfig
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset, make_sample
 from metapose.data.topdown import (
     BOX_PADDING,

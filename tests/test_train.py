@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from metapose.adapt import AdaptConfig, choose_shots, fine_tune
 from metapose.config import TopDownAugmentConfig, replace
 from metapose.data.batches import EpochBatches, IndexedBatches, collate
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions, OptimizerConfig
-from metapose.run_folder import FINAL_FILE, STATE_FILE
-from metapose.train import StepLog, TrainConfig, train
+from metapose.training.adapt import AdaptConfig, choose_shots, fine_tune
+from metapose.training.run_folder import FINAL_FILE, STATE_FILE
+from metapose.training.step import DeviceOptions, OptimizerConfig
+from metapose.training.train import StepLog, TrainConfig, train
 from tests.conftest import TINY_MODEL
 from tests.helpers import tiny_dataset
 
@@ -187,8 +187,8 @@ def test_resuming_a_finished_run_rewrites_nothing(tmp_path: Path) -> None:
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(tmp_path: Path) -> None:
-    from metapose.checkpoint import load_state
     from metapose.errors import DivergedError
+    from metapose.models.checkpoint import load_state
 
     cfg = TrainConfig(
         steps=8,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from metapose.data.viz import SIDE_COLOURS, draw_box, draw_pose, is_flags
 from metapose.skeleton import COCO17
-from metapose.viz import SIDE_COLOURS, draw_box, draw_pose, is_flags
 
 K = COCO17.index
 

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor
 
-from metapose.checkpoint import load_checkpoint
 from metapose.config import ModelConfig, ResNetConfig
 from metapose.errors import DataError
+from metapose.models.checkpoint import load_checkpoint
 from metapose.models.weights import import_checkpoint, import_weights
 from metapose.models.weights.layouts import input_size_from_name, read_weights
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from metapose.checkpoint import load_checkpoint
 from metapose.cli import main
 from metapose.config import LiteHRNetConfig
+from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import ZOO, resolve_model
 from tests.conftest import REPO
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from metapose.codec import HeatmapCodec
 from metapose.config import ModelConfig, ResNetConfig
 from metapose.data.coco import load_coco
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
 from metapose.data.images import write_rgb
-from metapose.viz import draw_pose
+from metapose.data.viz import draw_pose
 
 COCO = Path("../shared/data/coco/mini/annotations/person_keypoints_val2017.json")
 COLUMNS = 6

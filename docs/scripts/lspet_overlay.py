@@ -1,7 +1,7 @@
 """docs/lspet_overlay.png: LSPet labels after the import to COCO-17, drawn on their photos.
 
 Run from the repository root (needs ../shared/data/lspet). The person's left is drawn orange and
-their right blue (metapose.viz); LSP's neck and head top are not COCO keypoints and are not drawn.
+their right blue (metapose.data.viz); LSP's neck and head top are not COCO keypoints and are not drawn.
 """
 
 import tempfile
@@ -13,7 +13,7 @@ import numpy as np
 from metapose.data.coco import load_coco
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.lsp import import_lsp
-from metapose.viz import draw_box, draw_pose
+from metapose.data.viz import draw_box, draw_pose
 
 LSPET = Path("../shared/data/lspet")
 IMAGE_IDS = (1, 2, 3, 7, 11, 16)

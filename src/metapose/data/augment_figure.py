@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from metapose.data.augment import TaskAugmenter
+from metapose.data.viz import SIDE_COLOURS, draw_pose
 from metapose.skeleton import COCO17, Skeleton
-from metapose.viz import SIDE_COLOURS, draw_pose
 
 TITLE_HEIGHT = 18  # pixels of the strip above each panel
 TITLE_SCALE = 0.4  # OpenCV font scale that fits TITLE_HEIGHT
@@ -54,7 +54,7 @@ def draw_keypoints(
     image: np.ndarray, keypoints: np.ndarray, skeleton: Skeleton = COCO17, *, zoom: int = 1
 ) -> np.ndarray:
     """A copy of an RGB crop, enlarged ``zoom`` times, with its labelled keypoints and limbs
-    drawn by :func:`metapose.viz.draw_pose` (the project's one palette)."""
+    drawn by :func:`metapose.data.viz.draw_pose` (the project's one palette)."""
     height, width = image.shape[:2]
     canvas = cv2.resize(image, (width * zoom, height * zoom), interpolation=cv2.INTER_NEAREST)
     if len(keypoints) == 0:

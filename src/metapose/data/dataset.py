@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from metapose.codec import HeatmapCodec
 from metapose.config import TopDownAugmentConfig
 from metapose.data.coco import CocoDataset
+from metapose.data.codec import HeatmapCodec
 from metapose.data.images import read_rgb
 from metapose.data.topdown import (
     CropParams,

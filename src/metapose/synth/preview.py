@@ -1,9 +1,9 @@
 """Preview grids: synthetic images of a domain with their labels drawn, one PNG per domain.
 
-The top rows are top-down crops (items ``0 .. rows * cols - 1`` of the crop stream), the bottom
-row whole scenes, all from :func:`metapose.synth.items.synth_item`, so a preview shows exactly
-what training and the written datasets get. Labels are drawn with :func:`metapose.viz.draw_pose`
-(occluded keypoints hollow) and person boxes with :func:`metapose.viz.draw_box`.
+The top rows are top-down crops (items ``0 .. rows * cols - 1`` of the crop stream), the bottom row
+whole scenes, all from :func:`metapose.synth.items.synth_item`, so a preview shows exactly what
+training and the written datasets get. Labels are drawn with :func:`metapose.data.viz.draw_pose`
+(occluded keypoints hollow) and person boxes with :func:`metapose.data.viz.draw_box`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 
 from metapose.data.images import write_rgb
 from metapose.data.records import LabelledImage
+from metapose.data.viz import draw_box, draw_pose
 from metapose.synth.domains import Domain, get_domain
 from metapose.synth.items import CROP_SIZE, synth_item
-from metapose.viz import draw_box, draw_pose
 
 SCENE_SIZE = (480, 360)  # scenes in previews are rendered at this size
 GAP = 4  # pixels between tiles

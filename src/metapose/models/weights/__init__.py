@@ -106,7 +106,7 @@ def import_checkpoint(
     called only when the file folded some. Returns the path, the report and the number of
     BatchNorm layers unfolded.
     """
-    from metapose.checkpoint import save_checkpoint
+    from metapose.models.checkpoint import save_checkpoint
 
     model, report = import_weights(
         path,

@@ -15,7 +15,7 @@ and 6, or 0 and none: ReLU6 and ReLU, as attributes before opset 11 and as input
 ``Relu``, ``Add``, and the trivial ``Identity``, ``Dropout`` (inference: identity), ``Cast`` (to
 float32) and ``Constant``. That covers Ultralight-Nano-SimplePose (opset 8, exported from
 MXNet/Gluon; licence: none, so it is only ever read from where the user keeps it) and metapose's
-own exports of MobileNetV2 models (:mod:`metapose.export`).
+own exports of MobileNetV2 models (:mod:`metapose.inference.export`).
 
 Placement rules, all exact in inference:
 

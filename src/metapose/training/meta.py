@@ -1,8 +1,8 @@
 """Reptile meta-training of the initial weights (Nichol, Achiam & Schulman, 2018; the paper's §3.3).
 
 Each meta step draws tasks (a task is one batch of augmented source crops, §3.1), adapts a copy of
-the weights to each with a fresh inner optimiser (:func:`metapose.adapt.adapt`, Algorithm 1 lines
-6-8) and moves the weights a meta step ``beta`` towards the mean adapted weights (eq. 2):
+the weights to each with a fresh inner optimiser (:func:`metapose.training.adapt.adapt`, Algorithm 1
+lines 6-8) and moves the weights a meta step ``beta`` towards the mean adapted weights (eq. 2):
 ``theta <- theta + beta * mean_i(theta'_i - theta)``.
 
 Algorithm 1's line 10 as printed (``theta = theta + beta(theta_new - theta_old)`` after ``theta``
@@ -24,16 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from metapose import distributed
-from metapose.adapt import adapt
 from metapose.config import ReptileConfig
 from metapose.data.batches import BatchStream
 from metapose.data.dataset import Sample
 from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions
-from metapose.run_folder import RunFolder
-from metapose.train import History, StepLog
+from metapose.training import distributed
+from metapose.training.adapt import adapt
+from metapose.training.run_folder import RunFolder
+from metapose.training.step import DeviceOptions
+from metapose.training.train import History, StepLog
 
 State = dict[str, torch.Tensor]
 
@@ -115,7 +115,7 @@ def meta_train(
     """Reptile for ``config.meta_steps`` meta steps on a stream of task batches, in place.
 
     Task ``t`` is batch ``t`` of ``tasks``, so a resumed run sees the tasks it would have seen.
-    Checkpoints and the resume state go to ``out_dir`` as in :func:`metapose.train.train`
+    Checkpoints and the resume state go to ``out_dir`` as in :func:`metapose.training.train.train`
     (same refusal of a different configuration, same stop on a NaN or infinite loss).
     """
     options = DeviceOptions(device, config.amp, config.channels_last)

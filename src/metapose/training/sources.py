@@ -16,7 +16,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from metapose.codec import HeatmapCodec
 from metapose.config import (
     CocoFolderConfig,
     DataConfig,
@@ -27,6 +26,7 @@ from metapose.config import (
 from metapose.data.augment import TaskAugmenter
 from metapose.data.batches import BatchStream, EpochBatches, IndexedBatches, collate
 from metapose.data.coco import load_coco
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import (
     CropTransform,
     Instance,

@@ -25,7 +25,7 @@ from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Sample, TopDownDataset
 from metapose.errors import DataError, check_finite_loss
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions, batch_loss, build_optimizer, step_on_batch
+from metapose.training.step import DeviceOptions, batch_loss, build_optimizer, step_on_batch
 
 log = logging.getLogger(__name__)
 

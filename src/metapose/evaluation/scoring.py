@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metapose.codec import HeatmapCodec
 from metapose.data.batches import collate
 from metapose.data.coco import CocoDataset
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Sample, TopDownDataset, instances_from_coco
-from metapose.evaluate import evaluate_oks, make_result, pck, torso_diameter
-from metapose.inference import PosePrediction, predict_batches, torch_heatmap_fn
+from metapose.evaluation.coco import evaluate_oks, make_result, pck, torso_diameter
+from metapose.inference.topdown import PosePrediction, predict_batches, torch_heatmap_fn
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions
 from metapose.skeleton import COCO17
+from metapose.training.step import DeviceOptions
 
 PCK_ALPHA = 0.2  # the usual LSP threshold, as a fraction of the torso diameter
 

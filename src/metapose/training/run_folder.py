@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from metapose.checkpoint import load_state, save_checkpoint, save_state
 from metapose.config import ConfigError, to_dict
 from metapose.errors import DivergedError
 from metapose.models import TopDownModel
-from metapose.runlog import RunLog
+from metapose.models.checkpoint import load_state, save_checkpoint, save_state
+from metapose.training.runlog import RunLog
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metapose.results import RunResult, select
-from metapose.stats import Estimate, mean_ci
+from metapose.experiment.results import RunResult, select
+from metapose.experiment.statistics import Estimate, mean_ci
 
 TABLE_METRICS = ("ap", "ap50", "ap75", "ar", "ar50", "ar75")
 METRIC_TITLES = {

@@ -26,10 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metapose import distributed
-from metapose.adapt import choose_shots, fine_tune
-from metapose.checkpoint import load_checkpoint
-from metapose.codec import HeatmapCodec
 from metapose.config import (
     ConfigError,
     ExperimentConfig,
@@ -42,6 +38,7 @@ from metapose.data.augment import TaskAugmenter
 from metapose.data.augment_figure import figure2
 from metapose.data.batches import IndexedBatches
 from metapose.data.coco import CocoDataset, load_coco, write_json_atomic
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import (
     TopDownDataset,
     crop_params_of,
@@ -51,23 +48,32 @@ from metapose.data.dataset import (
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.lsp import import_lsp
 from metapose.data.topdown import apply_affine
-from metapose.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
-from metapose.inference import PosePrediction
-from metapose.meta import meta_train
+from metapose.evaluation.scoring import (
+    EvalSet,
+    make_eval_set,
+    predict_eval_set,
+    predictions_to_results,
+    score,
+)
+from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
+from metapose.experiment.report import format_table, summarize, verdicts, write_index_html
+from metapose.experiment.results import UNADAPTED, RunResult, load_result, save_result
+from metapose.inference.topdown import PosePrediction
 from metapose.models import TopDownModel
+from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import resolve_model
-from metapose.optim import DeviceOptions
 from metapose.progress import Progress, SilentProgress
 from metapose.provenance import provenance
-from metapose.report import format_table, summarize, verdicts, write_index_html
-from metapose.results import UNADAPTED, RunResult, load_result, save_result
-from metapose.run_folder import FINAL_FILE
-from metapose.scoring import EvalSet, make_eval_set, predict_eval_set, predictions_to_results, score
-from metapose.sources import mixed_batches, person_instance
 from metapose.synth.domains import get_domain
 from metapose.synth.scene import render_crop
 from metapose.synth.writer import write_synth_dataset
-from metapose.train import train
+from metapose.training import distributed
+from metapose.training.adapt import choose_shots, fine_tune
+from metapose.training.meta import meta_train
+from metapose.training.run_folder import FINAL_FILE
+from metapose.training.sources import mixed_batches, person_instance
+from metapose.training.step import DeviceOptions
+from metapose.training.train import train
 
 log = logging.getLogger(__name__)
 

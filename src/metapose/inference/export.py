@@ -2,7 +2,8 @@
 
 The graph takes ``images`` ``(N, 3, H, W)`` ImageNet-normalised RGB with a dynamic batch axis and
 returns ``heatmaps`` ``(N, K, H/stride, W/stride)``; the decode stays outside the graph, in numpy
-(:mod:`metapose.onnx_runtime`). The file carries :class:`~metapose.onnx_runtime.ModelMetadata`
+(:mod:`metapose.inference.onnx_runtime`). The file carries
+:class:`~metapose.inference.onnx_runtime.ModelMetadata`
 (input and heatmap size, keypoint names, flip index, normalisation) so an application needs
 nothing else to run it.
 
@@ -23,13 +24,13 @@ import numpy as np
 import onnx
 import torch
 
-from metapose.codec import HeatmapCodec
 from metapose.config import ConfigError
 from metapose.data.coco import CocoDataset
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
 from metapose.errors import CheckFailed, DataError
+from metapose.inference.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
 from metapose.models import TopDownModel
-from metapose.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
 from metapose.progress import Progress
 from metapose.skeleton import COCO17, Skeleton
 

@@ -17,15 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from metapose import distributed
-from metapose.checkpoint import optimizer_state_from_json, scheduler_state_from_json
 from metapose.config import TrainConfig
 from metapose.data.batches import BatchStream
 from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
-from metapose.run_folder import RunFolder
-from metapose.runlog import RunLog
+from metapose.models.checkpoint import optimizer_state_from_json, scheduler_state_from_json
+from metapose.training import distributed
+from metapose.training.run_folder import RunFolder
+from metapose.training.runlog import RunLog
+from metapose.training.step import DeviceOptions, build_optimizer, step_on_batch
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Top-down heatmap models on onnxruntime: the application side of a deployed pose estimator.
 
-Runs an ONNX model exported by :mod:`metapose.export` (or any top-down heatmap model: input
-``(N, 3, H, W)`` normalised RGB, output ``(N, K, h, w)`` heatmaps, as MMPose and the original
+Runs an ONNX model exported by :mod:`metapose.inference.export` (or any top-down heatmap model:
+input ``(N, 3, H, W)`` normalised RGB, output ``(N, K, h, w)`` heatmaps, as MMPose and the original
 SimpleBaseline export them) and turns its heatmaps into image keypoints with the same numpy
 geometry as training: the SimpleBaseline crop (:mod:`metapose.data.topdown`, OpenCV's
-``warpAffine``), the flip test and the quarter-offset decode (:mod:`metapose.codec`).
+``warpAffine``), the flip test and the quarter-offset decode (:mod:`metapose.data.codec`).
 
 This module never imports torch: an application needs numpy, OpenCV, onnxruntime and
 metapose's numpy modules (``codec``, ``config``, ``data.topdown``, ``skeleton``; ``config``
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from metapose.codec import REFERENCE_HEATMAP_WIDTH, HeatmapCodec, flip_back
 from metapose.config import RGB_CHANNELS, CodecConfig, Normalization
+from metapose.data.codec import REFERENCE_HEATMAP_WIDTH, HeatmapCodec, flip_back
 from metapose.data.topdown import (
     CropParams,
     apply_affine,
@@ -43,7 +43,7 @@ INPUT_RANK = 4  # (N, 3, H, W) in, (N, K, h, w) out
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """What :mod:`metapose.export` writes into an ONNX file beside the graph."""
+    """What :mod:`metapose.inference.export` writes into an ONNX file beside the graph."""
 
     input_size: tuple[int, int]  # (width, height)
     heatmap_size: tuple[int, int]  # (width, height)

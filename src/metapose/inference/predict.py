@@ -2,8 +2,8 @@
 
 The library side of ``metapose predict`` and ``metapose evaluate --onnx``. A pose estimator is a
 heatmap function (a PyTorch checkpoint or an ONNX model on onnxruntime) with its decode
-geometry; both run through :func:`metapose.inference.predict` (SimpleBaseline crop, flip test,
-quarter-offset decode), so a model and its export give the same keypoints. Person boxes come
+geometry; both run through :func:`metapose.inference.topdown.predict` (SimpleBaseline crop, flip
+test, quarter-offset decode), so a model and its export give the same keypoints. Person boxes come
 from a COCO detections JSON (SimpleBaseline's rescoring and OKS-NMS are then applied, see
 :mod:`metapose.data.detections`), from a COCO annotations JSON, or are the whole image.
 Results follow the COCO keypoint results format (https://cocodataset.org/#format-results).
@@ -21,10 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from metapose.checkpoint import load_checkpoint
-from metapose.codec import HeatmapCodec
 from metapose.config import CodecConfig, Normalization, replace
 from metapose.data.coco import CocoDataset, load_coco, read_json
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
 from metapose.data.detections import (
     BOX_SCORE_THRESHOLD,
@@ -34,14 +33,15 @@ from metapose.data.detections import (
 )
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.topdown import box_to_center_scale
+from metapose.data.viz import draw_box, draw_pose
 from metapose.errors import DataError
-from metapose.evaluate import EvalResult, evaluate_oks, make_result, results_to_json
-from metapose.inference import HeatmapFn, PosePrediction, predict, torch_heatmap_fn
-from metapose.onnx_runtime import OnnxHeatmapModel
-from metapose.optim import DeviceOptions
+from metapose.evaluation.coco import EvalResult, evaluate_oks, make_result, results_to_json
+from metapose.inference.onnx_runtime import OnnxHeatmapModel
+from metapose.inference.topdown import HeatmapFn, PosePrediction, predict, torch_heatmap_fn
+from metapose.models.checkpoint import load_checkpoint
 from metapose.progress import Progress
 from metapose.skeleton import COCO17, Skeleton
-from metapose.viz import draw_box, draw_pose
+from metapose.training.step import DeviceOptions
 
 log = logging.getLogger(__name__)
 
@@ -500,7 +500,7 @@ def evaluate_on_coco(
     With ground-truth boxes (the default) every labelled, non-crowd person is one crop; with a
     detections JSON, every kept person box, the poses then rescored and OKS-NMS'd per image as
     SimpleBaseline does. ``keypoints``: score only this subset (see
-    :func:`metapose.evaluate.evaluate_oks`).
+    :func:`metapose.evaluation.coco.evaluate_oks`).
     """
     options = options or PredictOptions()
     codec = estimator.codec

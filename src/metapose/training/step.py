@@ -1,14 +1,13 @@
 """One optimisation step on a batch, and the optimisers used by training, adaptation and Reptile.
 
-Shared by :mod:`metapose.train`, :mod:`metapose.adapt` and :mod:`metapose.meta` so that the
-supervised baseline, the inner loop and the few-shot fine-tune compute exactly the same thing.
+Shared by :mod:`metapose.training.train`, :mod:`metapose.training.adapt` and
+:mod:`metapose.training.meta` so that the supervised baseline, the inner loop and the few-shot
+fine-tune compute exactly the same thing.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,7 +15,8 @@ from torch import nn
 
 from metapose.config import OptimizerConfig
 from metapose.data.dataset import Sample
-from metapose.losses import joints_mse
+from metapose.device import DeviceOptions
+from metapose.training.losses import joints_mse
 
 
 def build_optimizer(
@@ -29,45 +29,6 @@ def build_optimizer(
     return torch.optim.Adam(
         params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
     )
-
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 natively here (AVX512-BF16 or AMX), which makes it fast."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-@dataclass(frozen=True)
-class DeviceOptions:
-    """How a device is used.
-
-    ``amp``: bfloat16 autocast on CUDA and on CPUs with native bfloat16 (measured on a 2-core
-    AVX512-BF16 machine: ResNet-18 128x96 training 31 -> 52 images/s, inference 90 -> 214);
-    elsewhere float32. ``channels_last`` memory format on CUDA and CPU (oneDNN prefers it).
-    """
-
-    device: torch.device
-    amp: bool = True
-    channels_last: bool = True
-
-    @property
-    def use_amp(self) -> bool:
-        if not self.amp:
-            return False
-        return self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_bf16())
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        if self.channels_last and self.device.type in ("cuda", "cpu"):
-            return torch.channels_last
-        return torch.contiguous_format
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        # Module.to accepts memory_format at run time; its type stubs do not list it.
-        return model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
 
 
 def batch_loss(model: nn.Module, batch: Sample, options: DeviceOptions) -> torch.Tensor:

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from metapose.codec import HeatmapCodec
 from metapose.data.batches import collate
+from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
 from metapose.data.detections import rescore
 from metapose.data.topdown import BOX_PADDING, apply_affine
-from metapose.optim import DeviceOptions
 from metapose.skeleton import COCO17, Skeleton
+from metapose.training.step import DeviceOptions
 
 HeatmapFn = Callable[[np.ndarray], np.ndarray]
 

@@ -28,10 +28,10 @@ from matplotlib.ticker import (  # noqa: E402
 )
 from matplotlib.typing import LineStyleType  # noqa: E402
 
-from metapose.report import METRIC_TITLES, MODEL_TITLES, SummaryRow, is_difference  # noqa: E402
-from metapose.results import RunResult, select  # noqa: E402
-from metapose.stats import mean_ci  # noqa: E402
-from metapose.viz import draw_pose  # noqa: E402
+from metapose.data.viz import draw_pose  # noqa: E402
+from metapose.experiment.report import METRIC_TITLES, MODEL_TITLES, SummaryRow, is_difference  # noqa: E402
+from metapose.experiment.results import RunResult, select  # noqa: E402
+from metapose.experiment.statistics import mean_ci  # noqa: E402
 
 MODEL_COLOURS = {
     "as-is": "tab:green",

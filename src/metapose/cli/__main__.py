@@ -1,0 +1,7 @@
+"""``python -m metapose.cli``: the console entry point, as under torchrun."""
+
+import sys
+
+from metapose.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""Training configuration: optimisers, supervised training, Reptile, the few-shot fine-tune, the
+sources of training crops and the `metapose train` / `metapose meta` runs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from metapose.config.data import TaskAugmentConfig, TopDownAugmentConfig
+from metapose.config.loading import PATH, ConfigError, check_finite
+from metapose.config.model import (
+    ModelConfig,
+)
+
+OptimizerName = Literal["sgd", "adam"]
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``adam`` with ``beta1 = 0`` is the inner optimiser Nichol et al. (2018) use for Reptile."""
+
+    name: OptimizerName = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd only
+    beta1: float = 0.9  # adam only
+    beta2: float = 0.999  # adam only
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_finite(self, "optimizer")
+        if self.lr <= 0:
+            raise ConfigError(f"optimizer lr must be > 0, got {self.lr}")
+        if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
+            raise ConfigError(f"adam betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SimpleBaseline's schedule: Adam 1e-3, x0.1 at 90/140 and 120/140 of training."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr_milestones: tuple[float, ...] = (90 / 140, 120 / 140)  # fractions of ``steps``
+    lr_gamma: float = 0.1
+    checkpoint_every: int = 0  # steps; 0 = only at the end
+    log_every: int = 10
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # on CUDA
+
+    def __post_init__(self) -> None:
+        check_finite(self, "train")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(
+                f"train.steps and train.batch_size must be >= 1: {self.steps} and {self.batch_size}"
+            )
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ConfigError(
+                f"train.lr_milestones are fractions in (0, 1), got {self.lr_milestones}"
+            )
+
+    @property
+    def images(self) -> int:
+        return self.steps * self.batch_size
+
+
+@dataclass(frozen=True)
+class ReptileConfig:
+    """Reptile as the paper uses it: tasks of 32 images, meta step 0.05 (§4.2)."""
+
+    meta_steps: int = 15000
+    tasks_per_step: int = 1  # >1 averages several adapted copies per meta step (batched Reptile)
+    inner_steps: int = 4
+    inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-2))
+    meta_step: float = 0.05
+    meta_step_final: float | None = None  # linear annealing of beta to this value when set
+    batch_size: int = 32  # images per task
+    # "frozen": the inner loop keeps BatchNorm statistics, as the frozen-BatchNorm few-shot
+    # recipe does (AdaptConfig.batchnorm); "train" (the paper's): they follow each task's batch.
+    batchnorm: Literal["train", "frozen"] = "train"
+    checkpoint_every: int = 0
+    log_every: int = 10
+    amp: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        check_finite(self, "meta")
+        if self.meta_steps < 1 or self.tasks_per_step < 1 or self.inner_steps < 1:
+            raise ConfigError(
+                "meta.meta_steps, meta.tasks_per_step and meta.inner_steps must be >= 1"
+            )
+        for name in ("meta_step", "meta_step_final"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ConfigError(f"meta.{name} must be in [0, 1], got {value}")
+
+    @property
+    def images_per_meta_step(self) -> int:
+        """Images processed (forward and backward) per meta step: the compute budget unit."""
+        return self.tasks_per_step * self.inner_steps * self.batch_size
+
+    def beta(self, step: int) -> float:
+        """Meta step size at meta step ``step`` (0-based), linearly annealed when asked."""
+        if self.meta_step_final is None or self.meta_steps == 1:
+            return self.meta_step
+        frac = step / (self.meta_steps - 1)
+        return self.meta_step + frac * (self.meta_step_final - self.meta_step)
+
+
+BatchNormMode = Literal["train", "frozen", "reestimate"]
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Few-shot fine-tuning (the paper's meta-test: ``epochs`` over the K shots, 20 in §4.3).
+
+    The defaults are the recipe measured best on real LSPet photos from the COCO-trained
+    PP-TinyPose (``benchmarks/recipes.py``; README "Which fine-tuning recipe"): all weights,
+    Adam at 1e-4, BatchNorm statistics frozen. The paper's recipe (Adam 1e-3, BatchNorm in train
+    mode) made that model 13 AP points worse than not adapting it; it stays available here
+    (``optimizer: {lr: 1.0e-3}, batchnorm: train``).
+
+    Beyond the paper's full fine-tune: ``head_only`` freezes the backbone; ``backbone_lr_scale``
+    gives the backbone a fraction of the learning rate; ``batchnorm``: ``train`` (statistics
+    follow the shots' batches), ``frozen`` (the starting model's statistics stay) or
+    ``reestimate`` (statistics re-measured on the shots once, then frozen: AdaBN, Li et al.
+    2017); ``l2sp`` pulls the weights towards the starting ones (L2-SP, Li et al., ICML 2018:
+    ``l2sp / 2 * ||w - w0||^2`` added to the loss).
+
+    ``select_epochs``: ``epochs`` becomes the most that may be taken. A quarter of the shots'
+    images is held out, the rest fine-tuned for ``epochs`` while the held-out crops' loss is
+    measured after every epoch (and before the first), and the count with the lowest loss (0:
+    leave the model as it is) is then run from the start on all the shots
+    (:func:`metapose.training.adapt.choose_epochs`).
+    """
+
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-4))
+    epochs: int = 20
+    batch_size: int = 32
+    head_only: bool = False
+    backbone_lr_scale: float = 1.0
+    batchnorm: BatchNormMode = "frozen"
+    l2sp: float = 0.0
+    select_epochs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"adapt.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"adapt.batch_size must be >= 1, got {self.batch_size}")
+        if not math.isfinite(self.backbone_lr_scale) or self.backbone_lr_scale < 0:
+            raise ConfigError(
+                f"adapt.backbone_lr_scale must be finite and >= 0, got {self.backbone_lr_scale}"
+            )
+        if not math.isfinite(self.l2sp) or self.l2sp < 0:
+            raise ConfigError(f"adapt.l2sp must be finite and >= 0, got {self.l2sp}")
+
+
+@dataclass(frozen=True)
+class CocoFolderConfig:
+    """A COCO-format person-keypoint dataset on disk: the JSON and its image folder."""
+
+    annotations: str = field(metadata=PATH)
+    image_dir: str | None = field(default=None, metadata=PATH)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where the source tasks come from: synthetic domains rendered on the fly, COCO-format
+    folders of real people, or both (each crop picks one of them with equal probability)."""
+
+    domains: tuple[str, ...] = ("rgb",)
+    coco: tuple[CocoFolderConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.domains and not self.coco:
+            raise ConfigError("source needs at least one of domains or coco")
+
+
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: a COCO-format dataset, or (no ``annotations``) the synthetic stream."""
+
+    annotations: str | None = field(default=None, metadata=PATH)
+    image_dir: str | None = field(default=None, metadata=PATH)
+    domains: tuple[str, ...] = ("rgb",)  # synthetic domains when ``annotations`` is not given
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """``metapose train``: supervised training of one model."""
+
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    val: DataConfig | None = None  # a COCO-format validation set, scored every validate_every
+    validate_every: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.val is not None and self.val.annotations is None:
+            raise ConfigError("val.annotations must name a COCO-format file")
+
+
+@dataclass(frozen=True)
+class MetaRunConfig:
+    """``metapose meta``: Reptile meta-training of initial weights."""
+
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
+    task_augment: TaskAugmentConfig = field(default_factory=TaskAugmentConfig)
+    task_sampler: Literal["mixed", "style"] = "mixed"
+    data: DataConfig = field(default_factory=DataConfig)
+    meta: ReptileConfig = field(default_factory=ReptileConfig)
+    workers: int = 0
