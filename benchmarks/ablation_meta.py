@@ -33,7 +33,6 @@ from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.progress import SilentProgress
 from metapose.training.meta import meta_train
-from metapose.training.step import DeviceOptions
 
 Variant = tuple[ReptileConfig, str, SourceConfig | None]
 

@@ -21,10 +21,9 @@ from collections.abc import Callable
 import torch
 
 from metapose.config import LiteHRNetConfig, MobileNetV2Config, ModelConfig, ResNetConfig
-from metapose.device import cpu_has_bf16
+from metapose.device import DeviceOptions, cpu_has_bf16
 from metapose.models import TopDownModel, count_parameters
 from metapose.training.losses import joints_mse
-from metapose.training.step import DeviceOptions
 
 SIZES = ((96, 128), (192, 256))  # (W, H)
 BATCH = 32

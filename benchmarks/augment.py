@@ -17,7 +17,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from metapose.data.augment import STYLES, TaskAugmentConfig, TaskAugmenter
+from metapose.config.data import STYLES, TaskAugmentConfig
+from metapose.data.augment import TaskAugmenter
 
 SIZES = ((96, 128), (192, 256))  # (W, H): a fast CPU input and the paper's input
 

@@ -27,11 +27,10 @@ import onnxruntime as ort
 import torch
 
 from metapose.config import ModelConfig, ResNetConfig
-from metapose.device import cpu_has_bf16
+from metapose.device import DeviceOptions, cpu_has_bf16
 from metapose.inference.export import export_onnx
 from metapose.inference.onnx_runtime import OnnxHeatmapModel
 from metapose.models import TopDownModel
-from metapose.training.step import DeviceOptions
 
 DEPTHS = (18, 50)
 SIZES = ((192, 256), (96, 128))  # (W, H): the paper's input and a fast one

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from metapose.data.coco import Annotation, load_coco
-from metapose.evaluation.coco import pck, torso_diameter
+from metapose.evaluation.pck import pck, torso_diameter
 from metapose.skeleton import COCO17
 
 

@@ -24,14 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from metapose.models.weights.ncnn import (
-    ConvSpec,
-    NcnnGraph,
-    NcnnLayer,
-    conv_spec,
-    import_ncnn,
-    read_ncnn,
-)
+from metapose.models.weights.ncnn import import_ncnn
+from metapose.models.weights.ncnn_reader import ConvSpec, NcnnGraph, NcnnLayer, conv_spec, read_ncnn
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "pp_tinypose"
 NAMES = ("tinypose_128x96", "tinypose_256x192")

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metapose.cli import TqdmProgress
+from metapose.cli.common import TqdmProgress
 from metapose.config import (
     AdaptConfig,
     ExperimentConfig,
@@ -56,13 +56,16 @@ from metapose.config import (
 from metapose.data.batches import EpochBatches
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
-from metapose.evaluation.scoring import evaluate_model
-from metapose.experiment.run import Target, derived_seed, prepare_target
+from metapose.device import DeviceOptions
+from metapose.evaluation.evaluate import evaluate
 from metapose.experiment.statistics import mean_ci
+from metapose.experiment.targets import Target, derived_seed, prepare_target
+from metapose.inference.estimators import torch_estimator
+from metapose.inference.predict import PredictOptions
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
-from metapose.training.adapt import EpochChoice, choose_epochs, choose_shots, fine_tune
-from metapose.training.step import DeviceOptions
+from metapose.training.adapt import EpochChoice, choose_epochs, fine_tune
+from metapose.training.few_shot import choose_shots
 
 ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
@@ -440,7 +443,9 @@ def main() -> None:
     done = {r.key for r in rows}
 
     def score(model: TopDownModel) -> dict[str, float]:
-        return evaluate_model(model, target.test, options, flip=flip)
+        return evaluate(
+            torch_estimator(model, options), target.test, options=PredictOptions(flip=flip)
+        ).as_dict()
 
     recipes = [BY_NAME[n] for n in args.recipes]
     total = 1 + len(recipes) * len(args.shots) * len(args.seeds)

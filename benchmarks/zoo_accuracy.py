@@ -22,12 +22,14 @@ import torch
 from metapose.config import CodecConfig, replace
 from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
-from metapose.inference.predict import PoseEstimator, PredictOptions, evaluate_on_coco
+from metapose.device import DeviceOptions
+from metapose.evaluation.evaluate import evaluate
+from metapose.inference.estimators import PoseEstimator
+from metapose.inference.predict import PredictOptions
 from metapose.inference.topdown import HeatmapFn, torch_heatmap_fn
 from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import ZOO
 from metapose.skeleton import COCO17
-from metapose.training.step import DeviceOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -87,9 +89,9 @@ def main() -> None:
         for variant, (fn, config) in variants.items():
             estimator = PoseEstimator(fn, HeatmapCodec.for_model(config), COCO17, entry.path)
             for flip in (False, True):
-                score = evaluate_on_coco(estimator, gt, options=PredictOptions(flip=flip))
+                score = evaluate(estimator, gt, options=PredictOptions(flip=flip))
                 row = {"model": name, "variant": variant, "flip": flip,
-                       **{k: round(v, 4) for k, v in score.result.as_dict().items()}}
+                       **{k: round(v, 4) for k, v in score.as_dict().items()}}
                 rows.append(row)
                 print(f"{name:20s} {variant:28s} flip={flip!s:5s} AP {row['ap']:.3f} "
                       f"AP50 {row['ap50']:.3f} AR {row['ar']:.3f}", flush=True)

@@ -25,7 +25,7 @@ import torch
 from metapose.config import CocoFolderConfig
 from metapose.data.codec import HeatmapCodec
 from metapose.models.weights import import_checkpoint
-from metapose.models.weights.ncnn import PP_TINYPOSE_CODEC
+from metapose.models.weights.ncnn_reader import PP_TINYPOSE_CODEC
 from metapose.models.zoo import ZOO, ZooModel
 from metapose.training.sources import calibration_batches
 

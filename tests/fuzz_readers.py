@@ -1,8 +1,8 @@
 """Seeded mutations of a real COCO annotation file and of a results file, for the readers.
 
 Each mutation is written to disk and read the way the commands read it (``load_coco`` for
-training and adaptation data, ``evaluate_oks`` of ``load_results`` for scoring). A reader may
-accept the file (a valid result) or refuse it with a DataError/ConfigError; anything else (a
+training and adaptation data, ``evaluate_oks`` of ``read_keypoint_results`` for scoring). A reader
+may accept the file (a valid result) or refuse it with a DataError/ConfigError; anything else (a
 traceback) is a bug. Used by tests/test_fuzz_readers.py and runnable to print the counts:
 ``python -m tests.fuzz_readers [N]``.
 """
@@ -21,8 +21,9 @@ import numpy as np
 
 from metapose.config import ConfigError
 from metapose.data.coco import load_coco
+from metapose.data.keypoint_results import read_keypoint_results
 from metapose.errors import DataError
-from metapose.evaluation.coco import evaluate_oks, load_results
+from metapose.evaluation.coco import evaluate_oks
 
 # Values a hand-edited or badly exported file holds where a number, a list or a name belongs.
 ODD_VALUES: tuple[Any, ...] = (
@@ -164,7 +165,7 @@ def run(
         kind, data = mutate(results, rng)
         path = out / f"results_{i}.json"
         path.write_bytes(data)
-        attempt("results", lambda p=path: evaluate_oks(gt_path, load_results(p)))
+        attempt("results", lambda p=path: evaluate_oks(gt_path, read_keypoint_results(p)))
         path.unlink()
     return counts, crashes
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from metapose.config import AdaptConfig, OptimizerConfig
 from metapose.data.batches import EpochBatches, collate
+from metapose.device import DeviceOptions
 from metapose.models import TopDownModel
 from metapose.training import adapt as adapt_module
 from metapose.training.adapt import (
@@ -21,7 +22,6 @@ from metapose.training.adapt import (
     reestimate_batchnorm,
     split_support,
 )
-from metapose.training.step import DeviceOptions
 from tests.conftest import TINY_MODEL
 from tests.helpers import tiny_dataset
 

@@ -19,12 +19,12 @@ from metapose.config import (
     TrainConfig,
 )
 from metapose.data.batches import EpochBatches
+from metapose.device import DeviceOptions
 from metapose.inference.export import PARITY_TOLERANCE, check_parity, export_onnx
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint, save_checkpoint
 from metapose.training.adapt import fine_tune
 from metapose.training.meta import meta_train
-from metapose.training.step import DeviceOptions
 from metapose.training.train import StepLog, train
 from tests.conftest import TINY_MODEL
 from tests.helpers import TINY_CODEC, tiny_dataset

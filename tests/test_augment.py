@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from metapose.config import ConfigError, from_dict, to_dict
-from metapose.data.augment import (
-    MAX_FIELD_LIPSCHITZ,
+from metapose.config.data import (
     STYLES,
     AffineWarpConfig,
     ElasticWarpConfig,
     PerspectiveWarpConfig,
     TaskAugmentConfig,
+)
+from metapose.data.augment import (
+    MAX_FIELD_LIPSCHITZ,
     TaskAugmenter,
     field_lipschitz,
     invert_displacement,

@@ -290,19 +290,19 @@ def test_adapt_scores_the_keypoint_subset_like_the_experiment(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import metapose.evaluation.scoring
+    import metapose.evaluation.evaluate
     from metapose.models.checkpoint import read_metadata
 
     data, images = _val()
     ids = sorted(im["id"] for im in json.loads(data.read_text())["images"])
     made = []
-    real = metapose.evaluation.scoring.make_eval_set
+    real = metapose.evaluation.evaluate.make_eval_set
 
     def spy(*args: object, **kwargs: object) -> object:
         made.append(kwargs.get("keypoints"))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(metapose.evaluation.scoring, "make_eval_set", spy)
+    monkeypatch.setattr(metapose.evaluation.evaluate, "make_eval_set", spy)
     out = tmp_path / "a.safetensors"
     argv = ["adapt", "--checkpoint", str(tiny_checkpoint), "--data", str(data)]
     argv += ["--images", str(images), "--out", str(out), "--shots", "2", "--epochs", "1"]

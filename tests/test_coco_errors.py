@@ -19,8 +19,9 @@ import pytest
 from metapose.data.coco import load_coco
 from metapose.data.detections import load_detections
 from metapose.data.images import write_rgb
+from metapose.data.keypoint_results import read_keypoint_results
 from metapose.errors import DataError
-from metapose.evaluation.coco import evaluate_oks, load_results
+from metapose.evaluation.coco import evaluate_oks
 
 K = 17
 IMAGE_SIZE = (8, 6)  # width, height
@@ -320,19 +321,19 @@ def test_results_field_errors(tmp_path: Path, case: str) -> None:
     payload, expected = RESULT_CASES[case]
     path = tmp_path / "results.json"
     path.write_text(json.dumps(payload))
-    raises_data_error(lambda: load_results(path, K), str(path), *expected)
+    raises_data_error(lambda: read_keypoint_results(path, K), str(path), *expected)
 
 
 def test_results_malformed_json(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     path.write_text('[{"image_id": 1,')
-    raises_data_error(lambda: load_results(path, K), str(path), "malformed JSON")
+    raises_data_error(lambda: read_keypoint_results(path, K), str(path), "malformed JSON")
 
 
 def test_results_score_nan(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     path.write_text(json.dumps([{**result(), "score": float("nan")}]))  # written as NaN
-    raises_data_error(lambda: load_results(path, K), "field '[0].score'", "finite number")
+    raises_data_error(lambda: read_keypoint_results(path, K), "field '[0].score'", "finite number")
 
 
 def test_results_on_unknown_image(tmp_path: Path) -> None:

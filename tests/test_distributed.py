@@ -9,11 +9,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from metapose.config import ReptileConfig, TrainConfig
+from metapose.config.training import OptimizerConfig
 from metapose.data.batches import EpochBatches
+from metapose.device import DeviceOptions
 from metapose.models import TopDownModel
 from metapose.training.meta import reptile_step
 from metapose.training.run_folder import FINAL_FILE
-from metapose.training.step import DeviceOptions, OptimizerConfig
 from metapose.training.train import train
 from tests.conftest import TINY_MODEL
 from tests.test_meta import task

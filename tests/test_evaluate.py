@@ -15,22 +15,18 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from metapose.data.coco import load_coco
+from metapose.data.keypoint_results import make_result, read_keypoint_results, results_to_json
 from metapose.data.oks import oks
 from metapose.errors import DataError
 from metapose.evaluation.coco import (
     STAT_NAMES,
     UNDEFINED,
     EvalResult,
-    bbox_size,
     evaluate_oks,
-    format_table,
+    format_eval_result,
     labelled_keypoints,
-    load_results,
-    make_result,
-    pck,
-    results_to_json,
-    torso_diameter,
 )
+from metapose.evaluation.pck import bbox_size, pck, torso_diameter
 from metapose.skeleton import COCO17
 from tests.conftest import COCO_MINI, COCO_TINY, require
 
@@ -153,7 +149,7 @@ def test_evaluate_oks_reads_a_results_file_and_a_loaded_dataset(
     expected = pycocotools_stats(val_file, results)
     assert evaluate_oks(val_file, results_file).stats == expected
     dataset = load_coco(val_file, check_images="none", require_trainable=False)
-    assert evaluate_oks(dataset, load_results(results_file)).stats == expected
+    assert evaluate_oks(dataset, read_keypoint_results(results_file)).stats == expected
     assert evaluate_oks(json.loads(val_file.read_text()), results).stats == expected
 
 
@@ -288,7 +284,7 @@ def test_cli_evaluate_prints_and_writes_pycocotools_numbers(
     expected = pycocotools_stats(gt_file, results)
     written = json.loads(out.read_text())
     assert tuple(written[name] for name in STAT_NAMES) == expected
-    assert f"{100 * expected[0]:.1f}" in capsys.readouterr().out
+    assert f"{expected[0]:.3f}" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ results, table
@@ -300,7 +296,7 @@ def test_make_result_and_results_file_round_trip(tmp_path: Path) -> None:
     assert entry["image_id"] == 42 and entry["category_id"] == 1 and entry["score"] == 0.25
     np.testing.assert_array_equal(np.asarray(entry["keypoints"]).reshape(17, 3), keypoints)
     results_to_json(tmp_path / "r.json", [entry])
-    assert load_results(tmp_path / "r.json") == [entry]
+    assert read_keypoint_results(tmp_path / "r.json") == [entry]
     with pytest.raises(ValueError, match=r"\(K, 3\)"):
         make_result(1, keypoints[:, :2], 1.0)
 
@@ -311,22 +307,22 @@ def test_eval_result_dict_and_table() -> None:
     assert list(result.as_dict()) == list(STAT_NAMES)
     assert result.stats == tuple(stats)
     assert "pck" in EvalResult.from_stats(stats, pck=0.5).as_dict()
-    table = format_table(EvalResult.from_stats(stats, pck=0.5)).splitlines()
+    table = format_eval_result(EvalResult.from_stats(stats, pck=0.5)).splitlines()
     assert len(table) == 3
     assert table[0].split("|")[1].strip() == "AP" and "PCK" in table[0]
     cells = [c.strip() for c in table[2].strip("|").split("|")]
     assert cells == [
-        "50.0",
-        "75.0",
-        "25.0",
+        "0.500",
+        "0.750",
+        "0.250",
         "n/a",
-        "12.5",
-        "62.5",
-        "87.5",
-        "37.5",
+        "0.125",
+        "0.625",
+        "0.875",
+        "0.375",
         "n/a",
-        "10.0",
-        "50.0",
+        "0.100",
+        "0.500",
     ]
 
 

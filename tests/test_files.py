@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from metapose.data.coco import write_json_atomic
+from metapose.files import write_json_atomic
 
 
 def test_json_gets_the_umask_and_null_for_nan(tmp_path: Path) -> None:

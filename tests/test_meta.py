@@ -6,18 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from metapose.config.training import OptimizerConfig, ReptileConfig
 from metapose.data.batches import IndexedBatches, collate
 from metapose.data.dataset import Sample
+from metapose.device import DeviceOptions
 from metapose.models import TopDownModel
 from metapose.training.adapt import adapt
-from metapose.training.meta import (
-    ReptileConfig,
-    clone_state,
-    interpolate_states,
-    meta_train,
-    reptile_step,
-)
-from metapose.training.step import DeviceOptions, OptimizerConfig
+from metapose.training.meta import clone_state, interpolate_states, meta_train, reptile_step
 from tests.conftest import TINY_MODEL
 from tests.helpers import tiny_dataset
 
@@ -159,9 +154,9 @@ def test_meta_training_resumes_exactly_and_counts_images(tmp_path: Path) -> None
 def test_frozen_batchnorm_inner_loop_keeps_the_statistics() -> None:
     from metapose.config import ReptileConfig, replace
     from metapose.data.batches import EpochBatches
+    from metapose.device import DeviceOptions
     from metapose.models import TopDownModel
     from metapose.training.meta import reptile_step
-    from metapose.training.step import DeviceOptions
     from tests.conftest import TINY_MODEL
     from tests.helpers import tiny_dataset
 

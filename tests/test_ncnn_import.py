@@ -20,7 +20,8 @@ from metapose.config import LiteHRNetConfig, ModelConfig, Normalization
 from metapose.errors import DataError
 from metapose.models import TopDownModel
 from metapose.models.backbones.lite_hrnet import ConvNorm, LiteHRNetModule, SeparableConv
-from metapose.models.weights.ncnn import TAG_FLOAT16, import_ncnn, read_ncnn
+from metapose.models.weights.ncnn import import_ncnn
+from metapose.models.weights.ncnn_reader import TAG_FLOAT16, read_ncnn
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PP_TINYPOSE = SHARED / "models" / "pp_tinypose"

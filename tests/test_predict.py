@@ -14,22 +14,20 @@ from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
 from metapose.data.images import read_rgb, write_rgb
+from metapose.data.keypoint_results import read_keypoint_results
+from metapose.device import DeviceOptions
 from metapose.errors import DataError
-from metapose.evaluation.coco import load_results
-from metapose.inference.export import export_onnx
-from metapose.inference.predict import (
+from metapose.evaluation.evaluate import evaluate
+from metapose.inference.estimators import (
     PoseEstimator,
-    PredictOptions,
     estimator_from_checkpoint,
     estimator_from_onnx,
-    evaluate_on_coco,
-    plan_prediction,
-    predict_images,
 )
+from metapose.inference.export import export_onnx
+from metapose.inference.predict import PredictOptions, plan_prediction, predict_images
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import save_checkpoint
 from metapose.skeleton import COCO17
-from metapose.training.step import DeviceOptions
 from tests.conftest import COCO_TINY, TINY_MODEL, require
 
 # float32: compared against onnxruntime (float32) to 1e-4, which bfloat16 autocast is not.
@@ -153,7 +151,7 @@ def test_predict_writes_results_and_overlays_independent_of_batching(
             options=PredictOptions(batch_size=batch_size, oks_nms=False),
         )  # fmt: skip
         assert summary.images == 3 and summary.people == 4
-        outputs.append(load_results(summary.results_path))
+        outputs.append(read_keypoint_results(summary.results_path))
         for image, overlay in zip(images, summary.overlays, strict=True):
             assert overlay == out / "overlays" / f"{image.stem}.png"
             assert read_rgb(overlay).shape == read_rgb(image).shape
@@ -208,7 +206,9 @@ def test_onnx_and_pytorch_estimators_agree(tmp_path: Path, checkpoint: Path) -> 
     )
     onnx_run = predict_images(plan, estimator_from_onnx(onnx_path), tmp_path / "o.json")
     for a, b in zip(
-        load_results(torch_run.results_path), load_results(onnx_run.results_path), strict=True
+        read_keypoint_results(torch_run.results_path),
+        read_keypoint_results(onnx_run.results_path),
+        strict=True,
     ):
         np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1e-3)
 
@@ -234,12 +234,13 @@ def test_scoring_a_perfect_estimator_on_real_coco_gives_near_perfect_ap() -> Non
     codec = HeatmapCodec.for_model(ModelConfig())
     oracle = Oracle(TopDownDataset(instances_from_coco(gt), codec))
     estimator = PoseEstimator(oracle, codec, COCO17, Path("oracle"))
-    score = evaluate_on_coco(estimator, gt, options=PredictOptions(flip=False, batch_size=16))
+    score = evaluate(estimator, gt, options=PredictOptions(flip=False, batch_size=16))
     assert oracle.served == len(oracle.targets)
-    assert score.result.ap > 0.95
+    assert score.ap > 0.95
+    assert score.pck is not None and score.pck > 0.95
     # The same heatmaps given to the wrong people must score far worse.
     oracle.served, oracle.targets = 0, oracle.targets[::-1].copy()
-    assert evaluate_on_coco(estimator, gt, options=PredictOptions(flip=False)).result.ap < 0.5
+    assert evaluate(estimator, gt, options=PredictOptions(flip=False)).ap < 0.5
 
 
 def test_scoring_from_detections_rescores_and_suppresses(tmp_path: Path, checkpoint: Path) -> None:
@@ -252,6 +253,8 @@ def test_scoring_from_detections_rescores_and_suppresses(tmp_path: Path, checkpo
     ]
     (tmp_path / "dets.json").write_text(json.dumps(entries))
     estimator = estimator_from_checkpoint(checkpoint, CPU)
-    score = evaluate_on_coco(estimator, gt, detections=tmp_path / "dets.json")
-    assert len(score.results) == len(people)
-    assert 0.0 <= score.result.ap <= 1.0
+    saved = tmp_path / "results.json"
+    score = evaluate(estimator, gt, boxes=tmp_path / "dets.json", results_path=saved)
+    assert len(read_keypoint_results(saved)) == len(people)
+    assert 0.0 <= score.ap <= 1.0
+    assert score.pck is None  # a pose in a detected box belongs to no particular person

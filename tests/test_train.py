@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from metapose.config import TopDownAugmentConfig, replace
+from metapose.config.training import AdaptConfig, OptimizerConfig, TrainConfig
 from metapose.data.batches import EpochBatches, IndexedBatches, collate
+from metapose.device import DeviceOptions
 from metapose.models import TopDownModel
-from metapose.training.adapt import AdaptConfig, choose_shots, fine_tune
+from metapose.training.adapt import fine_tune
+from metapose.training.few_shot import choose_shots
 from metapose.training.run_folder import FINAL_FILE, STATE_FILE
-from metapose.training.step import DeviceOptions, OptimizerConfig
-from metapose.training.train import StepLog, TrainConfig, train
+from metapose.training.train import StepLog, train
 from tests.conftest import TINY_MODEL
 from tests.helpers import tiny_dataset
 

@@ -16,7 +16,7 @@ from metapose.config import CODEC_MODES
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metapose.evaluation.coco import evaluate_oks, format_table
+    from metapose.evaluation.coco import evaluate_oks, format_eval_result
 
     keypoints = keypoint_names(args.keypoints)
     given = [x for x in (args.results, args.onnx, args.checkpoint) if x is not None]
@@ -27,14 +27,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_oks(args.gt, args.results, keypoints=keypoints)
     else:
         from metapose.data.coco import load_coco
-        from metapose.evaluation.coco import results_to_json
-        from metapose.inference.predict import (
-            PredictOptions,
-            estimator_from_checkpoint,
-            estimator_from_onnx,
-            evaluate_on_coco,
-        )
-        from metapose.training.step import DeviceOptions
+        from metapose.device import DeviceOptions
+        from metapose.evaluation.evaluate import evaluate
+        from metapose.inference.estimators import estimator_from_checkpoint, estimator_from_onnx
+        from metapose.inference.predict import PredictOptions
 
         # Decoded once here so that an image whose size disagrees with the file is named.
         gt = load_coco(args.gt, args.images, require_trainable=False, check_images="decode")
@@ -45,20 +41,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             estimator = estimator_from_checkpoint(
                 args.checkpoint, options, codec=codec_override(args)
             )
-        score = evaluate_on_coco(
+        result = evaluate(
             estimator,
             gt,
-            detections=args.detections,
+            boxes=args.detections,
             keypoints=keypoints,
             options=PredictOptions(flip=not args.no_flip, batch_size=args.batch_size),
             progress=TqdmProgress(not args.quiet),
+            results_path=args.save_results,
         )
-        result = score.result
-        if args.save_results:
-            results_to_json(args.save_results, score.results)
-    print(format_table(result))
+    print(format_eval_result(result))
     if args.json:
-        from metapose.data.coco import write_json_atomic
+        from metapose.files import write_json_atomic
 
         write_json_atomic(args.json, result.as_dict(), indent=2)
     return 0

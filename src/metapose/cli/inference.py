@@ -17,14 +17,9 @@ from metapose.inference.predict import DRAW_THRESHOLD
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from metapose.inference.predict import (
-        PredictOptions,
-        estimator_from_checkpoint,
-        estimator_from_onnx,
-        plan_prediction,
-        predict_images,
-    )
-    from metapose.training.step import DeviceOptions
+    from metapose.device import DeviceOptions
+    from metapose.inference.estimators import estimator_from_checkpoint, estimator_from_onnx
+    from metapose.inference.predict import PredictOptions, plan_prediction, predict_images
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise SystemExit("error: give exactly one of --checkpoint or --onnx")

@@ -6,13 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from metapose.cli.common import (
     CHECKPOINT_HELP,
     Commands,
     TqdmProgress,
-    advance,
     check_resume_of,
     id_range,
     initial_model,
@@ -30,9 +27,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from metapose.config import DataConfig, TrainRunConfig, replace, save_config
     from metapose.data.coco import load_coco
     from metapose.data.codec import HeatmapCodec
-    from metapose.evaluation.scoring import evaluate_model, make_eval_set
+    from metapose.device import DeviceOptions
+    from metapose.evaluation.evaluate import evaluate, make_eval_set
+    from metapose.inference.estimators import torch_estimator
+    from metapose.inference.predict import PredictOptions
     from metapose.training.sources import batches_for
-    from metapose.training.step import DeviceOptions
     from metapose.training.train import train
 
     cfg = run_config(args.config, TrainRunConfig)
@@ -59,8 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         options = DeviceOptions(device)
 
+        flip = PredictOptions(flip=model.config.codec.flip_test)
+
         def validate(m: TopDownModel) -> dict[str, float]:
-            return evaluate_model(m, val_set, options, flip=model.config.codec.flip_test)
+            return evaluate(torch_estimator(m, options), val_set, options=flip).as_dict()
 
     out = Path(args.out)
     check_resume_of(out, cfg, args)
@@ -135,17 +136,16 @@ def cmd_meta(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from metapose.config import AdaptConfig, TopDownAugmentConfig, replace
-    from metapose.data.batches import EpochBatches
+    from metapose.config import AdaptConfig, replace
     from metapose.data.coco import load_coco
     from metapose.data.codec import HeatmapCodec
-    from metapose.data.dataset import TopDownDataset, instances_from_coco
+    from metapose.device import DeviceOptions
     from metapose.evaluation.coco import keypoint_indices
-    from metapose.evaluation.scoring import evaluate_model, make_eval_set
+    from metapose.evaluation.evaluate import evaluate, make_eval_set
+    from metapose.inference.estimators import torch_estimator
     from metapose.models.checkpoint import load_checkpoint, save_checkpoint
-    from metapose.training.adapt import choose_shots, fine_tune
+    from metapose.training.few_shot import choose_shots, fine_tune_on_shots
     from metapose.training.run_folder import check_finite_weights
-    from metapose.training.step import DeviceOptions
 
     device = resolve_device(args.device)
     options = DeviceOptions(device)
@@ -198,31 +198,17 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             else data.subset(eval_ids)
         )
         test = make_eval_set(held, codec, keypoints=keypoints)
-        before = evaluate_model(model, test, options)
+        before = evaluate(torch_estimator(model, options), test).as_dict()
         print(f"before: {metrics_line(before)}")
-    support = TopDownDataset(
-        instances_from_coco(data, image_ids=shots),
-        codec,
-        augment=TopDownAugmentConfig(),
-        seed=args.seed,
-        cache_images=True,
+    tuned = fine_tune_on_shots(
+        model, data, shots, config, options, codec=codec, seed=args.seed, progress=TqdmProgress()
     )
-    support.preload(TqdmProgress())
-    steps = config.epochs * EpochBatches(support, config.batch_size).batches_per_epoch
-    with tqdm(total=steps, desc=f"adapt on {len(shots)} images", dynamic_ncols=True) as bar:
-        result = fine_tune(
-            model,
-            support,
-            config,
-            options,
-            seed=args.seed,
-            on_step=lambda step, loss: advance(bar),
-        )
+    result = tuned.adapt
     check_finite_weights(model, len(result.losses))
     print("loss per epoch: " + " ".join(f"{v:.2e}" for v in result.epoch_losses))
     metrics = {}
     if test is not None:
-        metrics = evaluate_model(model, test, options)
+        metrics = evaluate(torch_estimator(model, options), test).as_dict()
         print(f"after:  {metrics_line(metrics)}")
     path = save_checkpoint(
         args.out,

@@ -20,6 +20,7 @@ from metapose.config.data import (
 )
 from metapose.config.experiment import (
     ARMS,
+    PCK_ALPHA,
     ArmName,
     ExperimentConfig,
     TargetConfig,
@@ -30,6 +31,7 @@ from metapose.config.loading import (
     ConfigError,
     check_finite,
     from_dict,
+    is_model_name,
     load_config,
     replace,
     resolve_paths,
@@ -69,10 +71,12 @@ from metapose.config.training import (
 )
 
 __all__ = [
+    "PCK_ALPHA",
     "PATH",
     "MODEL_PATH",
     "ConfigError",
     "check_finite",
+    "is_model_name",
     "from_dict",
     "to_dict",
     "resolve_paths",

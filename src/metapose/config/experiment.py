@@ -17,6 +17,9 @@ from metapose.config.training import (
     TrainConfig,
 )
 
+# PCK's threshold as a fraction of the torso diameter: the usual LSP convention (PCK@0.2).
+PCK_ALPHA = 0.2
+
 
 @dataclass(frozen=True)
 class TargetConfig:
@@ -41,7 +44,7 @@ class TargetConfig:
     test_ids: tuple[int, int] | None = None
     test_limit: int | None = None  # evaluate on the first N test images only (CPU budgets)
     keypoints: tuple[str, ...] | None = None  # evaluate on these keypoints only (partial labels)
-    pck_alpha: float = 0.2
+    pck_alpha: float = PCK_ALPHA
 
     def __post_init__(self) -> None:
         check_finite(self, "target")

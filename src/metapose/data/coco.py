@@ -1,4 +1,4 @@
-"""COCO person-keypoint datasets: validated reading and atomic writing.
+"""COCO person-keypoint datasets: validated reading (writing: :mod:`metapose.data.coco_writer`).
 
 Follows the COCO 2017 keypoint annotation format (https://cocodataset.org/#format-data): an
 ``images`` list, an ``annotations`` list with ``keypoints`` as flat ``[x, y, v] * K``, ``bbox`` as
@@ -9,12 +9,7 @@ the file, the field and the annotation id.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,9 +17,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from metapose.data.images import read_rgb, write_rgb
-from metapose.data.records import LabelledImage, Person
+from metapose.data.images import read_rgb
 from metapose.errors import DataError, cut
+from metapose.files import is_integer, is_number, read_json, show
 from metapose.skeleton import COCO17, Skeleton
 
 ImageCheck = Literal["none", "exists", "decode"]
@@ -143,50 +138,6 @@ def coco_category(skeleton: Skeleton = COCO17, category_id: int = 1) -> dict[str
 
 
 # ----------------------------------------------------------------------------------- reading
-
-
-def is_number(value: Any) -> bool:
-    """A finite JSON number that a float holds (not a boolean, which Python counts as an int)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond float's range, e.g. 10**400
-        return False
-
-
-INT64 = 2**63
-
-
-def is_integer(value: Any) -> bool:
-    """A JSON integer (not a boolean) that fits int64, as ids and sizes must for torch/numpy."""
-    return isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for error messages about odd values."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
-
-
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a syntax error becomes a DataError with its line and column."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    try:
-        with path.open("rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            path, f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-        ) from None
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"not UTF-8 text ({err.reason})") from None
-    except RecursionError:
-        raise DataError(path, "JSON nested too deeply to be a COCO file") from None
-    except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise DataError(path, f"unreadable JSON: {str(err).split(';')[0]}") from None
 
 
 def resolve_annotation_file(path: str | Path) -> Path:
@@ -491,171 +442,3 @@ def load_coco(
 
 
 # ----------------------------------------------------------------------------------- writing
-
-
-def _finite_or_null(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_null(v) for v in value]
-    return value
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: str | Path, payload: Any, *, indent: int | None = None) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file.
-
-    The file gets the user's umask (as ``open`` would give it, not mkstemp's 0600), and a NaN or
-    infinite number is written as ``null``: the output is strict JSON any reader parses.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite_or_null(payload), f, indent=indent, allow_nan=False)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def person_to_annotation(person: Person, ann_id: int, image_id: int) -> Annotation:
-    keypoints = person.keypoints.astype(np.float32).copy()
-    keypoints[keypoints[:, 2] == 0, :2] = 0.0
-    return Annotation(
-        id=ann_id,
-        image_id=image_id,
-        bbox=tuple(float(v) for v in person.bbox),  # type: ignore[arg-type]
-        keypoints=keypoints,
-        area=float(person.area),
-        iscrowd=person.iscrowd,
-    )
-
-
-class CocoWriter:
-    """Writes a COCO-layout dataset into ``root`` atomically.
-
-    Layout: ``root/annotations/person_keypoints_<split>.json`` and ``root/<split>/<file>``, which
-    :func:`load_coco` reads back unchanged. Everything goes to a staging folder first and is moved
-    into place only when the ``with`` block ends without error.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        skeleton: Skeleton = COCO17,
-        info: Mapping[str, Any] | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.skeleton = skeleton
-        self.info = dict(info or {})
-        self.overwrite = overwrite
-        self._images: list[dict[str, Any]] = []
-        self._annotations: list[dict[str, Any]] = []
-        self._stage: Path | None = None
-
-    @property
-    def annotation_file(self) -> Path:
-        return self.root / "annotations" / f"person_keypoints_{self.split}.json"
-
-    def __enter__(self) -> CocoWriter:
-        if self.annotation_file.exists() and not self.overwrite:
-            raise FileExistsError(
-                f"{self.annotation_file} exists; choose another folder or overwrite"
-            )
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._stage = Path(tempfile.mkdtemp(prefix=f".staging-{self.split}-", dir=self.root))
-        (self._stage / self.split).mkdir()
-        return self
-
-    def add(
-        self, labelled: LabelledImage, file_name: str | None = None, *, image_id: int | None = None
-    ) -> int:
-        """Store one image and its people; returns the image id."""
-        if self._stage is None:
-            raise RuntimeError("CocoWriter.add outside its `with` block")
-        image_id = len(self._images) + 1 if image_id is None else image_id
-        file_name = file_name or f"{image_id:012d}.png"
-        write_rgb(self._stage / self.split / file_name, labelled.image)
-        self._images.append(
-            {
-                "id": image_id,
-                "file_name": file_name,
-                "width": labelled.width,
-                "height": labelled.height,
-            }
-        )
-        for person in labelled.people:
-            ann = person_to_annotation(person, len(self._annotations) + 1, image_id)
-            self._annotations.append(annotation_to_dict(ann))
-        return image_id
-
-    def payload(self) -> dict[str, Any]:
-        return {
-            "info": self.info,
-            "images": self._images,
-            "annotations": self._annotations,
-            "categories": [coco_category(self.skeleton)],
-        }
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        stage, self._stage = self._stage, None
-        assert stage is not None
-        try:
-            if exc_type is not None:
-                return
-            write_json_atomic(stage / "annotations" / self.annotation_file.name, self.payload())
-            target_images = self.root / self.split
-            if target_images.exists():
-                shutil.rmtree(target_images)
-            os.replace(stage / self.split, target_images)
-            self.annotation_file.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / "annotations" / self.annotation_file.name, self.annotation_file)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-def iter_labelled(dataset: CocoDataset) -> Iterator[tuple[CocoImage, LabelledImage]]:
-    """Each image of ``dataset`` read from disk with its people (crowd regions included)."""
-    for img in dataset.images:
-        people = tuple(
-            Person(keypoints=a.keypoints, bbox=a.bbox, area=a.area, iscrowd=a.iscrowd)
-            for a in dataset.annotations_by_image[img.id]
-        )
-        yield img, LabelledImage(read_rgb(dataset.image_path(img.id)), people)
-
-
-def write_coco_payload(
-    path: str | Path,
-    images: Sequence[CocoImage],
-    annotations: Sequence[Annotation],
-    skeleton: Skeleton = COCO17,
-    extra_fields: Mapping[int, Mapping[str, Any]] | None = None,
-) -> None:
-    """Write a ground-truth JSON for existing image files (importers use this)."""
-    extra_fields = extra_fields or {}
-    payload = {
-        "images": [
-            {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
-            for i in images
-        ],
-        "annotations": [
-            {**annotation_to_dict(a), **extra_fields.get(a.id, {})} for a in annotations
-        ],
-        "categories": [coco_category(skeleton)],
-    }
-    write_json_atomic(path, payload)

@@ -17,11 +17,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from metapose.data.coco import CocoDataset, is_integer, is_number, read_json
+from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Instance
 from metapose.data.oks import OKS_NMS_THRESHOLD, oks_nms
 from metapose.data.topdown import box_to_center_scale
 from metapose.errors import DataError
+from metapose.files import is_integer, is_number, read_json
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 import scipy.io
 
-from metapose.data.coco import Annotation, CocoImage, write_coco_payload
+from metapose.data.coco import Annotation, CocoImage
+from metapose.data.coco_writer import write_coco_payload
 from metapose.errors import DataError
 from metapose.progress import Progress
 from metapose.skeleton import COCO17

@@ -1,4 +1,4 @@
-"""Pose evaluation: COCO OKS AP/AR through pycocotools, and PCK.
+"""COCO OKS AP/AR through pycocotools, and COCO keypoint results files.
 
 OKS AP/AR is the COCO keypoint evaluation (https://cocodataset.org/#keypoints-eval) computed by
 pycocotools' ``COCOeval(iouType="keypoints")`` itself; this module only validates the inputs,
@@ -13,11 +13,6 @@ a prediction's area, which decides whether an unmatched one counts for APm/APl, 
 all its keypoints. Evaluating on the labelled joints (``keypoints=labelled_keypoints(gt)``, or
 the names) removes both: ground truth, predictions and sigmas are sliced alike and
 ``num_keypoints`` is recounted, so people labelled only outside the subset become ignored.
-
-PCK@alpha (Percentage of Correct Keypoints): a labelled joint is correct when the predicted point
-lies closer than ``alpha`` times a per-person reference length. The usual LSP metric is PCK@0.2
-with the torso diameter, the distance from the left shoulder to the right hip (Toshev & Szegedy's
-"torso diameter", DeepPose, CVPR 2014, MMPose's ``tPCK``); see :func:`torso_diameter`.
 """
 
 from __future__ import annotations
@@ -35,32 +30,22 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from metapose.config import ConfigError
-from metapose.data.coco import (
-    CocoDataset,
-    coco_category,
-    is_integer,
-    is_number,
-    parse_coco,
-    read_json,
-    resolve_annotation_file,
-    show,
-    write_json_atomic,
+from metapose.data.coco import CocoDataset, coco_category, parse_coco, resolve_annotation_file
+from metapose.data.keypoint_results import (
+    IN_MEMORY_RESULTS,
+    read_keypoint_results,
+    validate_results,
 )
 from metapose.errors import DataError
+from metapose.files import read_json
 from metapose.skeleton import COCO17, Skeleton
 
 log = logging.getLogger(__name__)
 
-# COCO's category id for people, the default of a keypoint result entry.
-PERSON_CATEGORY_ID = 1
 # Where errors in in-memory inputs say they come from.
 IN_MEMORY_GT = Path("<ground truth>")
-IN_MEMORY_RESULTS = Path("<results>")
 # pycocotools writes -1 for a number with no ground truth to score (e.g. APm without medium people).
 UNDEFINED = -1.0
-# The LSP convention's torso diameter and, when one of those joints is unlabelled, the other
-# diagonal of the torso.
-TORSO_DIAGONALS = (("left_shoulder", "right_hip"), ("right_shoulder", "left_hip"))
 
 
 @dataclass(frozen=True)
@@ -100,99 +85,6 @@ class EvalResult:
 
 STAT_NAMES = ("ap", "ap50", "ap75", "ap_m", "ap_l", "ar", "ar50", "ar75", "ar_m", "ar_l")
 STAT_TITLES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
-
-
-# ------------------------------------------------------------------------------ results files
-
-
-def make_result(
-    image_id: int,
-    keypoints: np.ndarray,
-    score: float,
-    category_id: int = PERSON_CATEGORY_ID,
-) -> dict[str, Any]:
-    """One COCO keypoint result entry from ``(K, 3)`` image-pixel ``(x, y, score)`` keypoints."""
-    keypoints = np.asarray(keypoints, dtype=np.float64)
-    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
-        raise ValueError(f"keypoints must be (K, 3), got {keypoints.shape}")
-    if not np.isfinite(keypoints).all() or not np.isfinite(score):
-        raise ValueError(f"non-finite keypoints or score for image {image_id}")
-    return {
-        "image_id": int(image_id),
-        "category_id": int(category_id),
-        "keypoints": [float(v) for v in keypoints.reshape(-1)],
-        "score": float(score),
-    }
-
-
-def results_to_json(path: str | Path, results: Sequence[Mapping[str, Any]]) -> None:
-    """Write COCO keypoint results (a JSON list) atomically."""
-    write_json_atomic(path, [dict(r) for r in results])
-
-
-def validate_results(
-    payload: Any, num_keypoints: int, path: str | Path = IN_MEMORY_RESULTS
-) -> list[dict[str, Any]]:
-    """Check COCO keypoint results; returns copies of the entries (pycocotools mutates them).
-
-    Each entry needs an integer ``image_id`` and ``category_id``, ``keypoints`` as
-    ``3 * num_keypoints`` finite numbers and a finite ``score``.
-    """
-    if not isinstance(payload, list):
-        raise DataError(path, "COCO results must be a JSON list of objects", field="(top level)")
-    out = []
-    for i, entry in enumerate(payload):
-        where = f"[{i}]"
-        if not isinstance(entry, dict):
-            raise DataError(path, "must be an object", field=where)
-        for key in ("image_id", "category_id", "keypoints", "score"):
-            if key not in entry:
-                raise DataError(path, "missing key", field=f"{where}.{key}")
-        image_id = entry["image_id"]
-        for key in ("image_id", "category_id"):
-            if not is_integer(entry[key]):
-                raise DataError(
-                    path, f"must be an integer, got {show(entry[key])}", field=f"{where}.{key}"
-                )
-        kps = entry["keypoints"]
-        if not isinstance(kps, list) or not all(is_number(v) for v in kps):
-            raise DataError(
-                path,
-                "must be a list of finite numbers",
-                field=f"{where}.keypoints",
-                image_id=image_id,
-            )
-        if len(kps) != 3 * num_keypoints:
-            raise DataError(
-                path,
-                f"has {len(kps)} values, expected {3 * num_keypoints} "
-                f"(x, y, score for {num_keypoints} keypoints)",
-                field=f"{where}.keypoints",
-                image_id=image_id,
-            )
-        if not is_number(entry["score"]):
-            raise DataError(
-                path,
-                f"must be a finite number, got {show(entry['score'])}",
-                field=f"{where}.score",
-                image_id=image_id,
-            )
-        out.append(
-            {
-                "image_id": image_id,
-                "category_id": entry["category_id"],
-                "keypoints": [float(v) for v in kps],
-                "score": float(entry["score"]),
-            }
-        )
-    return out
-
-
-def load_results(
-    path: str | Path, num_keypoints: int = COCO17.num_keypoints
-) -> list[dict[str, Any]]:
-    """Read and validate a COCO keypoint results JSON (a list of entries, possibly empty)."""
-    return validate_results(read_json(path), num_keypoints, path)
 
 
 # ------------------------------------------------------------------------------ OKS AP/AR
@@ -347,7 +239,7 @@ def evaluate_oks(
         )
     if isinstance(results, str | Path):
         source = Path(results)
-        entries = load_results(source, skeleton.num_keypoints)
+        entries = read_keypoint_results(source, skeleton.num_keypoints)
     else:
         source = IN_MEMORY_RESULTS
         entries = validate_results(list(results), skeleton.num_keypoints, source)
@@ -382,105 +274,17 @@ def evaluate_oks(
     return EvalResult.from_stats(evaluator.stats)
 
 
-def format_table(result: EvalResult) -> str:
-    """A markdown table of the ten numbers (and PCK when present), values in percent."""
+def format_eval_result(result: EvalResult) -> str:
+    """A markdown table of the ten numbers (and PCK when present), as fractions like every
+    other report of metapose (0.512, not 51.2)."""
     titles = list(STAT_TITLES)
     values = list(result.stats)
     if result.pck is not None:
         titles.append("PCK")
         values.append(result.pck)
-    cells = ["n/a" if v == UNDEFINED else f"{100 * v:.1f}" for v in values]
+    cells = ["n/a" if v == UNDEFINED else f"{v:.3f}" for v in values]
     widths = [max(len(t), len(c)) for t, c in zip(titles, cells, strict=True)]
     header = "| " + " | ".join(t.rjust(w) for t, w in zip(titles, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
     row = "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     return "\n".join((header, rule, row))
-
-
-# ------------------------------------------------------------------------------ PCK
-
-
-@dataclass(frozen=True)
-class PCKResult:
-    """PCK over the labelled joints of people with a valid reference length.
-
-    ``overall`` pools every counted joint (correct / counted); ``per_joint`` ``(K,)`` is NaN for
-    a joint never counted. ``mean_per_joint`` averages ``per_joint`` instead (MMPose's "avg").
-    """
-
-    overall: float
-    per_joint: np.ndarray
-    correct: int
-    counted: int
-
-    @property
-    def mean_per_joint(self) -> float:
-        counted = self.per_joint[np.isfinite(self.per_joint)]
-        return float(counted.mean()) if counted.size else float("nan")
-
-
-def pck(pred: np.ndarray, gt: np.ndarray, reference: np.ndarray, alpha: float = 0.2) -> PCKResult:
-    """PCK@``alpha``: a joint is correct when ``||pred - gt|| < alpha * reference``.
-
-    ``pred`` ``(N, K, >=2)`` and ``gt`` ``(N, K, 3)`` in the same pixels; ``reference`` ``(N,)``
-    (e.g. :func:`torso_diameter` or :func:`bbox_size`). Joints with ``v == 0`` and people whose
-    reference is not a positive finite number are not counted. With nothing counted
-    ``overall`` is NaN.
-    """
-    pred = np.asarray(pred, dtype=np.float64)
-    gt = np.asarray(gt, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64)
-    if pred.ndim != 3 or gt.ndim != 3 or pred.shape[:2] != gt.shape[:2] or gt.shape[2] < 3:
-        raise ValueError(f"pred (N, K, 2) and gt (N, K, 3) must match, got {pred.shape} {gt.shape}")
-    if reference.shape != (gt.shape[0],):
-        raise ValueError(f"reference must be ({gt.shape[0]},), got {reference.shape}")
-    if not alpha > 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
-    valid_reference = np.isfinite(reference) & (reference > 0)
-    counted = (gt[..., 2] > 0) & valid_reference[:, None]
-    distance = np.linalg.norm(pred[..., :2] - gt[..., :2], axis=-1)
-    threshold = alpha * np.where(valid_reference, reference, 0.0)
-    correct = counted & (distance < threshold[:, None])
-    per_joint_counted = counted.sum(axis=0)
-    per_joint = np.divide(
-        correct.sum(axis=0),
-        per_joint_counted,
-        out=np.full(gt.shape[1], np.nan),
-        where=per_joint_counted > 0,
-    )
-    total = int(counted.sum())
-    hits = int(correct.sum())
-    return PCKResult(
-        overall=hits / total if total else float("nan"),
-        per_joint=per_joint,
-        correct=hits,
-        counted=total,
-    )
-
-
-def torso_diameter(gt: np.ndarray, skeleton: Skeleton = COCO17) -> np.ndarray:
-    """Per person ``(N,)``: the left-shoulder to right-hip distance of ``gt`` ``(N, K, 3)``.
-
-    This is the LSP PCK convention (the torso diameter of DeepPose; MMPose's ``tPCK``). Where
-    either joint is unlabelled the other diagonal (right shoulder to left hip) stands in, and
-    where neither diagonal is labelled the result is NaN (the person is left out of PCK).
-    """
-    gt = np.asarray(gt, dtype=np.float64)
-    out = np.full(gt.shape[0], np.nan)
-    # The fallback diagonal first, so the primary one overwrites it wherever both are labelled.
-    for first, second in reversed(TORSO_DIAGONALS):
-        a, b = gt[:, skeleton.index(first)], gt[:, skeleton.index(second)]
-        both = (a[:, 2] > 0) & (b[:, 2] > 0)
-        out[both] = np.linalg.norm(a[both, :2] - b[both, :2], axis=-1)
-    missing = int(np.isnan(out).sum())
-    if missing:
-        log.debug("%d of %d people have no labelled torso diagonal", missing, gt.shape[0])
-    return out
-
-
-def bbox_size(boxes: np.ndarray) -> np.ndarray:
-    """Per box ``(N,)``: the larger side of ``(N, 4)`` ``(x, y, w, h)`` boxes (PCK's box norm)."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must be (N, 4), got {boxes.shape}")
-    return np.maximum(boxes[:, 2], boxes[:, 3])

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metapose.data.coco import write_json_atomic
+from metapose.files import write_json_atomic
 
 UNADAPTED = 0  # the "shots" of a model scored before any fine-tuning
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,35 +29,30 @@ from metapose.config import (
     ConfigError,
     ExperimentConfig,
     ModelConfig,
-    TargetConfig,
     load_config,
     save_config,
 )
 from metapose.data.augment import TaskAugmenter
 from metapose.data.augment_figure import figure2
 from metapose.data.batches import IndexedBatches
-from metapose.data.coco import CocoDataset, load_coco, write_json_atomic
+from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import (
-    TopDownDataset,
     crop_params_of,
     instances_from_coco,
     make_sample,
 )
 from metapose.data.images import read_rgb, write_rgb
-from metapose.data.lsp import import_lsp
 from metapose.data.topdown import apply_affine
-from metapose.evaluation.scoring import (
-    EvalSet,
-    make_eval_set,
-    predict_eval_set,
-    predictions_to_results,
-    score,
-)
+from metapose.device import DeviceOptions
+from metapose.evaluation.evaluate import evaluate
 from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
 from metapose.experiment.report import format_table, summarize, verdicts, write_index_html
 from metapose.experiment.results import UNADAPTED, RunResult, load_result, save_result
-from metapose.inference.topdown import PosePrediction
+from metapose.experiment.targets import Target, derived_seed, prepare_target
+from metapose.files import write_json_atomic
+from metapose.inference.estimators import torch_estimator
+from metapose.inference.predict import PredictOptions
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import resolve_model
@@ -66,23 +60,16 @@ from metapose.progress import Progress, SilentProgress
 from metapose.provenance import provenance
 from metapose.synth.domains import get_domain
 from metapose.synth.scene import render_crop
-from metapose.synth.writer import write_synth_dataset
 from metapose.training import distributed
-from metapose.training.adapt import choose_shots, fine_tune
+from metapose.training.few_shot import fine_tune_on_shots
 from metapose.training.meta import meta_train
 from metapose.training.run_folder import FINAL_FILE
 from metapose.training.sources import mixed_batches, person_instance
-from metapose.training.step import DeviceOptions
 from metapose.training.train import train
 
 log = logging.getLogger(__name__)
 
 PANELS_PER_TARGET = 3  # test crops shown per target in Fig. 3
-
-
-def derived_seed(*parts: int | str) -> int:
-    """A stable 31-bit seed from named parts (the same on every machine and Python run)."""
-    return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
 
 def check_resumable(cfg: ExperimentConfig, out: Path) -> None:
@@ -155,88 +142,6 @@ def source_batches(cfg: ExperimentConfig, codec: HeatmapCodec, stream: str) -> I
 
 
 # ------------------------------------------------------------------------------ targets
-
-
-@dataclass(frozen=True)
-class Target:
-    config: TargetConfig
-    dataset: CocoDataset  # the shot pool's images (and, for real targets, the test images too)
-    pool_ids: tuple[int, ...]
-    test: EvalSet
-
-
-def _synthetic_split(
-    cfg: ExperimentConfig,
-    target: TargetConfig,
-    split: str,
-    size: int,
-    root: Path,
-    progress: Progress,
-) -> CocoDataset:
-    assert target.domain is not None
-    folder = root / target.name / split
-    annotation_file = folder / "annotations" / f"person_keypoints_{split}.json"
-    if not annotation_file.exists():
-        width, height = target.scene_size
-        tick = progress.stage(f"render {target.name} {split}", size)
-        write_synth_dataset(
-            get_domain(target.domain),
-            size,
-            derived_seed(cfg.seed, "target", target.name, split),
-            folder,
-            width=width,
-            height=height,
-            split=split,
-            progress=tick,
-        )
-        progress.close_stage()
-    return load_coco(annotation_file)
-
-
-def prepare_target(
-    cfg: ExperimentConfig,
-    target: TargetConfig,
-    root: Path,
-    codec: HeatmapCodec,
-    progress: Progress,
-) -> Target:
-    if target.synthetic:
-        pool = _synthetic_split(cfg, target, "pool", target.pool_size, root, progress)
-        test = _synthetic_split(cfg, target, "test", target.test_size, root, progress)
-        pool_ids = tuple(img.id for img in pool.images)
-    else:
-        assert (
-            target.annotations is not None
-            and target.pool_ids is not None
-            and target.test_ids is not None
-        )
-        annotations = Path(target.annotations)
-        if annotations.suffix == ".mat":  # LSP / LSPet joints: converted once into the run
-            converted = root / target.name / "annotations.json"
-            if not converted.exists():
-                if target.image_dir is None:
-                    raise ConfigError(f"target {target.name!r}: an LSP joints.mat needs image_dir")
-                import_lsp(annotations, target.image_dir, converted)
-            annotations = converted
-        full = load_coco(annotations, target.image_dir)
-        lo, hi = target.pool_ids
-        pool_ids = tuple(i.id for i in full.images if lo <= i.id <= hi)
-        lo, hi = target.test_ids
-        test_ids = [i.id for i in full.images if lo <= i.id <= hi]
-        pool, test = full, full.subset(test_ids)
-    if target.test_limit is not None:
-        test = test.subset([i.id for i in test.images[: target.test_limit]])
-    test_set = make_eval_set(
-        test,
-        codec,
-        keypoints=target.keypoints,
-        pck_alpha=target.pck_alpha,
-        batch_size=cfg.eval_batch_size,
-    )
-    return Target(target, pool, pool_ids, test_set)
-
-
-# ------------------------------------------------------------------------------ the run
 
 
 @dataclass(frozen=True)
@@ -364,11 +269,7 @@ def run_experiment(
     tick = progress.stage("adapt and evaluate", len(mine))
     for job in mine:
         if load_result(results_dir, job.key) is None:
-            result, predictions = run_job(job, cfg, models, codec, options)
-            save_result(results_dir, result)
-            write_json_atomic(
-                out / "predictions" / f"{job.key}.json", predictions_to_results(predictions)
-            )
+            save_result(results_dir, run_job(job, cfg, models, codec, options, out))
         tick(1)
     progress.close_stage()
     distributed.barrier()
@@ -398,7 +299,9 @@ def run_job(
     models: dict[str, TopDownModel],
     codec: HeatmapCodec,
     options: DeviceOptions,
-) -> tuple[RunResult, list[PosePrediction]]:
+    out: Path,
+) -> RunResult:
+    """Fine-tune (K > 0) and score one job; its predictions go to ``out/predictions``."""
     t0 = time.perf_counter()
     name = job.target.config.name
     if job.model in models:
@@ -407,35 +310,38 @@ def run_job(
         config = next(iter(models.values())).config
         model = random_model(config, derived_seed(cfg.seed, "scratch", job.seed))
     losses: tuple[float, ...] = ()
-    shots: list[int] = []
+    shots: tuple[int, ...] = ()
     if job.shots != UNADAPTED:
-        shots = choose_shots(
+        tuned = fine_tune_on_shots(
+            model,
             job.target.dataset,
             job.shots,
-            derived_seed(cfg.seed, "shots", name, job.shots, job.seed),
+            cfg.adapt,
+            options,
+            codec=codec,
+            seed=job.seed,
+            shot_seed=derived_seed(cfg.seed, "shots", name, job.shots, job.seed),
+            support_seed=derived_seed(cfg.seed, "support", name, job.shots, job.seed),
             pool=job.target.pool_ids,
-        )
-        support = TopDownDataset(
-            instances_from_coco(job.target.dataset, image_ids=shots),
-            codec,
             augment=cfg.augment,
-            seed=derived_seed(cfg.seed, "support", name, job.shots, job.seed),
-            cache_images=True,
         )
-        losses = fine_tune(model, support, cfg.adapt, options, seed=job.seed).epoch_losses
-    flip = model.config.codec.flip_test
-    predictions = predict_eval_set(model, job.target.test, options, flip=flip)
-    result = RunResult(
+        losses, shots = tuned.adapt.epoch_losses, tuned.shot_image_ids
+    scores = evaluate(
+        torch_estimator(model, options),
+        job.target.test,
+        options=PredictOptions(flip=model.config.codec.flip_test),
+        results_path=out / "predictions" / f"{job.key}.json",
+    )
+    return RunResult(
         name,
         job.model,
         job.shots,
         job.seed,
-        score(predictions, job.target.test),
+        scores.as_dict(),
         epoch_losses=losses,
         seconds=time.perf_counter() - t0,
-        shot_image_ids=tuple(shots),
+        shot_image_ids=shots,
     )
-    return result, predictions
 
 
 def write_report(

@@ -17,31 +17,24 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from metapose.config import CodecConfig, Normalization, replace
-from metapose.data.coco import CocoDataset, load_coco, read_json
-from metapose.data.codec import HeatmapCodec
-from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
-from metapose.data.detections import (
-    BOX_SCORE_THRESHOLD,
-    detection_instances,
-    load_detections,
-    postprocess,
-)
+from metapose.data.coco import CocoDataset, load_coco
+from metapose.data.dataset import Instance, TopDownDataset
+from metapose.data.detections import BOX_SCORE_THRESHOLD, load_detections
 from metapose.data.images import read_rgb, write_rgb
+from metapose.data.keypoint_results import results_to_json
 from metapose.data.topdown import box_to_center_scale
 from metapose.data.viz import draw_box, draw_pose
 from metapose.errors import DataError
-from metapose.evaluation.coco import EvalResult, evaluate_oks, make_result, results_to_json
-from metapose.inference.onnx_runtime import OnnxHeatmapModel
-from metapose.inference.topdown import HeatmapFn, PosePrediction, predict, torch_heatmap_fn
-from metapose.models.checkpoint import load_checkpoint
+from metapose.files import read_json
+from metapose.inference.estimators import PoseEstimator
+from metapose.inference.postprocess import ScoredPose, keep_poses, result_entry
+from metapose.inference.topdown import PosePrediction, predict
 from metapose.progress import Progress
-from metapose.skeleton import COCO17, Skeleton
-from metapose.training.step import DeviceOptions
+from metapose.skeleton import Skeleton
 
 log = logging.getLogger(__name__)
 
@@ -74,74 +67,6 @@ class PredictOptions:
             raise ValueError(f"draw_threshold must be in [0, 1], got {self.draw_threshold}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-
-
-# ------------------------------------------------------------------------------ estimators
-
-
-class PoseEstimator(NamedTuple):
-    """A heatmap function with its decode geometry; it takes ImageNet-normalised crops."""
-
-    fn: HeatmapFn
-    codec: HeatmapCodec
-    skeleton: Skeleton
-    source: Path
-
-
-def estimator_from_checkpoint(
-    path: str | Path, options: DeviceOptions, *, codec: CodecConfig | None = None
-) -> PoseEstimator:
-    """A metapose checkpoint (``.safetensors`` + sidecar) on ``options.device``."""
-    loaded = load_checkpoint(path, options.device)
-    model = loaded.model
-    _check_keypoints(model.config.num_keypoints, COCO17, Path(path))
-    return PoseEstimator(
-        torch_heatmap_fn(model, options),
-        HeatmapCodec.for_model(
-            model.config if codec is None else replace(model.config, codec=codec)
-        ),
-        COCO17,
-        Path(path),
-    )
-
-
-def estimator_from_onnx(
-    path: str | Path,
-    *,
-    input_size: tuple[int, int] | None = None,
-    normalization: Normalization | None = None,
-    threads: int | None = None,
-    dark: bool = False,
-) -> PoseEstimator:
-    """Any top-down heatmap ONNX model on onnxruntime.
-
-    ``normalization`` is what the model expects of its input; it defaults to the file's metapose
-    metadata, else to ImageNet's (the convention of SimpleBaseline, HRNet and MMPose models).
-    """
-    model = OnnxHeatmapModel(
-        path, input_size=input_size, normalization=normalization, threads=threads
-    )
-    _check_keypoints(model.num_keypoints, COCO17, model.path)
-    codec = model.codec(dark=dark)
-    expected = model.normalization
-    if expected is None:
-        log.info("%s: no normalisation given or stored; using ImageNet's", model.path)
-        expected = Normalization()
-
-    def run(images: np.ndarray) -> np.ndarray:
-        # Crops arrive normalised by the codec's normalisation; re-normalise if the model differs.
-        return model(codec.normalization.convert(images, expected))
-
-    return PoseEstimator(run, codec, COCO17, model.path)
-
-
-def _check_keypoints(num_keypoints: int, skeleton: Skeleton, source: Path) -> None:
-    if num_keypoints != skeleton.num_keypoints:
-        raise DataError(
-            source,
-            f"the model predicts {num_keypoints} keypoints; the {skeleton.name} skeleton has "
-            f"{skeleton.num_keypoints}",
-        )
 
 
 # ------------------------------------------------------------------------------ planning
@@ -299,34 +224,6 @@ def _instances(
     return out
 
 
-class Kept(NamedTuple):
-    """A pose that goes into the results: the instance it came from and its final score."""
-
-    prediction: PosePrediction
-    score: float
-
-
-def _kept(predictions: Sequence[PosePrediction], from_detections: bool, nms: bool) -> list[Kept]:
-    """Poses rescored (SimpleBaseline) and, for detections, OKS-NMS'd per image."""
-    if not predictions:
-        return []
-    if from_detections and nms:
-        kept = postprocess(
-            [p.image_id for p in predictions],
-            np.stack([p.keypoints for p in predictions]),
-            np.array([p.box_score for p in predictions]),
-            np.array([p.area for p in predictions]),
-        )
-        return [
-            Kept(predictions[i], float(s)) for i, s in zip(kept.indices, kept.scores, strict=True)
-        ]
-    return [Kept(p, p.score) for p in predictions]
-
-
-def _result(kept: Kept) -> dict[str, Any]:
-    return make_result(kept.prediction.image_id, kept.prediction.keypoints, kept.score)
-
-
 def predict_images(
     plan: PredictionPlan,
     estimator: PoseEstimator,
@@ -381,8 +278,8 @@ def predict_images(
         for job, image, group in pending:
             mine = predictions[start : start + len(group)]
             start += len(group)
-            kept = _kept(mine, plan.from_detections, options.oks_nms)
-            results.extend({**_result(k), "file_name": job.path.name} for k in kept)
+            kept = keep_poses(mine, plan.from_detections, options.oks_nms)
+            results.extend({**result_entry(k), "file_name": job.path.name} for k in kept)
             if overlays_to is not None:
                 boxes = {inst.annotation_id: inst.box for inst in group}
                 canvas = draw_people(image, kept, boxes, estimator.skeleton, options)
@@ -455,7 +352,7 @@ def _overlay_names(paths: Sequence[Path]) -> dict[Path, str]:
 
 def draw_people(
     image: np.ndarray,
-    kept: Sequence[Kept],
+    kept: Sequence[ScoredPose],
     boxes: dict[int, Box],
     skeleton: Skeleton,
     options: PredictOptions,
@@ -476,57 +373,3 @@ def draw_people(
             kind="scores",
         )
     return canvas if kept else image.copy()
-
-
-# ------------------------------------------------------------------------------ scoring
-
-
-class CocoScore(NamedTuple):
-    result: EvalResult
-    results: list[dict[str, Any]]  # the COCO keypoint results that were scored
-
-
-def evaluate_on_coco(
-    estimator: PoseEstimator,
-    gt: CocoDataset,
-    *,
-    detections: str | Path | None = None,
-    keypoints: Sequence[str] | None = None,
-    options: PredictOptions | None = None,
-    progress: Progress | None = None,
-) -> CocoScore:
-    """OKS AP/AR of ``estimator`` on a COCO-format dataset.
-
-    With ground-truth boxes (the default) every labelled, non-crowd person is one crop; with a
-    detections JSON, every kept person box, the poses then rescored and OKS-NMS'd per image as
-    SimpleBaseline does. ``keypoints``: score only this subset (see
-    :func:`metapose.evaluation.coco.evaluate_oks`).
-    """
-    options = options or PredictOptions()
-    codec = estimator.codec
-    if detections is None:
-        instances = instances_from_coco(gt)
-    else:
-        boxes = load_detections(
-            detections,
-            score_threshold=options.box_score_threshold,
-            image_ids=[i.id for i in gt.images],
-        )
-        instances = detection_instances(gt, boxes, codec.input_size[0] / codec.input_size[1])
-    tick = progress.stage("evaluate", len(instances)) if progress else None
-    predictions = predict(
-        estimator.fn,
-        TopDownDataset(instances, codec, skeleton=estimator.skeleton),
-        flip=options.flip,
-        skeleton=estimator.skeleton,
-        batch_size=options.batch_size,
-        num_workers=options.num_workers,
-        on_batch=tick,
-    )
-    if progress is not None:
-        progress.close_stage()
-    if detections is None:
-        results = [make_result(p.image_id, p.keypoints, p.score) for p in predictions]
-    else:
-        results = [_result(k) for k in _kept(predictions, True, options.oks_nms)]
-    return CocoScore(evaluate_oks(gt, results, keypoints=keypoints), results)

@@ -21,8 +21,8 @@ from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
 from metapose.data.detections import rescore
 from metapose.data.topdown import BOX_PADDING, apply_affine
+from metapose.device import DeviceOptions
 from metapose.skeleton import COCO17, Skeleton
-from metapose.training.step import DeviceOptions
 
 HeatmapFn = Callable[[np.ndarray], np.ndarray]
 

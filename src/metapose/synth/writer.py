@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import cv2
 
-from metapose.data.coco import CocoWriter
+from metapose.data.coco_writer import CocoWriter
 from metapose.data.records import LabelledImage
 from metapose.synth.domains import Domain, get_domain
 from metapose.synth.items import Mode, item_rng, render_item

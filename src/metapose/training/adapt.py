@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from metapose.config import AdaptConfig, ConfigError, OptimizerConfig
+from metapose.config import AdaptConfig, OptimizerConfig
 from metapose.data.batches import EpochBatches, collate
-from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Sample, TopDownDataset
-from metapose.errors import DataError, check_finite_loss
+from metapose.device import DeviceOptions
+from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
-from metapose.training.step import DeviceOptions, batch_loss, build_optimizer, step_on_batch
+from metapose.training.step import batch_loss, build_optimizer, step_on_batch
 
 log = logging.getLogger(__name__)
 
@@ -165,30 +165,6 @@ def adapt(
             for p in model.parameters():
                 p.requires_grad_(True)
     return AdaptResult(tuple(losses), images)
-
-
-def choose_shots(
-    dataset: CocoDataset, k: int, seed: int, *, pool: Sequence[int] | None = None
-) -> list[int]:
-    """K image ids with a labelled person, drawn from ``pool`` (default: all) by ``seed``."""
-    if k < 1:
-        raise ConfigError(f"shots must be >= 1, got {k}")
-    allowed = None if pool is None else set(pool)
-    candidates = sorted(
-        {
-            a.image_id
-            for a in dataset.annotations
-            if a.trainable and (allowed is None or a.image_id in allowed)
-        }
-    )
-    if k > len(candidates):
-        raise DataError(
-            dataset.annotation_file,
-            f"asked for {k} shots but the pool has only {len(candidates)} labelled images: "
-            "ask for fewer shots or give a larger pool",
-        )
-    rng = np.random.default_rng(seed)
-    return sorted(int(i) for i in rng.choice(candidates, size=k, replace=False))
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ from torch import nn
 from metapose.config import ReptileConfig
 from metapose.data.batches import BatchStream
 from metapose.data.dataset import Sample
+from metapose.device import DeviceOptions
 from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
 from metapose.training import distributed
 from metapose.training.adapt import adapt
 from metapose.training.run_folder import RunFolder
-from metapose.training.step import DeviceOptions
 from metapose.training.train import History, StepLog
 
 State = dict[str, torch.Tensor]

@@ -19,13 +19,14 @@ from torch import nn
 
 from metapose.config import TrainConfig
 from metapose.data.batches import BatchStream
+from metapose.device import DeviceOptions
 from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import optimizer_state_from_json, scheduler_state_from_json
 from metapose.training import distributed
 from metapose.training.run_folder import RunFolder
 from metapose.training.runlog import RunLog
-from metapose.training.step import DeviceOptions, build_optimizer, step_on_batch
+from metapose.training.step import build_optimizer, step_on_batch
 
 
 @dataclass(frozen=True)

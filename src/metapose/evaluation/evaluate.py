@@ -1,0 +1,152 @@
+"""The one entry point that scores a pose estimator: OKS AP/AR (pycocotools) and PCK.
+
+:func:`evaluate` runs an estimator (a PyTorch model or an ONNX model, see
+:mod:`metapose.inference.estimators`) over a labelled COCO-format dataset, with ground-truth
+boxes or a detections file, and returns an :class:`~metapose.evaluation.coco.EvalResult`.
+``metapose evaluate``, ``metapose adapt --eval``, ``metapose train``'s validation and the
+experiment all call it. An :class:`EvalSet` holds a test split's crops (ground-truth boxes, no
+augmentation) cut once and kept in memory, so the many evaluations of an experiment (every model,
+K and seed) cost only the forward passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metapose.config import PCK_ALPHA
+from metapose.data.batches import collate
+from metapose.data.coco import CocoDataset
+from metapose.data.codec import HeatmapCodec
+from metapose.data.dataset import Sample, TopDownDataset, instances_from_coco
+from metapose.data.detections import detection_instances, load_detections
+from metapose.data.keypoint_results import make_result, results_to_json
+from metapose.evaluation.coco import EvalResult, evaluate_oks
+from metapose.evaluation.pck import pck, torso_diameter
+from metapose.inference.estimators import PoseEstimator
+from metapose.inference.postprocess import keep_poses, result_entry
+from metapose.inference.predict import PredictOptions
+from metapose.inference.topdown import PosePrediction, predict, predict_batches
+from metapose.progress import Progress
+from metapose.skeleton import COCO17
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A target's test split, cropped once (GT boxes) and kept in memory for every evaluation."""
+
+    gt: CocoDataset
+    codec: HeatmapCodec
+    batches: tuple[Sample, ...]
+    keypoints: tuple[str, ...] | None  # score these keypoints only (None: all)
+    pck_alpha: float
+
+    @property
+    def size(self) -> int:
+        return sum(int(b.image.shape[0]) for b in self.batches)
+
+
+def make_eval_set(
+    gt: CocoDataset,
+    codec: HeatmapCodec,
+    *,
+    keypoints: tuple[str, ...] | None = None,
+    pck_alpha: float = PCK_ALPHA,
+    batch_size: int = 64,
+) -> EvalSet:
+    """Crop every labelled person of ``gt`` once (ground-truth boxes)."""
+    dataset = TopDownDataset(instances_from_coco(gt), codec)
+    batches = tuple(
+        collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        for start in range(0, len(dataset), batch_size)
+    )
+    return EvalSet(gt, codec, batches, keypoints, pck_alpha)
+
+
+def evaluate(
+    estimator: PoseEstimator,
+    data: CocoDataset | EvalSet,
+    *,
+    boxes: str | Path | None = None,
+    keypoints: Sequence[str] | None = None,
+    pck_alpha: float = PCK_ALPHA,
+    options: PredictOptions | None = None,
+    progress: Progress | None = None,
+    results_path: str | Path | None = None,
+) -> EvalResult:
+    """OKS AP/AR of ``estimator`` on ``data`` and, with ground-truth boxes, PCK@``pck_alpha``.
+
+    ``data`` is a COCO-format dataset (its crops cut as they are run) or an :class:`EvalSet`
+    (crops cut once; its own keypoints and PCK alpha apply). With ground-truth boxes (the
+    default) every labelled, non-crowd person is one crop; with ``boxes``, a COCO detections
+    JSON, every kept person box, the poses then rescored and OKS-NMS'd per image as SimpleBaseline
+    does (PCK, which needs the person a pose belongs to, is then not computed). ``keypoints``:
+    score only this subset (see :func:`metapose.evaluation.coco.evaluate_oks`).
+    ``results_path``: also write the scored poses as a COCO keypoint results JSON.
+    """
+    options = options or PredictOptions()
+    if isinstance(data, EvalSet):
+        if boxes is not None:
+            raise ValueError("an EvalSet is cropped at ground-truth boxes; pass the dataset")
+        gt, pck_alpha = data.gt, data.pck_alpha
+        keypoints = data.keypoints if keypoints is None else keypoints
+        predictions = predict_batches(
+            estimator.fn, data.batches, data.codec, flip=options.flip, skeleton=estimator.skeleton
+        )
+    else:
+        gt = data
+        predictions = _predict_people(estimator, gt, boxes, options, progress)
+    if boxes is None:
+        results = [make_result(p.image_id, p.keypoints, p.score) for p in predictions]
+        score = _pck(predictions, gt, pck_alpha)
+    else:
+        results = [result_entry(k) for k in keep_poses(predictions, True, options.oks_nms)]
+        score = None
+    if results_path is not None:
+        results_to_json(results_path, results)
+    return dataclasses.replace(evaluate_oks(gt, results, keypoints=keypoints), pck=score)
+
+
+def _predict_people(
+    estimator: PoseEstimator,
+    gt: CocoDataset,
+    boxes: str | Path | None,
+    options: PredictOptions,
+    progress: Progress | None,
+) -> list[PosePrediction]:
+    codec = estimator.codec
+    if boxes is None:
+        instances = instances_from_coco(gt)
+    else:
+        found = load_detections(
+            boxes, score_threshold=options.box_score_threshold, image_ids=[i.id for i in gt.images]
+        )
+        instances = detection_instances(gt, found, codec.input_size[0] / codec.input_size[1])
+    tick = progress.stage("evaluate", len(instances)) if progress else None
+    predictions = predict(
+        estimator.fn,
+        TopDownDataset(instances, codec, skeleton=estimator.skeleton),
+        flip=options.flip,
+        skeleton=estimator.skeleton,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        on_batch=tick,
+    )
+    if progress is not None:
+        progress.close_stage()
+    return predictions
+
+
+def _pck(predictions: Sequence[PosePrediction], gt: CocoDataset, alpha: float) -> float | None:
+    """PCK@``alpha`` (torso) of the poses predicted in ground-truth boxes; None without any."""
+    by_ann = {a.id: a for a in gt.annotations}
+    matched = [(p, by_ann[p.annotation_id]) for p in predictions if p.annotation_id in by_ann]
+    if not matched:
+        return None
+    pred = np.stack([p.keypoints[:, :2] for p, _ in matched])
+    labels = np.stack([a.keypoints for _, a in matched])
+    return float(pck(pred, labels, torso_diameter(labels, COCO17), alpha).overall)

@@ -1,0 +1,113 @@
+"""The experiment's target domains: a synthetic domain rendered into the run folder, or a
+COCO-format (or LSP) dataset on disk, split into the pool the K shots are drawn from and a test
+split cropped once for every evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from metapose.config import (
+    ConfigError,
+    ExperimentConfig,
+    TargetConfig,
+)
+from metapose.data.coco import CocoDataset, load_coco
+from metapose.data.codec import HeatmapCodec
+from metapose.data.lsp import import_lsp
+from metapose.evaluation.evaluate import EvalSet, make_eval_set
+from metapose.progress import Progress
+from metapose.synth.domains import get_domain
+from metapose.synth.writer import write_synth_dataset
+
+log = logging.getLogger(__name__)
+
+
+def derived_seed(*parts: int | str) -> int:
+    """A stable 31-bit seed from named parts (the same on every machine and Python run)."""
+    return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Target:
+    config: TargetConfig
+    dataset: CocoDataset  # the shot pool's images (and, for real targets, the test images too)
+    pool_ids: tuple[int, ...]
+    test: EvalSet
+
+
+def _synthetic_split(
+    cfg: ExperimentConfig,
+    target: TargetConfig,
+    split: str,
+    size: int,
+    root: Path,
+    progress: Progress,
+) -> CocoDataset:
+    assert target.domain is not None
+    folder = root / target.name / split
+    annotation_file = folder / "annotations" / f"person_keypoints_{split}.json"
+    if not annotation_file.exists():
+        width, height = target.scene_size
+        tick = progress.stage(f"render {target.name} {split}", size)
+        write_synth_dataset(
+            get_domain(target.domain),
+            size,
+            derived_seed(cfg.seed, "target", target.name, split),
+            folder,
+            width=width,
+            height=height,
+            split=split,
+            progress=tick,
+        )
+        progress.close_stage()
+    return load_coco(annotation_file)
+
+
+def prepare_target(
+    cfg: ExperimentConfig,
+    target: TargetConfig,
+    root: Path,
+    codec: HeatmapCodec,
+    progress: Progress,
+) -> Target:
+    if target.synthetic:
+        pool = _synthetic_split(cfg, target, "pool", target.pool_size, root, progress)
+        test = _synthetic_split(cfg, target, "test", target.test_size, root, progress)
+        pool_ids = tuple(img.id for img in pool.images)
+    else:
+        assert (
+            target.annotations is not None
+            and target.pool_ids is not None
+            and target.test_ids is not None
+        )
+        annotations = Path(target.annotations)
+        if annotations.suffix == ".mat":  # LSP / LSPet joints: converted once into the run
+            converted = root / target.name / "annotations.json"
+            if not converted.exists():
+                if target.image_dir is None:
+                    raise ConfigError(f"target {target.name!r}: an LSP joints.mat needs image_dir")
+                import_lsp(annotations, target.image_dir, converted)
+            annotations = converted
+        full = load_coco(annotations, target.image_dir)
+        lo, hi = target.pool_ids
+        pool_ids = tuple(i.id for i in full.images if lo <= i.id <= hi)
+        lo, hi = target.test_ids
+        test_ids = [i.id for i in full.images if lo <= i.id <= hi]
+        pool, test = full, full.subset(test_ids)
+    if target.test_limit is not None:
+        test = test.subset([i.id for i in test.images[: target.test_limit]])
+    test_set = make_eval_set(
+        test,
+        codec,
+        keypoints=target.keypoints,
+        pck_alpha=target.pck_alpha,
+        batch_size=cfg.eval_batch_size,
+    )
+    return Target(target, pool, pool_ids, test_set)
+
+
+# ------------------------------------------------------------------------------ the run
