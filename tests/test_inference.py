@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from metapose.data.dataset import TopDownDataset
-from metapose.inference.topdown import PosePrediction, heatmaps_with_flip, predict
+from metapose.inference.heatmaps import heatmaps_with_flip
+from metapose.inference.topdown import PosePrediction, predict
 from metapose.skeleton import COCO17
 from tests.helpers import TINY_CODEC, random_instances
 

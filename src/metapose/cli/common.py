@@ -86,10 +86,6 @@ def initial_model(
         return TopDownModel(model_cfg)
 
 
-def advance(bar: tqdm) -> None:
-    bar.update(1)
-
-
 def metrics_line(metrics: dict[str, float]) -> str:
     names = (("ap", "AP"), ("ap50", "AP50"), ("ar", "AR"), ("pck", "PCK@0.2"))
     return "  ".join(f"{title} {metrics[key]:.3f}" for key, title in names if key in metrics)

@@ -4,7 +4,11 @@ fine-tune."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import torch
 
 from metapose.cli.common import (
     CHECKPOINT_HELP,
@@ -19,14 +23,50 @@ from metapose.cli.common import (
     run_config,
     step_bar,
 )
-from metapose.config import AdaptConfig, to_dict
+from metapose.config import (
+    AdaptConfig,
+    DataConfig,
+    MetaRunConfig,
+    TrainRunConfig,
+    replace,
+    save_config,
+    to_dict,
+)
+from metapose.data.codec import HeatmapCodec
 from metapose.models import TopDownModel
+
+RunConfig = TypeVar("RunConfig", TrainRunConfig, MetaRunConfig)
+
+
+def _start_run(
+    args: argparse.Namespace,
+    cls: type[RunConfig],
+    with_steps: Callable[[RunConfig, int], RunConfig],
+) -> tuple[RunConfig, torch.device, TopDownModel, HeatmapCodec]:
+    """``metapose train`` / ``meta``: the run config with ``--data`` and ``--steps`` applied,
+    the device, the initial model and its codec."""
+    cfg = run_config(args.config, cls)
+    if args.data:
+        cfg = replace(cfg, data=DataConfig(annotations=args.data, image_dir=args.images))
+    if args.steps:
+        cfg = with_steps(cfg, args.steps)
+    device = resolve_device(args.device)
+    model = initial_model(cfg.model, args.init, cfg.seed, device)
+    return cfg, device, model, HeatmapCodec.for_model(model.config)
+
+
+def _run_folder(args: argparse.Namespace, cfg: TrainRunConfig | MetaRunConfig) -> Path:
+    """``--out``, checked for a resumable run of another config, with the config saved in it."""
+    out = Path(args.out)
+    check_resume_of(out, cfg, args)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    return out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from metapose.config import DataConfig, TrainRunConfig, replace, save_config
+    from metapose.config import replace
     from metapose.data.coco import load_coco
-    from metapose.data.codec import HeatmapCodec
     from metapose.device import DeviceOptions
     from metapose.evaluation.evaluate import evaluate, make_eval_set
     from metapose.inference.estimators import torch_estimator
@@ -34,14 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from metapose.training.sources import batches_for
     from metapose.training.train import train
 
-    cfg = run_config(args.config, TrainRunConfig)
-    if args.data:
-        cfg = replace(cfg, data=DataConfig(annotations=args.data, image_dir=args.images))
-    if args.steps:
-        cfg = replace(cfg, train=replace(cfg.train, steps=args.steps))
-    device = resolve_device(args.device)
-    model = initial_model(cfg.model, args.init, cfg.seed, device)
-    codec = HeatmapCodec.for_model(model.config)
+    cfg, device, model, codec = _start_run(
+        args, TrainRunConfig, lambda c, n: replace(c, train=replace(c.train, steps=n))
+    )
     stream = batches_for(
         cfg.data,
         codec,
@@ -63,10 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         def validate(m: TopDownModel) -> dict[str, float]:
             return evaluate(torch_estimator(m, options), val_set, options=flip).as_dict()
 
-    out = Path(args.out)
-    check_resume_of(out, cfg, args)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    out = _run_folder(args, cfg)
     bar, on_step = step_bar(cfg.train.steps, "train")
     history = train(
         model,
@@ -90,19 +122,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_meta(args: argparse.Namespace) -> int:
-    from metapose.config import DataConfig, MetaRunConfig, replace, save_config
-    from metapose.data.codec import HeatmapCodec
+    from metapose.config import replace
     from metapose.training.meta import meta_train
     from metapose.training.sources import batches_for
 
-    cfg = run_config(args.config, MetaRunConfig)
-    if args.data:
-        cfg = replace(cfg, data=DataConfig(annotations=args.data, image_dir=args.images))
-    if args.steps:
-        cfg = replace(cfg, meta=replace(cfg.meta, meta_steps=args.steps))
-    device = resolve_device(args.device)
-    model = initial_model(cfg.model, args.init, cfg.seed, device)
-    codec = HeatmapCodec.for_model(model.config)
+    cfg, device, model, codec = _start_run(
+        args, MetaRunConfig, lambda c, n: replace(c, meta=replace(c.meta, meta_steps=n))
+    )
     tasks = batches_for(
         cfg.data,
         codec,
@@ -113,10 +139,7 @@ def cmd_meta(args: argparse.Namespace) -> int:
         seed=cfg.seed,
         workers=cfg.workers,
     )
-    out = Path(args.out)
-    check_resume_of(out, cfg, args)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    out = _run_folder(args, cfg)
     bar, on_step = step_bar(cfg.meta.meta_steps, "Reptile")
     history = meta_train(
         model,

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from metapose.config import ModelConfig, Normalization
+from metapose.config import CodecConfig, ModelConfig, Normalization
 from metapose.data.topdown import CropParams, crop_matrix
 
 REFERENCE_HEATMAP_WIDTH = 48  # sigma is given for a 48-pixel-wide heatmap and scales with width
@@ -64,16 +64,29 @@ class HeatmapCodec:
     @classmethod
     def for_model(cls, model: ModelConfig) -> HeatmapCodec:
         """The codec a model was built (or trained) with: ``model.codec``, its normalisation."""
-        heatmap_size = model.heatmap_size
-        sigma = model.codec.sigma_at_48 * heatmap_size[0] / REFERENCE_HEATMAP_WIDTH
+        return cls.for_sizes(model.input_size, model.heatmap_size, model.codec, model.normalization)
+
+    @classmethod
+    def for_sizes(
+        cls,
+        input_size: tuple[int, int],
+        heatmap_size: tuple[int, int],
+        config: CodecConfig | None = None,
+        normalization: Normalization | None = None,
+    ) -> HeatmapCodec:
+        """The codec of ``config`` (default: the default codec) for these sizes, for crops
+        normalised by ``normalization`` (default ImageNet's); sigma scales with the heatmap's
+        width."""
+        config = config or CodecConfig()
+        sigma = config.sigma_at_48 * heatmap_size[0] / REFERENCE_HEATMAP_WIDTH
         return cls(
-            model.input_size,
+            input_size,
             heatmap_size,
             sigma,
-            dark=model.codec.dark,
-            udp=model.codec.encoding == "udp",
-            udp_crop=model.codec.crop == "udp",
-            normalization=model.normalization,
+            dark=config.dark,
+            udp=config.encoding == "udp",
+            udp_crop=config.crop == "udp",
+            normalization=normalization or Normalization(),
         )
 
     @property

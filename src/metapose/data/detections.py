@@ -150,23 +150,45 @@ def detection_instances(
             f"detections on images this dataset does not hold: {sorted(unknown)[:5]}",
             field="images[].id",
         )
-    no_labels = np.zeros((dataset.skeleton.num_keypoints, 3), dtype=np.float32)
     out: list[Instance] = []
     for image in dataset.images:
         for detection in detections.get(image.id, ()):
-            _, scale = box_to_center_scale(detection.bbox, aspect_ratio)
             out.append(
-                Instance(
-                    image=dataset.image_path(image.id),
-                    box=detection.bbox,
-                    keypoints=no_labels,
+                box_instance(
+                    dataset.image_path(image.id),
+                    detection.bbox,
+                    detection.score,
                     image_id=image.id,
                     annotation_id=len(out) + 1,
-                    area=float(scale[0] * scale[1]),
-                    score=detection.score,
+                    aspect_ratio=aspect_ratio,
+                    num_keypoints=dataset.skeleton.num_keypoints,
                 )
             )
     return out
+
+
+def box_instance(
+    image: Path | np.ndarray,
+    box: tuple[float, float, float, float],
+    score: float,
+    *,
+    image_id: int,
+    annotation_id: int,
+    aspect_ratio: float,
+    num_keypoints: int,
+) -> Instance:
+    """An unlabelled top-down instance for a person box that is not an annotation (a detection,
+    the whole image). Its ``area`` is the padded crop box's, as SimpleBaseline's OKS-NMS uses it."""
+    _, scale = box_to_center_scale(box, aspect_ratio)
+    return Instance(
+        image=image,
+        box=box,
+        keypoints=np.zeros((num_keypoints, 3), dtype=np.float32),
+        image_id=image_id,
+        annotation_id=annotation_id,
+        area=float(scale[0] * scale[1]),
+        score=score,
+    )
 
 
 def rescore(

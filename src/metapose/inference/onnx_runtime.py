@@ -24,15 +24,9 @@ import numpy as np
 import onnxruntime as ort
 
 from metapose.config import RGB_CHANNELS, CodecConfig, Normalization
-from metapose.data.codec import REFERENCE_HEATMAP_WIDTH, HeatmapCodec, flip_back
-from metapose.data.topdown import (
-    CropParams,
-    apply_affine,
-    box_to_center_scale,
-    crop_matrix,
-    warp_crop,
-)
+from metapose.data.codec import HeatmapCodec
 from metapose.errors import DataError
+from metapose.inference.heatmaps import crop_people, heatmaps_with_flip, to_image_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -233,49 +227,17 @@ class OnnxHeatmapModel:
                 field=self.input_name,
             )
 
-    def codec(self, *, dark: bool = False) -> HeatmapCodec:
-        """The decode geometry (input and heatmap sizes) of this model."""
-        sigma = CodecConfig().sigma_at_48 * self.heatmap_size[0] / REFERENCE_HEATMAP_WIDTH
-        return HeatmapCodec(self.input_size, self.heatmap_size, sigma, dark)
+    def codec(
+        self, *, dark: bool = False, normalization: Normalization | None = None
+    ) -> HeatmapCodec:
+        """The decode geometry (input and heatmap sizes) of this model; ``normalization``: of
+        the crops it is given (default ImageNet's)."""
+        return HeatmapCodec.for_sizes(
+            self.input_size, self.heatmap_size, CodecConfig(dark=dark), normalization
+        )
 
 
 # ------------------------------------------------------------------------------ app pipeline
-
-
-def crop_people(
-    image: np.ndarray,
-    boxes: np.ndarray,
-    input_size: tuple[int, int],
-    normalization: Normalization,
-) -> tuple[np.ndarray, np.ndarray]:
-    """SimpleBaseline crops of ``(N, 4)`` ``(x, y, w, h)`` boxes of an ``(H, W, 3)`` RGB image.
-
-    Returns the normalised crops ``(N, 3, height, width)`` and the ``(N, 2, 3)`` affines taking
-    crop pixels back to image pixels.
-    """
-    width, height = input_size
-    crops = np.empty((len(boxes), RGB_CHANNELS, height, width), np.float32)
-    inverses = np.empty((len(boxes), 2, 3), np.float64)
-    for i, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
-        center, scale = box_to_center_scale(box, width / height)
-        params = CropParams(center, scale)
-        crops[i] = normalization.apply(
-            warp_crop(image, crop_matrix(params, input_size), input_size)
-        )
-        inverses[i] = crop_matrix(params, input_size, inverse=True)
-    return crops, inverses
-
-
-def heatmaps_to_keypoints(
-    heatmaps: np.ndarray, inverses: np.ndarray, codec: HeatmapCodec
-) -> np.ndarray:
-    """``(N, K, h, w)`` heatmaps -> ``(N, K, 3)`` image pixels ``(x, y)`` and peak scores."""
-    decoded = codec.decode(heatmaps)
-    out = np.empty((*decoded.coords.shape[:2], 3), np.float32)
-    for i in range(heatmaps.shape[0]):
-        out[i, :, :2] = apply_affine(decoded.coords[i].astype(np.float64), inverses[i])
-        out[i, :, 2] = decoded.scores[i]
-    return out
 
 
 def estimate_poses(
@@ -295,9 +257,7 @@ def estimate_poses(
         raise ValueError(f"{model.path}: no input normalization in the model; pass one")
     if len(boxes) == 0:
         return np.zeros((0, model.num_keypoints, 3), np.float32)
-    crops, inverses = crop_people(image, boxes, model.input_size, model.normalization)
-    heatmaps = model(crops)
-    if flip_index is not None:
-        mirrored = model(np.ascontiguousarray(crops[..., ::-1]))
-        heatmaps = 0.5 * (heatmaps + flip_back(mirrored, np.asarray(flip_index)))
-    return heatmaps_to_keypoints(heatmaps, inverses, model.codec(dark=dark))
+    codec = model.codec(dark=dark, normalization=model.normalization)
+    crops, inverses = crop_people(image, boxes, codec)
+    flips = None if flip_index is None else np.asarray(flip_index)
+    return to_image_keypoints(heatmaps_with_flip(model, crops, flips, codec), inverses, codec)

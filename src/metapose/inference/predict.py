@@ -23,10 +23,9 @@ import numpy as np
 
 from metapose.data.coco import CocoDataset, load_coco
 from metapose.data.dataset import Instance, TopDownDataset
-from metapose.data.detections import BOX_SCORE_THRESHOLD, load_detections
+from metapose.data.detections import BOX_SCORE_THRESHOLD, box_instance, load_detections
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.keypoint_results import results_to_json
-from metapose.data.topdown import box_to_center_scale
 from metapose.data.viz import draw_box, draw_pose
 from metapose.errors import DataError
 from metapose.files import read_json
@@ -205,23 +204,18 @@ def _instances(
 ) -> list[Instance]:
     height, width = image.shape[:2]
     boxes = job.boxes if job.boxes is not None else ((0.0, 0.0, float(width), float(height)),)
-    no_labels = np.zeros((num_keypoints, 3), np.float32)
-    out = []
-    for i, (box, score) in enumerate(zip(boxes, job.scores, strict=True)):
-        # The padded crop box's area, as SimpleBaseline's OKS-NMS uses it for detections.
-        _, scale = box_to_center_scale(box, aspect_ratio)
-        out.append(
-            Instance(
-                image=image,
-                box=box,
-                keypoints=no_labels,
-                image_id=job.image_id,
-                annotation_id=first_id + i,
-                area=float(scale[0] * scale[1]),
-                score=score,
-            )
+    return [
+        box_instance(
+            image,
+            box,
+            score,
+            image_id=job.image_id,
+            annotation_id=first_id + i,
+            aspect_ratio=aspect_ratio,
+            num_keypoints=num_keypoints,
         )
-    return out
+        for i, (box, score) in enumerate(zip(boxes, job.scores, strict=True))
+    ]
 
 
 def predict_images(

@@ -1,4 +1,5 @@
-"""Top-down inference: crops -> heatmaps (with flip test) -> keypoints in image pixels.
+"""Top-down inference over datasets: batches of person crops -> heatmaps (with flip test) ->
+keypoints in image pixels, through the one path of :mod:`metapose.inference.heatmaps`.
 
 Model-agnostic: anything that maps a ``(B, 3, H, W)`` float32 batch to ``(B, K, h, w)`` heatmaps
 (a PyTorch model, an onnxruntime session) runs through the same crop, flip test and decode, so a
@@ -20,11 +21,10 @@ from metapose.data.batches import collate
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
 from metapose.data.detections import rescore
-from metapose.data.topdown import BOX_PADDING, apply_affine
+from metapose.data.topdown import BOX_PADDING
 from metapose.device import DeviceOptions
+from metapose.inference.heatmaps import HeatmapFn, heatmaps_with_flip, to_image_keypoints
 from metapose.skeleton import COCO17, Skeleton
-
-HeatmapFn = Callable[[np.ndarray], np.ndarray]
 
 
 def torch_heatmap_fn(model: nn.Module, options: DeviceOptions) -> HeatmapFn:
@@ -47,17 +47,6 @@ def torch_heatmap_fn(model: nn.Module, options: DeviceOptions) -> HeatmapFn:
     return run
 
 
-def heatmaps_with_flip(
-    fn: HeatmapFn, images: np.ndarray, flip_index: np.ndarray | None, codec: HeatmapCodec
-) -> np.ndarray:
-    """Heatmaps of ``images``, averaged with those of their mirror images when ``flip_index``."""
-    heatmaps = fn(images)
-    if flip_index is None:
-        return heatmaps
-    mirrored = fn(np.ascontiguousarray(images[..., ::-1]))
-    return 0.5 * (heatmaps + codec.flip_back(mirrored, flip_index))
-
-
 @dataclass(frozen=True)
 class PosePrediction:
     image_id: int
@@ -74,13 +63,10 @@ class PosePrediction:
 
 def decode_batch(heatmaps: np.ndarray, batch: Sample, codec: HeatmapCodec) -> np.ndarray:
     """``(B, K, h, w)`` heatmaps of a collated batch -> ``(B, K, 3)`` image-space keypoints."""
-    decoded = codec.decode(heatmaps)
-    out = np.empty((*decoded.coords.shape[:2], 3), np.float32)
-    for i in range(heatmaps.shape[0]):
-        inverse = codec.crop_matrix(crop_params_of(batch, i), inverse=True)
-        out[i, :, :2] = apply_affine(decoded.coords[i].astype(np.float64), inverse)
-        out[i, :, 2] = decoded.scores[i]
-    return out
+    inverses = np.stack(
+        [codec.crop_matrix(crop_params_of(batch, i), inverse=True) for i in range(len(heatmaps))]
+    )
+    return to_image_keypoints(heatmaps, inverses, codec)
 
 
 def predict_batches(
