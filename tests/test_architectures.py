@@ -25,7 +25,8 @@ from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint, save_checkpoint
 from metapose.training.adapt import fine_tune
 from metapose.training.meta import meta_train
-from metapose.training.train import StepLog, train
+from metapose.training.run_folder import StepLog
+from metapose.training.train import train
 from tests.conftest import TINY_MODEL
 from tests.helpers import TINY_CODEC, tiny_dataset
 

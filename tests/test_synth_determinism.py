@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from metapose.data.coco import load_coco
 from metapose.skeleton import COCO17
 from metapose.synth.items import synth_item
-from metapose.synth.stream import SynthStream
 from metapose.synth.writer import write_synth_dataset
+from tests.synth_stream import SynthStream
 
 SIZE = dict(width=96, height=72)
 

@@ -11,8 +11,8 @@ from metapose.device import DeviceOptions
 from metapose.models import TopDownModel
 from metapose.training.adapt import fine_tune
 from metapose.training.few_shot import choose_shots
-from metapose.training.run_folder import FINAL_FILE, STATE_FILE
-from metapose.training.train import StepLog, train
+from metapose.training.run_folder import FINAL_FILE, STATE_FILE, StepLog
+from metapose.training.train import train
 from tests.conftest import TINY_MODEL
 from tests.helpers import tiny_dataset
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from metapose.config import CodecConfig, ModelConfig
 from metapose.models import TopDownModel
-from metapose.training.train import StepLog
+from metapose.training.run_folder import StepLog
 
 T = TypeVar("T")
 

@@ -13,6 +13,7 @@ from metapose.cli.common import (
     resolve_device,
 )
 from metapose.config import CODEC_MODES
+from metapose.inference.predict import PredictOptions
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -84,7 +85,7 @@ def register(sub: Commands) -> None:
     p.add_argument("--detections", help="person boxes from a COCO detections JSON (default: GT)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=PredictOptions().batch_size)
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     p.add_argument(
         "--save-results", help="write the predictions as COCO results JSON (with --onnx)"

@@ -13,7 +13,8 @@ from metapose.cli.common import (
     resolve_device,
 )
 from metapose.data.detections import BOX_SCORE_THRESHOLD
-from metapose.inference.predict import DRAW_THRESHOLD
+from metapose.inference.export import DEFAULT_OPSET
+from metapose.inference.predict import DRAW_THRESHOLD, PredictOptions
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -112,7 +113,7 @@ def register(sub: Commands) -> None:
         "--threshold", type=float, default=DRAW_THRESHOLD, help="keypoint score drawn at least"
     )
     p.add_argument("--out", required=True, help="folder for results.json and overlays/")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=PredictOptions().batch_size)
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--no-nms", action="store_true", help="keep duplicate detections")
     p.add_argument("--no-overlays", action="store_true")
@@ -127,7 +128,7 @@ def register(sub: Commands) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, help="model.onnx")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--check-data", help="also compare on real crops of this COCO JSON")
     p.add_argument("--check-images", help="image folder of --check-data")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity inputs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 
 from tqdm import tqdm
@@ -10,6 +11,7 @@ from tqdm import tqdm
 from metapose.cli.common import (
     Commands,
 )
+from metapose.synth.writer import write_synth_dataset
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -49,9 +51,10 @@ def register(sub: Commands) -> None:
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--split", default="train")
-    p.add_argument("--workers", type=int, default=0)
+    defaults = inspect.signature(write_synth_dataset).parameters
+    p.add_argument("--width", type=int, default=defaults["width"].default)
+    p.add_argument("--height", type=int, default=defaults["height"].default)
+    p.add_argument("--split", default=defaults["split"].default)
+    p.add_argument("--workers", type=int, default=defaults["workers"].default)
     p.add_argument("--preview", action="store_true", help="write one labelled grid PNG per domain")
     p.set_defaults(func=cmd_synth)

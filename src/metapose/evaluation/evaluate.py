@@ -29,8 +29,8 @@ from metapose.evaluation.coco import EvalResult, evaluate_oks
 from metapose.evaluation.pck import pck, torso_diameter
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.postprocess import keep_poses, result_entry
-from metapose.inference.predict import PredictOptions
-from metapose.inference.topdown import PosePrediction, predict, predict_batches
+from metapose.inference.predict import PredictOptions, predict_instances
+from metapose.inference.topdown import PosePrediction, predict_batches
 from metapose.progress import Progress
 from metapose.skeleton import COCO17
 
@@ -127,15 +127,7 @@ def _predict_people(
         )
         instances = detection_instances(gt, found, codec.input_size[0] / codec.input_size[1])
     tick = progress.stage("evaluate", len(instances)) if progress else None
-    predictions = predict(
-        estimator.fn,
-        TopDownDataset(instances, codec, skeleton=estimator.skeleton),
-        flip=options.flip,
-        skeleton=estimator.skeleton,
-        batch_size=options.batch_size,
-        num_workers=options.num_workers,
-        on_batch=tick,
-    )
+    predictions = predict_instances(estimator, instances, options, on_batch=tick)
     if progress is not None:
         progress.close_stage()
     return predictions

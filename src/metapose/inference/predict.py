@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,6 +218,26 @@ def _instances(
     ]
 
 
+def predict_instances(
+    estimator: PoseEstimator,
+    instances: Sequence[Instance],
+    options: PredictOptions,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[PosePrediction]:
+    """Run ``estimator`` on the un-augmented crops of person ``instances``, batched and
+    flip-tested as ``options`` say."""
+    return predict(
+        estimator.fn,
+        TopDownDataset(instances, estimator.codec, skeleton=estimator.skeleton),
+        flip=options.flip,
+        skeleton=estimator.skeleton,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        on_batch=on_batch,
+    )
+
+
 def predict_images(
     plan: PredictionPlan,
     estimator: PoseEstimator,
@@ -260,14 +280,7 @@ def predict_images(
         instances = [inst for _, _, group in pending for inst in group]
         predictions: list[PosePrediction] = []
         if instances:
-            predictions = predict(
-                estimator.fn,
-                TopDownDataset(instances, codec, skeleton=estimator.skeleton),
-                flip=options.flip,
-                skeleton=estimator.skeleton,
-                batch_size=options.batch_size,
-                num_workers=options.num_workers,
-            )
+            predictions = predict_instances(estimator, instances, options)
         start = 0
         for job, image, group in pending:
             mine = predictions[start : start + len(group)]

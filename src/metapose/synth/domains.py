@@ -1,7 +1,7 @@
 """Synthetic visual domains: a pose prior, an appearance style and a camera prior, by name.
 
 A domain is data, built in a few lines: any :class:`Domain` object can be passed wherever a
-domain is taken (``render_crop``, ``SynthStream``, ``write_synth_dataset``, previews); the
+domain is taken (``render_crop``, ``synth_item``, ``write_synth_dataset``, previews); the
 :data:`DOMAINS` table only names the built-in ones:
 
 * ``rgb``: daily poses in colour photographs (the source domain standing in for COCO);

@@ -36,10 +36,10 @@ class Updatable(Protocol):
     def update(self, n: int = 1) -> Any: ...
 
 
-Progress = Callable[[int], None] | Updatable | bool | None
+ProgressHook = Callable[[int], None] | Updatable | bool | None
 
 
-def _progress_callback(progress: Progress, total: int, name: str) -> Callable[[int], None]:
+def _progress_callback(progress: ProgressHook, total: int, name: str) -> Callable[[int], None]:
     if progress is None or progress is False:
         return lambda n: None
     if progress is True:
@@ -91,7 +91,7 @@ def write_synth_dataset(
     height: int = 480,
     split: str = "train",
     workers: int = 0,
-    progress: Progress = None,
+    progress: ProgressHook = None,
     mode: Mode = "scene",
     overwrite: bool = False,
 ) -> Path:

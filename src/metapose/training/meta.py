@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,7 @@ from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
 from metapose.training import distributed
 from metapose.training.adapt import adapt
-from metapose.training.run_folder import RunFolder
-from metapose.training.train import History, StepLog
+from metapose.training.run_folder import History, RunFolder, StepLog
 
 State = dict[str, torch.Tensor]
 
@@ -147,9 +145,7 @@ def meta_train(
             sum(int(t.image.shape[0]) for t in batch) * config.inner_steps * dist_info.world_size
         )
         entry = StepLog(step + 1, images, loss, beta, time.perf_counter() - t0)
-        history.steps.append(entry)
-        if (step + 1) % config.log_every == 0 or step + 1 == config.meta_steps:
-            folder.write_log(asdict(entry))
+        folder.record_step(history, entry, total=config.meta_steps, log_every=config.log_every)
         if on_step is not None:
             on_step(entry)
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:

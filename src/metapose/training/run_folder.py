@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,40 @@ def remove_stale_temporaries(out_dir: Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class StepLog:
+    """One optimisation (or meta) step as the log and the progress bar report it."""
+
+    step: int  # steps done after this one
+    images: int  # images processed so far
+    loss: float
+    lr: float  # step size: the learning rate in training, the meta step beta in Reptile
+    seconds: float  # wall time since the start of this process's run
+
+
+@dataclass
+class History:
+    """What a run did: every step and every validation."""
+
+    steps: list[StepLog] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def images_seen(self) -> int:
+        return self.steps[-1].images if self.steps else 0
+
+    def losses(self) -> list[float]:
+        return [s.loss for s in self.steps]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [asdict(s) for s in self.steps], "evals": self.evals}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        return cls([StepLog(**s) for s in data.get("steps", [])], list(data.get("evals", [])))
+
+
+
 class RunFolder:
     """``out_dir`` (or nothing, when ``None``) of one training loop named ``name``."""
 
@@ -177,3 +212,10 @@ class RunFolder:
     def write_log(self, row: dict[str, Any]) -> None:
         if self.runlog is not None:
             self.runlog.write(row)
+
+    def record_step(self, history: History, entry: StepLog, *, total: int, log_every: int) -> None:
+        """Add ``entry`` to ``history``; write it to the log every ``log_every`` steps and at
+        the last of ``total``."""
+        history.steps.append(entry)
+        if entry.step % log_every == 0 or entry.step == total:
+            self.write_log(asdict(entry))

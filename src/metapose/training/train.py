@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +23,9 @@ from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import optimizer_state_from_json, scheduler_state_from_json
 from metapose.training import distributed
-from metapose.training.run_folder import RunFolder
+from metapose.training.run_folder import History, RunFolder, StepLog
 from metapose.training.runlog import RunLog
 from metapose.training.step import build_optimizer, step_on_batch
-
-
-@dataclass(frozen=True)
-class StepLog:
-    step: int  # steps done after this one
-    images: int  # images processed so far
-    loss: float
-    lr: float  # step size: the learning rate in training, the meta step beta in Reptile
-    seconds: float  # wall time since the start of this process's run
-
-
-@dataclass
-class History:
-    steps: list[StepLog] = field(default_factory=list)
-    evals: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def images_seen(self) -> int:
-        return self.steps[-1].images if self.steps else 0
-
-    def losses(self) -> list[float]:
-        return [s.loss for s in self.steps]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"steps": [asdict(s) for s in self.steps], "evals": self.evals}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> History:
-        return cls([StepLog(**s) for s in data.get("steps", [])], list(data.get("evals", [])))
 
 
 def lr_milestone_steps(config: TrainConfig) -> list[int]:
@@ -130,9 +100,7 @@ def train(
         scheduler.step()
         images += int(batch.image.shape[0]) * dist_info.world_size
         entry = StepLog(step + 1, images, loss, lr, time.perf_counter() - t0)
-        history.steps.append(entry)
-        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            folder.write_log(asdict(entry))
+        folder.record_step(history, entry, total=config.steps, log_every=config.log_every)
         if on_step is not None:
             on_step(entry)
         if (

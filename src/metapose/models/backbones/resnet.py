@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from metapose.config import RESNET_DEPTHS, RESNET_STAGE_HALVINGS, RESNET_STEM_HALVINGS
+
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -65,15 +67,24 @@ class Bottleneck(nn.Module):
 
 
 # depth -> (block, blocks per stage), as in the ResNet paper's Table 1.
-ARCHITECTURES: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int, int]]] = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
-    152: (Bottleneck, (3, 8, 36, 3)),
-}
+# The depths a config may name are config.RESNET_DEPTHS, in this order.
+ARCHITECTURES: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int, int]]] = (
+    dict(
+        zip(
+            RESNET_DEPTHS,
+            (
+                (BasicBlock, (2, 2, 2, 2)),
+                (BasicBlock, (3, 4, 6, 3)),
+                (Bottleneck, (3, 4, 6, 3)),
+                (Bottleneck, (3, 4, 23, 3)),
+                (Bottleneck, (3, 8, 36, 3)),
+            ),
+            strict=True,
+        )
+    )
+)
 
-STEM_STRIDE = 4  # conv1 (stride 2) then max-pool (stride 2)
+STEM_STRIDE = 2**RESNET_STEM_HALVINGS  # conv1 (stride 2) then max-pool (stride 2)
 STAGE_PLANES = (64, 128, 256, 512)
 
 
@@ -96,7 +107,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, STAGE_PLANES[2], layers[2], stride=2)
         self.layer4 = self._make_layer(block, STAGE_PLANES[3], layers[3], stride=2)
         self.out_channels = STAGE_PLANES[3] * block.expansion
-        self.stride = STEM_STRIDE * 2**3
+        self.stride = STEM_STRIDE * 2**RESNET_STAGE_HALVINGS
         self.reset_parameters()
 
     def _make_layer(

@@ -1,4 +1,5 @@
-"""An endless, worker-safe stream of synthetic labelled images for training on the fly.
+"""An endless, worker-safe stream of synthetic labelled images (a test helper: the determinism
+tests read items through a DataLoader with it).
 
 Item ``i`` of a stream with seed ``s`` is rendered from ``np.random.default_rng([s, i])`` alone
 (see :mod:`metapose.synth.items`), so it is the same whoever renders it. DataLoader worker
