@@ -12,7 +12,7 @@ from typing import TypeAlias, TypeVar
 import torch
 from tqdm import tqdm
 
-from metapose.config import CodecConfig, ModelConfig
+from metapose.config import PCK_ALPHA, CodecConfig, ModelConfig
 from metapose.models import TopDownModel
 from metapose.training.run_folder import StepLog
 
@@ -87,7 +87,7 @@ def initial_model(
 
 
 def metrics_line(metrics: dict[str, float]) -> str:
-    names = (("ap", "AP"), ("ap50", "AP50"), ("ar", "AR"), ("pck", "PCK@0.2"))
+    names = (("ap", "AP"), ("ap50", "AP50"), ("ar", "AR"), ("pck", f"PCK@{PCK_ALPHA:g}"))
     return "  ".join(f"{title} {metrics[key]:.3f}" for key, title in names if key in metrics)
 
 

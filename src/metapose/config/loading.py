@@ -21,7 +21,6 @@ import yaml
 T = TypeVar("T")
 
 
-
 # Field metadata marking a file or folder path: relative paths in a YAML file are resolved
 # against that file's folder when it is loaded (see load_config), so a run does not depend on the
 # shell's current directory. MODEL_PATH: a checkpoint path or a bundled model's name (kept as is).
@@ -31,7 +30,6 @@ MODEL_PATH: dict[str, str] = {"path": "model"}
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the key."""
-
 
 
 def check_finite(config: Any, owner: str) -> None:
@@ -45,7 +43,6 @@ def check_finite(config: Any, owner: str) -> None:
         for v in values:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"{owner}.{f.name} must be a finite number, got {value}")
-
 
 
 # ------------------------------------------------------------------------- YAML <-> objects

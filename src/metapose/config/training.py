@@ -178,8 +178,6 @@ class SourceConfig:
             raise ConfigError("source needs at least one of domains or coco")
 
 
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """Training data: a COCO-format dataset, or (no ``annotations``) the synthetic stream."""

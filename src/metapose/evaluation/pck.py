@@ -1,8 +1,8 @@
 """PCK@alpha (Percentage of Correct Keypoints).
 
-A labelled joint is correct when the predicted point
-lies closer than ``alpha`` times a per-person reference length. The usual LSP metric is PCK@0.2
-with the torso diameter, the distance from the left shoulder to the right hip (Toshev & Szegedy's
+A labelled joint is correct when the predicted point lies closer than ``alpha`` times a per-person
+reference length. The usual LSP metric is PCK@0.2 (:data:`metapose.config.PCK_ALPHA`) with the
+torso diameter, the distance from the left shoulder to the right hip (Toshev & Szegedy's
 "torso diameter", DeepPose, CVPR 2014, MMPose's ``tPCK``); see :func:`torso_diameter`.
 """
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metapose.config import PCK_ALPHA
 from metapose.experiment.results import RunResult, select
 from metapose.experiment.statistics import Estimate, mean_ci
 
@@ -26,7 +27,7 @@ METRIC_TITLES = {
     "ar": "AR",
     "ar50": "AR50",
     "ar75": "AR75",
-    "pck": "PCK@0.2",
+    "pck": f"PCK@{PCK_ALPHA:g}",
 }
 MODEL_TITLES = {
     "scratch": "From scratch",

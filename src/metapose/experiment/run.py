@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from metapose.config import (
+    PCK_ALPHA,
     ConfigError,
     ExperimentConfig,
     ModelConfig,
@@ -382,9 +383,8 @@ def write_report(
         ("Test AP against K", k_curve(rows, report / "k_curve.png").name),
     ]
     if any("pck" in r.metrics for r in rows):
-        figures.append(
-            ("Test PCK@0.2 against K", k_curve(rows, report / "k_curve_pck.png", metric="pck").name)
-        )
+        curve = k_curve(rows, report / "k_curve_pck.png", metric="pck")
+        figures.append((f"Test PCK@{PCK_ALPHA:g} against K", curve.name))
     write_index_html(
         report / "index.html",
         title=f"metapose experiment: {cfg.name}",
