@@ -18,8 +18,6 @@ from pathlib import Path
 
 import torch
 
-from metapose.checkpoint import load_checkpoint
-from metapose.codec import HeatmapCodec
 from metapose.config import (
     CocoFolderConfig,
     ExperimentConfig,
@@ -27,8 +25,12 @@ from metapose.config import (
     SourceConfig,
     load_config,
 )
-from metapose.experiment import Job, prepare_target, run_job, source_batches, starting_model
-from metapose.meta import meta_train
+from metapose.data.codec import HeatmapCodec
+from metapose.device import DeviceOptions
+from metapose.experiment.results import load_result
+from metapose.experiment.run import Job, run_job, source_batches, starting_model
+from metapose.experiment.statistics import mean_ci
+from metapose.experiment.targets import prepare_target
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.progress import SilentProgress
@@ -126,7 +128,7 @@ def main() -> None:
         for target in targets:
             ap, pck, d_ap, d_pck = [], [], [], []
             for seed in cfg.seeds:
-                result, _ = run_job(
+                result = run_job(
                     Job(target, "meta", args.shots, seed),
                     variant_cfg,
                     {"meta": model},

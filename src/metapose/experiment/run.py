@@ -270,7 +270,7 @@ def run_experiment(
     tick = progress.stage("adapt and evaluate", len(mine))
     for job in mine:
         if load_result(results_dir, job.key) is None:
-            save_result(results_dir, run_job(job, cfg, models, codec, options, out))
+            save_result(results_dir, run_job(job, cfg, models, codec, options, out / "predictions"))
         tick(1)
     progress.close_stage()
     distributed.barrier()
@@ -300,9 +300,10 @@ def run_job(
     models: dict[str, TopDownModel],
     codec: HeatmapCodec,
     options: DeviceOptions,
-    out: Path,
+    predictions_dir: Path | None = None,
 ) -> RunResult:
-    """Fine-tune (K > 0) and score one job; its predictions go to ``out/predictions``."""
+    """Fine-tune (K > 0) and score one job; its predictions go to ``predictions_dir`` (when
+    given) as ``<job key>.json``."""
     t0 = time.perf_counter()
     name = job.target.config.name
     if job.model in models:
@@ -331,7 +332,7 @@ def run_job(
         torch_estimator(model, options),
         job.target.test,
         options=PredictOptions(flip=model.config.codec.flip_test),
-        results_path=out / "predictions" / f"{job.key}.json",
+        results_path=None if predictions_dir is None else predictions_dir / f"{job.key}.json",
     )
     return RunResult(
         name,
