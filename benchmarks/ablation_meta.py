@@ -121,7 +121,10 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         variant_cfg = replace(
-            cfg, meta=meta, task_sampler=sampler, source=source or cfg.source  # type: ignore[arg-type]
+            cfg,
+            meta=meta,
+            task_augment=replace(cfg.task_augment, sampler=sampler),  # type: ignore[arg-type]
+            source=source or cfg.source,
         )
         model = start()
         meta_train(model, source_batches(variant_cfg, codec, "continue"), meta, device)

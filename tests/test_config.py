@@ -5,11 +5,14 @@ import pytest
 
 from metapose.config import (
     ConfigError,
+    ExperimentConfig,
+    MetaRunConfig,
     ModelConfig,
     ResNetConfig,
     TopDownAugmentConfig,
     load_config,
     save_config,
+    to_dict,
 )
 
 
@@ -105,3 +108,17 @@ def test_relative_paths_are_relative_to_the_config_file(
         str(folder / "train.json"),
         str(folder / "images"),
     )
+
+
+@pytest.mark.parametrize("cls", [ExperimentConfig, MetaRunConfig])
+def test_a_root_task_sampler_is_read_as_the_task_augment_sampler(
+    cls: type[ExperimentConfig] | type[MetaRunConfig], tmp_path: Path
+) -> None:
+    """Files (and resume identities) written before the sampler moved into ``task_augment``."""
+    path = tmp_path / "old.yaml"
+    path.write_text("task_sampler: style\ntask_augment: {styles: [affine]}\n")
+    loaded = load_config(path, cls)
+    assert loaded.task_augment.sampler == "style" and loaded.task_augment.styles == ("affine",)
+    old = to_dict(cls())
+    old["task_sampler"] = old["task_augment"].pop("sampler")
+    assert cls.upgrade_dict(old) == to_dict(cls())

@@ -106,7 +106,7 @@ def check_resume_of(out: Path, cfg: object, args: argparse.Namespace) -> None:
     from metapose.training.run_folder import check_resume, run_identity
 
     if not args.no_resume:
-        check_resume(out, run_identity(cfg, args.init))
+        check_resume(out, run_identity(cfg, args.init), cfg)
 
 
 def id_range(text: str | None) -> tuple[int, int] | None:

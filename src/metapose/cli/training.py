@@ -134,7 +134,6 @@ def cmd_meta(args: argparse.Namespace) -> int:
         codec,
         augment=cfg.augment,
         task_augment=cfg.task_augment,
-        sampler=cfg.task_sampler,
         batch_size=cfg.meta.batch_size,
         seed=cfg.seed,
         workers=cfg.workers,

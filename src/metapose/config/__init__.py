@@ -15,6 +15,7 @@ from metapose.config.data import (
     PerspectiveWarpConfig,
     Style,
     TaskAugmentConfig,
+    TaskSampler,
     TopDownAugmentConfig,
     Warp,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "ElasticWarpConfig",
     "PerspectiveWarpConfig",
     "TaskAugmentConfig",
+    "TaskSampler",
     "OptimizerName",
     "OptimizerConfig",
     "TrainConfig",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from metapose.config.loading import ConfigError, check_finite
 
@@ -32,6 +32,9 @@ class TopDownAugmentConfig:
 # ------------------------------------------------------------ task augmentation (paper §4.2)
 
 Style = Literal["none", "affine", "elastic", "perspective", "composed"]
+# How a task (one batch of source crops) is drawn: "mixed" (the paper's) draws the source and the
+# augmentation style per crop, "style" once per task for all its crops.
+TaskSampler = Literal["mixed", "style"]
 Warp = Literal["affine", "perspective", "elastic"]
 
 STYLES: tuple[Style, ...] = get_args(Style)
@@ -121,9 +124,11 @@ class TaskAugmentConfig:
     """Task augmentation (paper §4.2): the styles drawn and each warp's strength and probability.
 
     ``styles`` are drawn with ``style_weights`` (uniform when empty); the default is the paper's
-    one transform out of three.
+    one transform out of three. ``sampler``: whether each crop of a task draws its own source and
+    style (``mixed``, the paper's) or the whole task shares one (``style``).
     """
 
+    sampler: TaskSampler = "mixed"
     styles: tuple[Style, ...] = PAPER_STYLES
     style_weights: tuple[float, ...] = ()
     affine: AffineWarpConfig = field(default_factory=AffineWarpConfig)
@@ -150,3 +155,16 @@ class TaskAugmentConfig:
                     "task_augment.style_weights must be >= 0 with a positive sum, "
                     f"got {self.style_weights}"
                 )
+
+
+def move_task_sampler(data: dict[str, Any]) -> dict[str, Any]:
+    """Read configurations written when the task sampler was a root key (``task_sampler``), not
+    ``task_augment.sampler``."""
+    if "task_sampler" not in data:
+        return data
+    data = dict(data)
+    task_augment = data.get("task_augment")
+    task_augment = dict(task_augment) if isinstance(task_augment, dict) else {}
+    task_augment.setdefault("sampler", data.pop("task_sampler"))
+    data["task_augment"] = task_augment
+    return data

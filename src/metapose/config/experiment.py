@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from metapose.config.data import TaskAugmentConfig, TopDownAugmentConfig
+from metapose.config.data import TaskAugmentConfig, TopDownAugmentConfig, move_task_sampler
 from metapose.config.loading import MODEL_PATH, PATH, ConfigError, check_finite
 from metapose.config.model import (
     ModelConfig,
@@ -91,7 +91,6 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
     task_augment: TaskAugmentConfig = field(default_factory=TaskAugmentConfig)
-    task_sampler: Literal["mixed", "style"] = "mixed"
     source: SourceConfig = field(default_factory=SourceConfig)
     pretrain: TrainConfig | None = field(default_factory=TrainConfig)
     arms: tuple[ArmName, ...] = ARMS
@@ -141,8 +140,9 @@ class ExperimentConfig:
 
     @staticmethod
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
-        """Read configurations written when the supervised arm was called ``baseline``."""
+        """Read configurations written when the supervised arm was called ``baseline``, or with a
+        root ``task_sampler``."""
         if "baseline" in data and "supervised" not in data:
             data = dict(data)
             data["supervised"] = data.pop("baseline")
-        return data
+        return move_task_sampler(data)

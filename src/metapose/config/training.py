@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from metapose.config.data import TaskAugmentConfig, TopDownAugmentConfig
+from metapose.config.data import TaskAugmentConfig, TopDownAugmentConfig, move_task_sampler
 from metapose.config.loading import PATH, ConfigError, check_finite
 from metapose.config.model import (
     ModelConfig,
@@ -213,7 +213,11 @@ class MetaRunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
     task_augment: TaskAugmentConfig = field(default_factory=TaskAugmentConfig)
-    task_sampler: Literal["mixed", "style"] = "mixed"
     data: DataConfig = field(default_factory=DataConfig)
     meta: ReptileConfig = field(default_factory=ReptileConfig)
     workers: int = 0
+
+    @staticmethod
+    def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """Read configurations with a root ``task_sampler``."""
+        return move_task_sampler(data)

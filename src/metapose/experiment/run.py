@@ -135,7 +135,6 @@ def source_batches(cfg: ExperimentConfig, codec: HeatmapCodec, stream: str) -> I
         codec,
         augment=cfg.augment,
         task_augment=cfg.task_augment,
-        sampler=cfg.task_sampler,
         batch_size=cfg.task_batch_size,
         seed=derived_seed(cfg.seed, "source", stream),
         workers=cfg.workers,

@@ -67,11 +67,17 @@ def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
     return identity if isinstance(identity, dict) else None
 
 
-def check_resume(out_dir: str | Path, identity: dict[str, Any]) -> None:
-    """Refuse (one line) to resume a run in ``out_dir`` made with another configuration."""
+def check_resume(out_dir: str | Path, identity: dict[str, Any], run_config: Any = None) -> None:
+    """Refuse (one line) to resume a run in ``out_dir`` made with another configuration.
+
+    The saved configuration is first read as ``run_config``'s class reads older files (its
+    ``upgrade_dict``), so a run saved before a key moved compares equal."""
     saved = saved_identity(out_dir)
     if saved is None:
         return
+    upgrade = getattr(type(run_config), "upgrade_dict", None)
+    if upgrade is not None and isinstance(saved.get("run_config"), dict):
+        saved = {**saved, "run_config": upgrade(saved["run_config"])}
     changed = _differences(saved, json.loads(json.dumps(identity)))
     if changed:
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
@@ -168,7 +174,7 @@ class RunFolder:
         """
         state = None
         if self.out is not None and resume and (self.out / STATE_FILE).exists():
-            check_resume(self.out, self.identity)
+            check_resume(self.out, self.identity, self.run_config)
             state = load_state(self.out / STATE_FILE, device)
         if self.writes and self.out is not None:
             self.runlog = RunLog(self.out, self.name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -41,8 +40,6 @@ from metapose.errors import DataError
 from metapose.synth.domains import get_domain
 from metapose.synth.scene import render_crop
 
-TaskSampler = Literal["mixed", "style"]
-
 
 def _task_transform(augmenter: TaskAugmenter, style: str) -> CropTransform:
     def transform(
@@ -61,13 +58,12 @@ def _batch_maker(
     codec: HeatmapCodec,
     augment: TopDownAugmentConfig | None,
     task_augment: TaskAugmentConfig | None,
-    sampler: TaskSampler,
     batch_size: int,
     seed: int,
 ) -> Callable[[int], Sample]:
     """Batch ``b``: crops ``draw(rng, choice)`` with ``choice`` one of ``choices`` sources."""
     augmenter = TaskAugmenter(task_augment) if task_augment is not None else None
-    per_task = sampler == "style"
+    per_task = task_augment is not None and task_augment.sampler == "style"
 
     def make_batch(b: int) -> Sample:
         task_rng = np.random.default_rng([seed, b])
@@ -103,7 +99,6 @@ def mixed_batches(
     *,
     augment: TopDownAugmentConfig | None,
     task_augment: TaskAugmentConfig | None = None,
-    sampler: TaskSampler = "mixed",
     batch_size: int = 32,
     seed: int = 0,
     workers: int = 0,
@@ -142,7 +137,6 @@ def mixed_batches(
         codec=codec,
         augment=augment,
         task_augment=task_augment,
-        sampler=sampler,
         batch_size=batch_size,
         seed=seed,
     )
@@ -153,7 +147,6 @@ def dataset_batches(
     dataset: TopDownDataset,
     *,
     task_augment: TaskAugmentConfig | None = None,
-    sampler: TaskSampler = "mixed",
     batch_size: int = 32,
     seed: int = 0,
     workers: int = 0,
@@ -173,7 +166,6 @@ def dataset_batches(
         codec=dataset.codec,
         augment=dataset.augment,
         task_augment=task_augment,
-        sampler=sampler,
         batch_size=batch_size,
         seed=seed,
     )
@@ -186,7 +178,6 @@ def batches_for(
     *,
     augment: TopDownAugmentConfig | None,
     task_augment: TaskAugmentConfig | None = None,
-    sampler: TaskSampler = "mixed",
     batch_size: int = 32,
     seed: int = 0,
     workers: int = 0,
@@ -202,8 +193,7 @@ def batches_for(
             codec,
             augment=augment,
             task_augment=task_augment,
-            sampler=sampler,
-            batch_size=batch_size,
+                batch_size=batch_size,
             seed=seed,
             workers=workers,
         )
@@ -212,7 +202,6 @@ def batches_for(
     return dataset_batches(
         dataset,
         task_augment=task_augment,
-        sampler=sampler,
         batch_size=batch_size,
         seed=seed,
         workers=workers,
