@@ -2,13 +2,15 @@
 
 Runs an ONNX model exported by :mod:`metapose.inference.export` (or any top-down heatmap model:
 input ``(N, 3, H, W)`` normalised RGB, output ``(N, K, h, w)`` heatmaps, as MMPose and the original
-SimpleBaseline export them) and turns its heatmaps into image keypoints with the same numpy
-geometry as training: the SimpleBaseline crop (:mod:`metapose.data.topdown`, OpenCV's
-``warpAffine``), the flip test and the quarter-offset decode (:mod:`metapose.data.codec`).
+SimpleBaseline export them) and turns its heatmaps into image keypoints through the top-down path
+every metapose model runs (:mod:`metapose.inference.heatmaps`): the SimpleBaseline crop
+(:mod:`metapose.data.topdown`, OpenCV's ``warpAffine``), the flip test and the quarter-offset
+decode (:mod:`metapose.data.codec`).
 
 This module never imports torch: an application needs numpy, OpenCV, onnxruntime and
-metapose's numpy modules (``codec``, ``config``, ``data.topdown``, ``skeleton``; ``config``
-brings PyYAML). :func:`estimate_poses` is the whole pipeline for one image.
+metapose's numpy modules (``inference.heatmaps``, ``data.codec``, ``data.topdown``, ``config``,
+``skeleton``; ``config`` brings PyYAML). :func:`estimate_poses` is the whole pipeline for one
+image.
 """
 
 from __future__ import annotations
