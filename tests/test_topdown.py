@@ -153,6 +153,20 @@ def test_dataset_is_deterministic_per_seed_epoch_and_index() -> None:
     assert plain[0].rotation == 0.0 and not plain[0].flip
 
 
+def test_a_dataset_without_targets_cuts_the_same_crops_and_encodes_nothing() -> None:
+    image = np.random.default_rng(1).integers(0, 255, (120, 100, 3), dtype=np.uint8)
+    kp = np.zeros((17, 3), np.float32)
+    kp[0] = [50, 30, 2]
+    inst = [Instance(image=image, box=(20, 10, 60, 100), keypoints=kp)]
+    with_targets = TopDownDataset(inst, CODEC)[0]
+    without = TopDownDataset(inst, CODEC, targets=False)[0]
+    assert np.array_equal(with_targets.image.numpy(), without.image.numpy())
+    assert np.array_equal(with_targets.center.numpy(), without.center.numpy())
+    assert np.array_equal(with_targets.keypoints.numpy(), without.keypoints.numpy())
+    assert with_targets.heatmaps.abs().sum() > 0
+    assert without.heatmaps.shape == (17, 0, 0) and not without.target_weight.any()
+
+
 def test_preload_decodes_each_image_file_once_with_progress(tmp_path) -> None:  # noqa: ANN001
     from dataclasses import replace
 

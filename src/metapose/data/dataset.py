@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from metapose.config import TopDownAugmentConfig
 from metapose.data.coco import CocoDataset
-from metapose.data.codec import HeatmapCodec
+from metapose.data.codec import Encoded, HeatmapCodec
 from metapose.data.images import read_rgb
 from metapose.data.topdown import (
     CropParams,
@@ -39,8 +39,8 @@ class Sample(NamedTuple):
     """One person crop; torch's default collate stacks these into a batch of the same type."""
 
     image: torch.Tensor  # (3, H, W) float32, normalised
-    heatmaps: torch.Tensor  # (K, h, w) float32 targets
-    target_weight: torch.Tensor  # (K,) float32
+    heatmaps: torch.Tensor  # (K, h, w) float32 targets; (K, 0, 0) in a dataset without targets
+    target_weight: torch.Tensor  # (K,) float32 (zeros without targets)
     keypoints: torch.Tensor  # (K, 3) crop pixels (x, y, flag)
     center: torch.Tensor  # (2,) image pixels
     scale: torch.Tensor  # (2,) image pixels (w, h)
@@ -74,8 +74,10 @@ def make_sample(
     rng: np.random.Generator | None = None,
     crop_transform: CropTransform | None = None,
     skeleton: Skeleton = COCO17,
+    targets: bool = True,
 ) -> Sample:
-    """Crop ``instance`` out of ``image`` (RGB uint8), augment, and encode its heatmaps."""
+    """Crop ``instance`` out of ``image`` (RGB uint8), augment, and (with ``targets``) encode its
+    heatmaps; prediction needs the crop and its geometry only."""
     aspect = codec.input_size[0] / codec.input_size[1]
     params = sample_crop_params(instance.box, instance.keypoints, aspect, augment, rng, skeleton)
     matrix = codec.crop_matrix(params)
@@ -85,7 +87,11 @@ def make_sample(
         if rng is None:
             raise ValueError("a crop_transform needs an rng")
         crop, keypoints = crop_transform(crop, keypoints, rng)
-    encoded = codec.encode(keypoints)
+    if targets:
+        encoded = codec.encode(keypoints)
+    else:
+        k = keypoints.shape[0]
+        encoded = Encoded(np.zeros((k, 0, 0), np.float32), np.zeros(k, np.float32))
     return Sample(
         image=torch.from_numpy(codec.normalization.apply(crop)),
         heatmaps=torch.from_numpy(encoded.heatmaps),
@@ -159,6 +165,7 @@ class TopDownDataset(Dataset[Sample]):
         seed: int = 0,
         cache_images: bool = False,
         skeleton: Skeleton = COCO17,
+        targets: bool = True,
     ) -> None:
         self.instances = list(instances)
         self.codec = codec
@@ -168,6 +175,7 @@ class TopDownDataset(Dataset[Sample]):
         self.epoch = 0
         self.cache_images = cache_images
         self.skeleton = skeleton
+        self.targets = targets  # encode heatmap targets (training); prediction needs none
         self._cache: dict[Path, np.ndarray] = {}
 
     def set_epoch(self, epoch: int) -> None:
@@ -221,4 +229,5 @@ class TopDownDataset(Dataset[Sample]):
             rng=rng,
             crop_transform=self.crop_transform,
             skeleton=self.skeleton,
+            targets=self.targets,
         )

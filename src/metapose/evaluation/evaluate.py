@@ -59,7 +59,7 @@ def make_eval_set(
     batch_size: int = 64,
 ) -> EvalSet:
     """Crop every labelled person of ``gt`` once (ground-truth boxes)."""
-    dataset = TopDownDataset(instances_from_coco(gt), codec)
+    dataset = TopDownDataset(instances_from_coco(gt), codec, targets=False)
     batches = tuple(
         collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         for start in range(0, len(dataset), batch_size)

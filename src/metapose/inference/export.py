@@ -155,7 +155,7 @@ def coco_crops(
     instances = instances_from_coco(dataset)[:limit]
     if not instances:
         raise DataError(dataset.annotation_file, "no labelled person to crop")
-    crops = TopDownDataset(instances, codec)
+    crops = TopDownDataset(instances, codec, targets=False)
     advance = progress.stage("crop check images", len(crops)) if progress is not None else None
     images = []
     for i in range(len(crops)):

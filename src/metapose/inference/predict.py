@@ -229,7 +229,7 @@ def predict_instances(
     flip-tested as ``options`` say."""
     return predict(
         estimator.fn,
-        TopDownDataset(instances, estimator.codec, skeleton=estimator.skeleton),
+        TopDownDataset(instances, estimator.codec, skeleton=estimator.skeleton, targets=False),
         flip=options.flip,
         skeleton=estimator.skeleton,
         batch_size=options.batch_size,
