@@ -25,7 +25,13 @@ from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Sample, TopDownDataset
 from metapose.errors import DataError, check_finite_loss
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions, batch_loss, build_optimizer, step_on_batch
+from metapose.optim import (
+    DeviceOptions,
+    batch_loss,
+    build_optimizer,
+    step_on_batch,
+    train_mode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +137,7 @@ def adapt(
     ``frozen_batchnorm`` keeps every BatchNorm's statistics; ``penalty`` is added to each loss.
     A NaN or infinite loss raises :class:`~metapose.errors.DivergedError`.
     """
-    model.train()
-    if frozen_batchnorm:
-        for m in _batchnorms(model):
-            m.eval()
+    train_mode(model, frozen_batchnorm)
     if (head_only or backbone_lr_scale != 1.0) and not isinstance(model, TopDownModel):
         raise TypeError("head-only or backbone learning-rate scaling needs a TopDownModel")
     if head_only:

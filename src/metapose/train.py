@@ -23,7 +23,7 @@ from metapose.config import TrainConfig
 from metapose.data.batches import BatchStream
 from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
-from metapose.optim import DeviceOptions, build_optimizer, step_on_batch
+from metapose.optim import DeviceOptions, build_optimizer, step_on_batch, train_mode
 from metapose.run_folder import RunFolder
 from metapose.runlog import RunLog
 
@@ -120,7 +120,7 @@ def train(
     t0 = time.perf_counter()
     images = history.images_seen
     batches = stream.batches(start)
-    model.train()
+    train_mode(model, config.batchnorm == "frozen")
     for step in range(start, config.steps):
         batch = next(batches)
         loss = step_on_batch(net, optimizer, batch, options)
@@ -144,7 +144,7 @@ def train(
             history.evals.append(metrics)
             if folder.writes and folder.out is not None:
                 RunLog(folder.out, "val", tensorboard=False).write(metrics)
-            model.train()
+            train_mode(model, config.batchnorm == "frozen")
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
 
