@@ -80,6 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished `metapose experiment` folder")
     parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="a subset of the run's seeds (default: all)"
+    )
     parser.add_argument("--out", type=Path, help="markdown file (default: <run>/ablation.md)")
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run these variants only")
     parser.add_argument(
@@ -94,6 +97,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.run / "config.yaml", ExperimentConfig)
     against = args.against or ("as-is" if "as-is" in cfg.arms else "supervised")
+    seeds = args.seeds or list(cfg.seeds)
+    if not set(seeds) <= set(cfg.seeds):
+        raise SystemExit(f"--seeds must be among the run's seeds {list(cfg.seeds)}")
     device = torch.device("cpu")
     options = DeviceOptions(device)
     pretrained = args.run / "models" / "pretrain" / "model.safetensors"
@@ -109,7 +115,7 @@ def main() -> None:
     ]
     budget = cfg.meta.meta_steps * cfg.meta.images_per_meta_step
     lines = [
-        f"# Meta-stage ablation: {args.run}, K={args.shots}, {len(cfg.seeds)} seeds, "
+        f"# Meta-stage ablation: {args.run}, K={args.shots}, seeds {seeds}, "
         f"{budget} images per variant",
         "",
         f"| variant | target | AP | AP - {against} (paired) | PCK@0.2 | PCK - {against} |",
@@ -130,7 +136,7 @@ def main() -> None:
         meta_train(model, source_batches(variant_cfg, codec, "continue"), meta, device)
         for target in targets:
             ap, pck, d_ap, d_pck = [], [], [], []
-            for seed in cfg.seeds:
+            for seed in seeds:
                 result = run_job(
                     Job(target, "meta", args.shots, seed),
                     variant_cfg,

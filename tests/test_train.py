@@ -68,6 +68,22 @@ def test_training_reduces_the_loss_on_a_fixed_batch() -> None:
     assert history.images_seen == 160
 
 
+@pytest.mark.parametrize("batchnorm", ["train", "frozen"])
+def test_frozen_batchnorm_training_keeps_the_statistics_and_trains_the_weights(
+    batchnorm: str,
+) -> None:
+    model = fresh_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(steps=2, batch_size=4, batchnorm=batchnorm)  # type: ignore[arg-type]
+    train(model, EpochBatches(tiny_dataset(8), 4, seed=0), cfg, CPU)
+    after = model.state_dict()
+    stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
+    assert stats and any(k.endswith(".bias") and "bn" in k for k in after)
+    kept = [torch.equal(before[k], after[k]) for k in stats]
+    assert all(kept) if batchnorm == "frozen" else not any(kept)
+    assert not torch.equal(before["final_layer.weight"], after["final_layer.weight"])
+
+
 def test_head_only_fine_tune_leaves_the_backbone_untouched() -> None:
     model = fresh_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -48,6 +48,10 @@ class TrainConfig:
     log_every: int = 10
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA
+    # "train": BatchNorm statistics follow the batches (training from scratch); "frozen": they
+    # stay the starting model's, as in Reptile's inner loop and the few-shot recipe, so that
+    # continued training of a trained model on the source is compared on equal terms.
+    batchnorm: Literal["train", "frozen"] = "train"
 
     def __post_init__(self) -> None:
         check_finite(self, "train")

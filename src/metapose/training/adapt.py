@@ -25,7 +25,7 @@ from metapose.data.dataset import Sample, TopDownDataset
 from metapose.device import DeviceOptions
 from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
-from metapose.training.step import batch_loss, build_optimizer, step_on_batch
+from metapose.training.step import batch_loss, build_optimizer, step_on_batch, train_mode
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,7 @@ def adapt(
     ``frozen_batchnorm`` keeps every BatchNorm's statistics; ``penalty`` is added to each loss.
     A NaN or infinite loss raises :class:`~metapose.errors.DivergedError`.
     """
-    model.train()
-    if frozen_batchnorm:
-        for m in _batchnorms(model):
-            m.eval()
+    train_mode(model, frozen_batchnorm)
     if (head_only or backbone_lr_scale != 1.0) and not isinstance(model, TopDownModel):
         raise TypeError("head-only or backbone learning-rate scaling needs a TopDownModel")
     if head_only:

@@ -31,6 +31,16 @@ def build_optimizer(
     )
 
 
+def train_mode(model: nn.Module, frozen_batchnorm: bool = False) -> None:
+    """``model.train()``; ``frozen_batchnorm`` keeps every BatchNorm's running statistics (its
+    affine weights still train)."""
+    model.train()
+    if frozen_batchnorm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def batch_loss(model: nn.Module, batch: Sample, options: DeviceOptions) -> torch.Tensor:
     images = batch.image.to(options.device, non_blocking=True).contiguous(
         memory_format=options.memory_format

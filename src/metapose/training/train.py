@@ -25,7 +25,7 @@ from metapose.models.checkpoint import optimizer_state_from_json, scheduler_stat
 from metapose.training import distributed
 from metapose.training.run_folder import History, RunFolder, StepLog
 from metapose.training.runlog import RunLog
-from metapose.training.step import build_optimizer, step_on_batch
+from metapose.training.step import build_optimizer, step_on_batch, train_mode
 
 
 def lr_milestone_steps(config: TrainConfig) -> list[int]:
@@ -91,7 +91,7 @@ def train(
     t0 = time.perf_counter()
     images = history.images_seen
     batches = stream.batches(start)
-    model.train()
+    train_mode(model, config.batchnorm == "frozen")
     for step in range(start, config.steps):
         batch = next(batches)
         loss = step_on_batch(net, optimizer, batch, options)
@@ -113,7 +113,7 @@ def train(
             history.evals.append(metrics)
             if folder.writes and folder.out is not None:
                 RunLog(folder.out, "val", tensorboard=False).write(metrics)
-            model.train()
+            train_mode(model, config.batchnorm == "frozen")
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
 
