@@ -4,12 +4,15 @@ from pathlib import Path
 import pytest
 
 from metapose.config import (
+    CocoFolderConfig,
     ConfigError,
     ExperimentConfig,
     MetaRunConfig,
     ModelConfig,
     ResNetConfig,
+    SourceConfig,
     TopDownAugmentConfig,
+    TrainRunConfig,
     load_config,
     save_config,
     to_dict,
@@ -98,15 +101,30 @@ def test_relative_paths_are_relative_to_the_config_file(
     config.write_text(f"init: {zoo_name}\n")
     assert load_config(config, ExperimentConfig).init == zoo_name
 
-    config.write_text("data: {annotations: train.json}\nval: {annotations: v/val.json}\n")
+    config.write_text(
+        "data: {domains: [], coco: [{annotations: train.json}]}\nval: {annotations: v/val.json}\n"
+    )
     train = load_config(config, TrainRunConfig)
-    assert train.data.annotations == str(folder / "train.json")
+    assert train.data.coco[0].annotations == str(folder / "train.json")
     assert train.val is not None and train.val.annotations == str(folder / "v" / "val.json")
-    config.write_text("data: {annotations: train.json, image_dir: images}\n")
+    config.write_text("data: {coco: [{annotations: train.json, image_dir: images}]}\n")
     meta = load_config(config, MetaRunConfig)
-    assert (meta.data.annotations, meta.data.image_dir) == (
+    assert meta.data.domains == ("rgb",)  # folders mix with the default synthetic domain
+    assert (meta.data.coco[0].annotations, meta.data.coco[0].image_dir) == (
         str(folder / "train.json"),
         str(folder / "images"),
+    )
+
+
+@pytest.mark.parametrize("cls", [TrainRunConfig, MetaRunConfig])
+def test_a_data_folder_of_earlier_versions_is_read_as_a_source_of_one_folder(
+    cls: type[TrainRunConfig] | type[MetaRunConfig], tmp_path: Path
+) -> None:
+    config = tmp_path / "old.yaml"
+    config.write_text("data: {annotations: a.json, image_dir: im, domains: [rgb]}\n")
+    cfg = load_config(config, cls)
+    assert cfg.data == SourceConfig(
+        domains=(), coco=(CocoFolderConfig(str(tmp_path / "a.json"), str(tmp_path / "im")),)
     )
 
 

@@ -13,8 +13,9 @@ from metapose.cli.common import (
     resolve_device,
 )
 from metapose.data.detections import BOX_SCORE_THRESHOLD
+from metapose.data.viz import DRAW_THRESHOLD
 from metapose.inference.export import DEFAULT_OPSET
-from metapose.inference.predict import DRAW_THRESHOLD, PredictOptions
+from metapose.inference.predict import PredictOptions
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -25,8 +25,9 @@ from metapose.cli.common import (
 )
 from metapose.config import (
     AdaptConfig,
-    DataConfig,
+    CocoFolderConfig,
     MetaRunConfig,
+    SourceConfig,
     TrainRunConfig,
     replace,
     save_config,
@@ -47,7 +48,8 @@ def _start_run(
     the device, the initial model and its codec."""
     cfg = run_config(args.config, cls)
     if args.data:
-        cfg = replace(cfg, data=DataConfig(annotations=args.data, image_dir=args.images))
+        folder = CocoFolderConfig(annotations=args.data, image_dir=args.images)
+        cfg = replace(cfg, data=SourceConfig(domains=(), coco=(folder,)))
     if args.steps:
         cfg = with_steps(cfg, args.steps)
     device = resolve_device(args.device)
@@ -87,7 +89,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     validate = None
     if cfg.val is not None:
-        assert cfg.val.annotations is not None
         val_set = make_eval_set(
             load_coco(cfg.val.annotations, cfg.val.image_dir, check_images="decode"), codec
         )

@@ -182,13 +182,19 @@ class SourceConfig:
             raise ConfigError("source needs at least one of domains or coco")
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """Training data: a COCO-format dataset, or (no ``annotations``) the synthetic stream."""
-
-    annotations: str | None = field(default=None, metadata=PATH)
-    image_dir: str | None = field(default=None, metadata=PATH)
-    domains: tuple[str, ...] = ("rgb",)  # synthetic domains when ``annotations`` is not given
+def read_data_folder(data: dict[str, Any]) -> dict[str, Any]:
+    """Read configurations written when ``data`` was one COCO folder (``data: {annotations,
+    image_dir}``) or synthetic domains, and ``val`` carried a ``domains`` key: ``data`` is now a
+    :class:`SourceConfig` and ``val`` a :class:`CocoFolderConfig`."""
+    data = dict(data)
+    old = data.get("data")
+    if isinstance(old, dict) and ("annotations" in old or "image_dir" in old):
+        folder = {k: old[k] for k in ("annotations", "image_dir") if k in old}
+        data["data"] = {"domains": [], "coco": [folder]}
+    val = data.get("val")
+    if isinstance(val, dict) and "domains" in val:
+        data["val"] = {k: v for k, v in val.items() if k != "domains"}
+    return data
 
 
 @dataclass(frozen=True)
@@ -198,15 +204,18 @@ class TrainRunConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    val: DataConfig | None = None  # a COCO-format validation set, scored every validate_every
+    # Training crops: one COCO folder alone is read in shuffled epochs; synthetic domains, several
+    # folders or both are drawn crop by crop (see metapose.training.sources.batches_for).
+    data: SourceConfig = field(default_factory=SourceConfig)
+    val: CocoFolderConfig | None = None  # a COCO-format validation set, every validate_every
     validate_every: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     workers: int = 0
 
-    def __post_init__(self) -> None:
-        if self.val is not None and self.val.annotations is None:
-            raise ConfigError("val.annotations must name a COCO-format file")
+    @staticmethod
+    def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """Read configurations with the earlier ``data``/``val`` keys."""
+        return read_data_folder(data)
 
 
 @dataclass(frozen=True)
@@ -217,11 +226,11 @@ class MetaRunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: TopDownAugmentConfig = field(default_factory=TopDownAugmentConfig)
     task_augment: TaskAugmentConfig = field(default_factory=TaskAugmentConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: SourceConfig = field(default_factory=SourceConfig)
     meta: ReptileConfig = field(default_factory=ReptileConfig)
     workers: int = 0
 
     @staticmethod
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
-        """Read configurations with a root ``task_sampler``."""
-        return move_task_sampler(data)
+        """Read configurations with a root ``task_sampler`` or the earlier ``data`` keys."""
+        return read_data_folder(move_task_sampler(data))

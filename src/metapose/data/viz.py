@@ -78,6 +78,11 @@ def is_flags(values: np.ndarray) -> bool:
     return bool(np.isin(values, (0, 1, 2)).all() and (values == 2).any())
 
 
+# Predicted keypoints scoring below this are left off overlays and figures (their position is a
+# guess): the one threshold of `metapose predict` and the report's prediction figure.
+DRAW_THRESHOLD = 0.3
+
+
 def draw_pose(
     image: np.ndarray,
     keypoints: np.ndarray,

@@ -28,7 +28,7 @@ from matplotlib.ticker import (  # noqa: E402
 )
 from matplotlib.typing import LineStyleType  # noqa: E402
 
-from metapose.data.viz import draw_pose  # noqa: E402
+from metapose.data.viz import DRAW_THRESHOLD, draw_pose  # noqa: E402
 from metapose.experiment.report import METRIC_TITLES, MODEL_TITLES, SummaryRow, is_difference  # noqa: E402
 from metapose.experiment.results import RunResult, select  # noqa: E402
 from metapose.experiment.statistics import mean_ci  # noqa: E402
@@ -83,7 +83,7 @@ class PredictionPanel:
 
 
 def prediction_figure(
-    panels: Sequence[PredictionPanel], *, title: str = "", threshold: float = 0.2
+    panels: Sequence[PredictionPanel], *, title: str = "", threshold: float = DRAW_THRESHOLD
 ) -> plt.Figure:
     """Fig. 3: one row per image; the ground truth, then one column per model, on the same crop."""
     models = list(dict.fromkeys(m for p in panels for m in p.predictions))
@@ -127,7 +127,7 @@ def prediction_grid(
     path: str | Path,
     *,
     title: str = "",
-    threshold: float = 0.2,
+    threshold: float = DRAW_THRESHOLD,
 ) -> Path:
     """Write :func:`prediction_figure` to ``path``."""
     return _save(prediction_figure(panels, title=title, threshold=threshold), path)

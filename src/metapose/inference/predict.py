@@ -26,7 +26,7 @@ from metapose.data.dataset import Instance, TopDownDataset
 from metapose.data.detections import BOX_SCORE_THRESHOLD, box_instance, load_detections
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.keypoint_results import results_to_json
-from metapose.data.viz import draw_box, draw_pose
+from metapose.data.viz import DRAW_THRESHOLD, draw_box, draw_pose
 from metapose.errors import DataError
 from metapose.files import read_json
 from metapose.inference.estimators import PoseEstimator
@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OVERLAY_SUFFIX = ".png"
-# Keypoints scoring below this are left off overlays (their position is a guess).
-DRAW_THRESHOLD = 0.3
 Box = tuple[float, float, float, float]
 
 

@@ -17,7 +17,6 @@ import torch
 
 from metapose.config import (
     CocoFolderConfig,
-    DataConfig,
     SourceConfig,
     TaskAugmentConfig,
     TopDownAugmentConfig,
@@ -173,7 +172,7 @@ def dataset_batches(
 
 
 def batches_for(
-    data: DataConfig,
+    data: SourceConfig,
     codec: HeatmapCodec,
     *,
     augment: TopDownAugmentConfig | None,
@@ -182,14 +181,16 @@ def batches_for(
     seed: int = 0,
     workers: int = 0,
 ) -> BatchStream:
-    """The batch stream a :class:`~metapose.config.DataConfig` describes.
+    """The batch stream of ``metapose train`` / ``meta``: one COCO folder alone is read in
+    shuffled epochs (every person once per epoch); synthetic domains, several folders or both are
+    drawn crop by crop (:func:`mixed_batches`).
 
-    A COCO-format dataset is checked completely (every image decoded) before the first batch, so
-    bad data fails before anything is written.
+    A lone COCO-format dataset is checked completely (every image decoded) before the first batch,
+    so bad data fails before anything is written.
     """
-    if data.annotations is None:
+    if data.domains or len(data.coco) != 1:
         return mixed_batches(
-            SourceConfig(domains=data.domains),
+            data,
             codec,
             augment=augment,
             task_augment=task_augment,
@@ -197,7 +198,8 @@ def batches_for(
             seed=seed,
             workers=workers,
         )
-    coco = load_coco(data.annotations, data.image_dir, check_images="decode")
+    folder = data.coco[0]
+    coco = load_coco(folder.annotations, folder.image_dir, check_images="decode")
     dataset = TopDownDataset(instances_from_coco(coco), codec, augment=augment, seed=seed)
     return dataset_batches(
         dataset,
