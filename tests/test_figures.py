@@ -155,7 +155,8 @@ def test_fig3_shows_the_ground_truth_and_names_k_and_seed() -> None:
     titles = [ax.get_title() for ax in fig.axes[:3]]
     assert titles == ["Ground truth", "As-is", "Meta-learned"]
     title = fig.get_suptitle()
-    assert "K = 32" in title and "seed 0" in title and f"under {DRAW_THRESHOLD:g} not drawn" in title
+    assert "K = 32" in title and "seed 0" in title
+    assert f"under {DRAW_THRESHOLD:g} not drawn" in title
     assert len(fig.axes) == 6 and all(ax.images for ax in fig.axes)
     assert all(ax.images[0].get_array().any() for ax in fig.axes)  # poses drawn on black crops
     assert_laid_out(fig)
