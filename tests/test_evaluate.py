@@ -6,6 +6,7 @@ import contextlib
 import copy
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +389,9 @@ def test_torso_diameter_uses_left_shoulder_to_right_hip_then_other_diagonal() ->
 
 def test_bbox_size_is_the_longer_side() -> None:
     np.testing.assert_array_equal(bbox_size(np.array([[0, 0, 30, 40], [5, 5, 50, 20]])), [40, 50])
+
+
+def test_an_eval_result_prints_its_headline_numbers_as_fractions() -> None:
+    result = EvalResult.from_stats([0.5652, 0.7949, 0.63, 0.6, 0.5, 0.5926, 0.8, 0.6, 0.6, 0.5])
+    assert str(result) == "AP 0.565  AP50 0.795  AR 0.593"
+    assert str(replace(result, pck=0.9122)).endswith("AR 0.593  PCK@0.2 0.912")

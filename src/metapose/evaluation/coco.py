@@ -29,7 +29,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from metapose.config import ConfigError
+from metapose.config import PCK_ALPHA, ConfigError
 from metapose.data.coco import CocoDataset, coco_category, parse_coco, resolve_annotation_file
 from metapose.data.keypoint_results import (
     IN_MEMORY_RESULTS,
@@ -66,6 +66,13 @@ class EvalResult:
     ar_m: float
     ar_l: float
     pck: float | None = None
+
+    def __str__(self) -> str:
+        """One line of the headline numbers: ``AP 0.565  AP50 0.795  AR 0.593  PCK@0.2 0.912``."""
+        shown = [("AP", self.ap), ("AP50", self.ap50), ("AR", self.ar)]
+        if self.pck is not None:
+            shown.append((f"PCK@{PCK_ALPHA:g}", self.pck))
+        return "  ".join(f"{title} {value:.3f}" for title, value in shown)
 
     @classmethod
     def from_stats(cls, stats: Sequence[float], pck: float | None = None) -> EvalResult:
