@@ -25,7 +25,13 @@ from metapose.data.dataset import Sample, TopDownDataset
 from metapose.device import DeviceOptions
 from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
-from metapose.training.step import batch_loss, build_optimizer, step_on_batch, train_mode
+from metapose.training.step import (
+    batch_loss,
+    batchnorms,
+    build_optimizer,
+    step_on_batch,
+    train_mode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +72,6 @@ def _freeze_backbone(model: TopDownModel) -> None:
     model.backbone.eval()  # frozen BatchNorm statistics too
 
 
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def reestimate_batchnorm(
     model: nn.Module, batches: Sequence[Sample], options: DeviceOptions
 ) -> None:
@@ -78,7 +80,7 @@ def reestimate_batchnorm(
     The statistics become the plain average over the batches (momentum ``None``); weights and
     the model's mode are left as they were.
     """
-    norms = _batchnorms(model)
+    norms = batchnorms(model)
     was_training = model.training
     momenta = [m.momentum for m in norms]
     for m in norms:

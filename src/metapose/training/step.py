@@ -31,14 +31,18 @@ def build_optimizer(
     )
 
 
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def train_mode(model: nn.Module, frozen_batchnorm: bool = False) -> None:
     """``model.train()``; ``frozen_batchnorm`` keeps every BatchNorm's running statistics (its
     affine weights still train)."""
     model.train()
     if frozen_batchnorm:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+        for m in batchnorms(model):
+            m.eval()
 
 
 def batch_loss(model: nn.Module, batch: Sample, options: DeviceOptions) -> torch.Tensor:
