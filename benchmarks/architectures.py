@@ -3,9 +3,9 @@
 For ResNet-18, ResNet-50 (SimpleBaseline heads), Lite-HRNet in PP-TinyPose's configuration and
 MobileNetV2 x0.5 in Ultralight-SimplePose's: images per second of a training step (forward,
 JointsMSE, backward, Adam step; batch 32, train mode) and of inference (batch 32, eval mode, no
-flip test), in float32 and in bfloat16 autocast + channels_last (what metapose uses on CPUs with
-native bfloat16), with the median of a few timed repeats after a warm-up. Weights are random,
-which does not change the speed. Run: ``python benchmarks/architectures.py [--threads N]``.
+flip test), in float32 and in bfloat16 autocast + channels_last (``amp: true`` on CPUs with
+native bfloat16; the default is float32), with the median of a few timed repeats after a
+warm-up. Weights are random, which does not change the speed. Run: ``python benchmarks/architectures.py [--threads N]``.
 ``benchmarks/ncnn_graph.py`` times a naive graph-interpreting conversion of the PP-TinyPose ncnn
 file beside the native Lite-HRNet.
 """
@@ -95,7 +95,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     modes = [("float32", DeviceOptions(torch.device("cpu"), amp=False, channels_last=False))]
     if cpu_has_bf16():
-        modes.append(("bf16+cl", DeviceOptions(torch.device("cpu"))))
+        modes.append(("bf16+cl", DeviceOptions(torch.device("cpu"), amp=True)))
     rows = []
     print(f"threads {args.threads}, batch {BATCH}, images/s (median of {args.repeats})")
     print(f"{'model':32s} {'input':8s} {'params':>8s} {'mode':8s} {'train':>8s} {'infer':>8s}")

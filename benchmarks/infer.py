@@ -86,7 +86,7 @@ def backends_for(
         ("pytorch cpu fp32", partial(torch_runner, model, fp32), no_sync),
     ]
     if cpu_has_bf16():
-        bf16 = DeviceOptions(torch.device("cpu"))
+        bf16 = DeviceOptions(torch.device("cpu"), amp=True)
         out.append(("pytorch cpu bf16", partial(torch_runner, model, bf16), no_sync))
     out.append(("onnxruntime cpu fp32", partial(onnx_runner, session), no_sync))
     if torch.cuda.is_available():

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from metapose.config.training import Amp
+
 
 @functools.cache
 def cpu_has_bf16() -> bool:
@@ -25,20 +27,28 @@ def cpu_has_bf16() -> bool:
 class DeviceOptions:
     """How a device is used.
 
-    ``amp``: bfloat16 autocast on CUDA and on CPUs with native bfloat16 (measured on a 2-core
-    AVX512-BF16 machine: ResNet-18 128x96 training 31 -> 52 images/s, inference 90 -> 214);
-    elsewhere float32. ``channels_last`` memory format on CUDA and CPU (oneDNN prefers it).
+    ``amp`` chooses bfloat16 autocast. The rule: a precision other than float32 is the default only
+    where it is measured faster *and* reproducible. ``"auto"`` (the default): bfloat16 on CUDA,
+    float32 on every CPU. On CPUs bfloat16 fails the second test: on AMX machines the same forward
+    pass differs from run to run and tiny runs end in NaN, and a default that depends on the CPU's
+    instruction set gives different results on different machines; for the zoo's Lite-HRNet it is
+    also slower than float32 (depthwise convolutions; ``benchmarks/precision.py``). ``True``:
+    bfloat16 on CUDA and on CPUs with native bfloat16 (faster for ResNets there, reproducible only
+    on the same machine); float32 on other CPUs. ``False``: float32 everywhere.
+    ``channels_last`` memory format on CUDA and CPU (oneDNN prefers it).
     """
 
     device: torch.device
-    amp: bool = True
+    amp: Amp = "auto"
     channels_last: bool = True
 
     @property
     def use_amp(self) -> bool:
-        if not self.amp:
+        if self.amp is False:
             return False
-        return self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_bf16())
+        if self.device.type == "cuda":
+            return True
+        return self.amp is True and self.device.type == "cpu" and cpu_has_bf16()
 
     @property
     def memory_format(self) -> torch.memory_format:

@@ -34,6 +34,10 @@ class OptimizerConfig:
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise ConfigError(f"adam betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
 
+Amp = bool | Literal["auto"]
+"""bfloat16 autocast: ``"auto"`` (CUDA only), ``True`` (CUDA and native-bf16 CPUs), ``False``
+(float32 everywhere); :class:`metapose.device.DeviceOptions` holds the rule and its reasons."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -46,7 +50,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     checkpoint_every: int = 0  # steps; 0 = only at the end
     log_every: int = 10
-    amp: bool = True  # bf16 autocast on CUDA
+    amp: Amp = "auto"  # bf16 autocast: "auto" on CUDA only, true also on native-bf16 CPUs
     channels_last: bool = True  # on CUDA
     # "train": BatchNorm statistics follow the batches (training from scratch); "frozen": they
     # stay the starting model's, as in Reptile's inner loop and the few-shot recipe, so that
@@ -85,7 +89,7 @@ class ReptileConfig:
     batchnorm: Literal["train", "frozen"] = "train"
     checkpoint_every: int = 0
     log_every: int = 10
-    amp: bool = True
+    amp: Amp = "auto"
     channels_last: bool = True
 
     def __post_init__(self) -> None:
