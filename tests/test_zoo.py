@@ -68,10 +68,13 @@ def test_conversion_reproduces_the_shipped_files(tmp_path: Path) -> None:
 
 
 def assert_same_checkpoint(made: Path, shipped: Path) -> None:
-    """The same metadata and tensors; calibrated BatchNorm statistics within float32 noise.
+    """The same metadata and tensors; calibrated BatchNorm statistics within measurement noise.
 
-    The statistics are sums over real crops, whose last bits depend on the CPU's kernels, so the
-    bytes match on one machine but not across machines.
+    The statistics are averages over real crops, whose last bits depend on the CPU's kernels and
+    on the image library's resampling, so the bytes match on one machine but not across machines
+    or package versions: with OpenCV 5.1 the re-conversion moved them by up to 3.1e-4 of each
+    tensor's largest magnitude (relative to single values near 0, by far more), hence a tolerance
+    of 1e-3 of that magnitude. A wrong layer, order or scale moves a tensor by its own size.
     """
     with safe_open(made, "pt") as a, safe_open(shipped, "pt") as b:
         assert a.metadata() == b.metadata(), made.name
@@ -80,7 +83,10 @@ def assert_same_checkpoint(made: Path, shipped: Path) -> None:
         for key in keys:
             x, y = a.get_tensor(key), b.get_tensor(key)
             assert x.shape == y.shape, key
-            torch.testing.assert_close(x.float(), y.float(), rtol=1e-3, atol=1e-5, msg=key)
+            scale = float(y.float().abs().max())
+            torch.testing.assert_close(
+                x.float(), y.float(), rtol=1e-3, atol=max(1e-5, 1e-3 * scale), msg=key
+            )
 
 
 def test_zoo_command_lists_every_model(capsys: pytest.CaptureFixture[str]) -> None:
