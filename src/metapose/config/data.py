@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from metapose.config.loading import ConfigError, check_finite
+from metapose.config.loading import ConfigError, check_finite, check_int
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class TopDownAugmentConfig:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"augment.{name} must be in [0, 1], got {value}")
+        check_int("augment", "half_body_min_joints", self.half_body_min_joints, 0, 1024)
 
 
 # ------------------------------------------------------------ task augmentation (paper §4.2)
