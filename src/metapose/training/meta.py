@@ -31,7 +31,7 @@ from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
 from metapose.training import distributed
 from metapose.training.adapt import adapt
-from metapose.training.run_folder import History, RunFolder, StepLog
+from metapose.training.run_folder import History, RunFolder, StepLog, restore_state
 
 State = dict[str, torch.Tensor]
 
@@ -124,11 +124,10 @@ def meta_train(
     history = History()
     start = 0
     folder = RunFolder(out_dir, "meta", is_main=dist_info.is_main, run_config=run_config, init=init)
-    state = folder.resume_state(device, resume)
+    state = folder.resume_state(device, resume, total=config.meta_steps)
     if state is not None:
-        model.load_state_dict(state["model"])
-        history = History.from_dict(state["history"])
-        start = int(state["step"])
+        history = restore_state(folder.state_path, state, model)
+        start = state["step"]
 
     def save(step: int) -> None:
         folder.save(model, step, {"history": history.to_dict()}, extra={"meta_step": step})
