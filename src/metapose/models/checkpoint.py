@@ -207,6 +207,14 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
+def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating tensor of ``state`` holding NaN or inf, or None."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
 def check_weights(
     state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], source: str | Path
 ) -> None:
@@ -223,7 +231,7 @@ def check_weights(
                 "point (quantised weights are not read)",
                 field=key,
             )
-        if not bool(torch.isfinite(value).all()):
+        if first_non_finite({key: value}):
             raise DataError(
                 source, "tensor holds NaN or infinite values: the weights are broken", field=key
             )

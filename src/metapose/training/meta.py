@@ -27,7 +27,7 @@ from metapose.config import ReptileConfig
 from metapose.data.batches import BatchStream
 from metapose.data.dataset import Sample
 from metapose.device import DeviceOptions
-from metapose.errors import check_finite_loss
+from metapose.errors import DivergedError, diverged
 from metapose.models import TopDownModel
 from metapose.training import distributed
 from metapose.training.adapt import adapt
@@ -138,8 +138,13 @@ def meta_train(
     for step in range(start, config.meta_steps):
         batch = [next(stream) for _ in range(config.tasks_per_step)]
         beta = config.beta(step)
-        loss = reptile_step(model, batch, config, options, beta=beta)
-        check_finite_loss(loss, step + 1, "task loss")
+        try:
+            loss = reptile_step(model, batch, config, options, beta=beta)
+        except DivergedError as err:
+            if err.loss is None:
+                raise
+            where = f"meta step {step + 1} (inner step {err.step})"
+            raise diverged(err.loss, where, "task loss", step=step + 1) from None
         images += (
             sum(int(t.image.shape[0]) for t in batch) * config.inner_steps * dist_info.world_size
         )

@@ -24,6 +24,7 @@ from metapose.errors import DataError, DivergedError, cut
 from metapose.files import show
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import (
+    first_non_finite,
     load_state,
     load_state_strict,
     optimizer_state_from_json,
@@ -98,12 +99,12 @@ def check_resume(out_dir: str | Path, identity: dict[str, Any], run_config: Any 
 
 def check_finite_weights(model: TopDownModel, step: int) -> None:
     """Refuse to save weights holding NaN or inf (the last good state stays on disk)."""
-    for key, value in model.state_dict().items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise DivergedError(
-                f"weight {key} is not finite after step {step}: training diverged (try a "
-                "smaller learning rate); stopped without saving (the last good checkpoint is kept)"
-            )
+    key = first_non_finite(model.state_dict())
+    if key is not None:
+        raise DivergedError(
+            f"weight {key} is not finite after step {step}: training diverged (try a "
+            "smaller learning rate); stopped without saving (the last good checkpoint is kept)"
+        )
 
 
 # Temporary files of a write a killed process never finished: ours (``.<name>.tmp``) and the
