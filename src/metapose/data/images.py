@@ -37,6 +37,10 @@ JPEG_END = b"\xff\xd9"  # end-of-image marker (never inside entropy-coded data)
 # Images with more pixels are refused before decoding (a 16384 x 16384 RGB image is 0.8 GB, and
 # decoding needs several copies); OpenCV itself refuses 2**30 pixels, with an exception.
 MAX_IMAGE_PIXELS = 2**28
+MAX_IMAGE_SIDE = 2**16  # JPEG's own limit is 65535
+# Pixel coordinates (boxes, keypoints) beyond this in magnitude cannot belong to an image read
+# here: a box of 1e30 would otherwise give crops and poses at 1e30 without a word.
+MAX_COORDINATE = 4 * MAX_IMAGE_SIDE
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers (they carry the image size): C0-CF but DHT (C4), JPG (C8), DAC (CC).
 JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -73,11 +77,13 @@ def check_pixels(path: Path, data: bytes) -> None:
     """Raise DataError (as for an unreadable image, so folder runs skip it) when the header of
     ``data`` announces more than MAX_IMAGE_PIXELS pixels."""
     size = header_size(data)
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+    if size is not None and (
+        size[0] * size[1] > MAX_IMAGE_PIXELS or max(size) > MAX_IMAGE_SIDE
+    ):
         raise DataError(
             path,
             f"image too large: {size[0]} x {size[1]} pixels (at most {MAX_IMAGE_PIXELS:,} "
-            "are read)",
+            f"pixels and {MAX_IMAGE_SIDE} a side are read)",
         )
 
 
