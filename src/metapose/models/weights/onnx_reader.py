@@ -18,7 +18,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from metapose.errors import DataError
+from metapose.errors import DataError, cut
 from metapose.models.backbones.mobilenet_v2 import (
     LastActivation,
 )
@@ -122,8 +122,11 @@ def _load_proto(source: Path) -> onnx.ModelProto:
         raise DataError(source, "ONNX file not found")
     try:
         proto = onnx.load(str(source))
+    except onnx.checker.ValidationError as err:  # e.g. external data outside the model's folder
+        raise DataError(source, f"refused: {cut(str(err), 200)}") from None
     except (DecodeError, OSError, ValueError, RuntimeError) as err:
-        raise DataError(source, f"not an ONNX file (cannot parse it: {err})") from None
+        why = cut(str(err), 200)
+        raise DataError(source, f"not an ONNX file (cannot parse it: {why})") from None
     if not proto.graph.node:
         raise DataError(source, "not an ONNX model (its graph has no nodes)")
     return proto
