@@ -274,9 +274,10 @@ def test_a_box_far_outside_any_image_is_refused(tmp_path: Path) -> None:
         load_detections(path)
 
 
-def test_keypoints_far_outside_their_image_are_refused(tmp_path: Path) -> None:
+def _coco_file(tmp_path: Path, first_keypoint: list[float]) -> Path:
+    """A one-image, one-person COCO file (64 x 48 image) whose first keypoint is given."""
     keypoints = [0.0] * 51
-    keypoints[0:3] = [1e6, -1e6, 2]
+    keypoints[0:3] = first_keypoint
     payload = {
         "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
         "annotations": [
@@ -293,11 +294,20 @@ def test_keypoints_far_outside_their_image_are_refused(tmp_path: Path) -> None:
     }
     path = tmp_path / "ann.json"
     path.write_text(json.dumps(payload))
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    return path
+
+
+def test_keypoints_far_outside_their_image_are_refused(tmp_path: Path) -> None:
+    path = _coco_file(tmp_path, [1e6, -1e6, 2])
     with pytest.raises(DataError) as caught:
         load_coco(path, image_dir=tmp_path)
     assert "annotation id 7: field 'keypoints': (1e+06, -1e+06) lies more than 2 image sizes" in (
         str(caught.value)
     )
+    # A keypoint just outside the frame (a person cut by the border) stays a label.
+    path = _coco_file(tmp_path, [-20.0, 60.0, 1])
+    assert len(load_coco(path, image_dir=tmp_path).annotations) == 1
 
 
 # ---------------------------------------------------------------------- misleading diagnoses
@@ -393,3 +403,48 @@ def test_onnx_external_data_outside_the_folder_is_one_line(
     out = tmp_path / "w.safetensors"
     line = _one_line_error(["import-weights", str(model), "--out", str(out)], capsys)
     assert "points outside the directory" in line and not out.exists()
+
+
+def test_export_refuses_a_negative_seed_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _, _ = _tiny_checkpoint(tmp_path)
+    out = tmp_path / "m.onnx"
+    argv = ["export", "--checkpoint", str(path), "--seed", "-1", "--out", str(out)]
+    assert "--seed must be in [0, 2**32)" in _one_line_error(argv, capsys)
+    assert not out.exists()
+
+
+def test_shots_refuse_a_seed_numpy_would_not_take(tmp_path: Path) -> None:
+    from metapose.training.few_shot import choose_shots
+
+    data = load_coco(_coco_file(tmp_path, [10.0, 10.0, 2]), image_dir=tmp_path)
+    assert choose_shots(data, 1, 0) == [1]
+    with pytest.raises(ConfigError, match=r"seed must be in \[0, 2\*\*32\)"):
+        choose_shots(data, 1, -1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"input_size": [65536, 65536]}, "sizes must be 1 to 4096 pixels"),
+        ({"keypoints": []}, "0 keypoints"),
+        ({"mean": "abc"}, "malformed metadata"),
+    ],
+)
+def test_onnx_metadata_sizes_are_bounded(change: dict[str, Any], message: str) -> None:
+    from metapose.inference.onnx_runtime import ModelMetadata
+
+    raw = {
+        "input_size": [32, 64],
+        "heatmap_size": [8, 16],
+        "keypoints": ["nose"],
+        "flip_index": [0],
+        "mean": [0.0, 0.0, 0.0],
+        "std": [1.0, 1.0, 1.0],
+    }
+    with pytest.raises(DataError, match=message):
+        ModelMetadata.from_json(json.dumps({**raw, **change}), Path("m.onnx"))
+    deep = "[" * 1000 + "]" * 1000
+    with pytest.raises(DataError, match="nested deeper"):
+        ModelMetadata.from_json(deep, Path("m.onnx"))
