@@ -200,6 +200,7 @@ RESUME_CASES = [
     ("optimizer shape", "field 'optimizer': does not fit the model (exp_avg of parameter 0"),
     ("model shape", "weights do not fit the model: shape of backbone.conv1.weight"),
     ("deep", "JSON nested deeper than 64 levels"),
+    ("very deep", "JSON nested deeper than 64 levels"),
 ]
 
 
@@ -226,6 +227,8 @@ def test_a_corrupt_resume_state_is_one_line_naming_the_field(
         tensors["s.model.backbone.conv1.weight"] = torch.zeros(3, 3)
     elif case == "deep":
         text = '{"step": 1, "x": ' + "[" * 900 + "]" * 900 + "}"
+    elif case == "very deep":  # beyond the parser's own recursion limit
+        text = '{"step": 1, "x": ' + "[" * 100000 + "]" * 100000 + "}"
     save_file(tensors, str(path), metadata={"metapose_state": text or json.dumps(skeleton)})
     with pytest.raises(DataError) as caught:
         train(TopDownModel(TINY_MODEL), EpochBatches(data, 4, seed=1), cfg, CPU, out_dir=tmp_path)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from metapose.config.loading import ConfigError, check_finite, check_int
+from metapose.files import show
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,9 @@ class TaskAugmentConfig:
             raise ConfigError("task_augment.styles must name at least one style")
         for style in self.styles:
             if style not in STYLES:
-                raise ConfigError(f"task_augment.styles: unknown style {style!r} (known: {STYLES})")
+                raise ConfigError(
+                    f"task_augment.styles: unknown style {show(style)} (known: {STYLES})"
+                )
         if len(set(self.styles)) != len(self.styles):
             raise ConfigError(f"task_augment.styles repeat: {self.styles}")
         if self.style_weights:

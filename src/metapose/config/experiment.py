@@ -28,6 +28,7 @@ from metapose.config.training import (
     TrainConfig,
 )
 from metapose.errors import cut
+from metapose.files import show
 
 # PCK's threshold as a fraction of the torso diameter: the usual LSP convention (PCK@0.2).
 PCK_ALPHA = 0.2
@@ -62,11 +63,11 @@ class TargetConfig:
         check_finite(self, "target")
         if (self.domain is None) == (self.annotations is None):
             raise ConfigError(
-                f"target {cut(self.name)!r}: give exactly one of domain or annotations"
+                f"target {show(self.name)}: give exactly one of domain or annotations"
             )
         if self.annotations is not None and (self.pool_ids is None or self.test_ids is None):
             raise ConfigError(
-                f"target {cut(self.name)!r}: a COCO-format target needs pool_ids, test_ids"
+                f"target {show(self.name)}: a COCO-format target needs pool_ids, test_ids"
             )
         owner = f"target {cut(self.name)}"
         check_int(owner, "pool_size", self.pool_size, 1, MAX_COUNT)
@@ -144,7 +145,7 @@ class ExperimentConfig:
                 )
         if self.init is not None and self.model != ModelConfig():
             raise ConfigError(
-                f"give either init ({self.init!r}, whose own model config is used) or model"
+                f"give either init ({show(self.init)}, whose own model config is used) or model"
             )
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):

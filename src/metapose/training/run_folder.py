@@ -21,7 +21,7 @@ from torch import nn
 
 from metapose.config import MAX_STEPS, ConfigError, to_dict
 from metapose.errors import DataError, DivergedError, cut
-from metapose.files import show
+from metapose.files import parse_json, show
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import (
     first_non_finite,
@@ -57,7 +57,7 @@ def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
             name = f"{prefix}.{key}" if prefix else str(key)
             out += _differences(saved.get(key), now.get(key), name)
         return out
-    return [] if saved == now else [f"{prefix or 'value'}: {saved!r} -> {now!r}"]
+    return [] if saved == now else [f"{prefix or 'value'}: {show(saved)} -> {show(now)}"]
 
 
 def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
@@ -70,8 +70,8 @@ def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             text = (handle.metadata() or {}).get("metapose_state")
-        skeleton = json.loads(text) if text else {}
-    except (SafetensorError, OSError, ValueError):
+        skeleton = parse_json(text, path) if text else {}
+    except (SafetensorError, OSError, ValueError):  # DataError included
         return None  # load_state names the problem when the run is resumed
     identity = skeleton.get("identity") if isinstance(skeleton, dict) else None
     return identity if isinstance(identity, dict) else None
