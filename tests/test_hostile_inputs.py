@@ -451,3 +451,18 @@ def test_onnx_metadata_sizes_are_bounded(change: dict[str, Any], message: str) -
     deep = "[" * 1000 + "]" * 1000
     with pytest.raises(DataError, match="nested deeper"):
         ModelMetadata.from_json(deep, Path("m.onnx"))
+
+
+def test_a_folder_run_skips_an_image_over_the_pixel_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _, _ = _tiny_checkpoint(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((48, 64, 3), 128, np.uint8))
+    (images / "huge.png").write_bytes(_png_header(40000, 40000))
+    out = tmp_path / "out"
+    argv = ["predict", str(images), "--checkpoint", str(path), "--whole-image", "--out", str(out)]
+    assert main([*argv, "--no-overlays", "--quiet"]) == 0
+    assert "huge.png: image too large: 40000 x 40000 pixels" in capsys.readouterr().err
+    assert len(json.loads((out / "results.json").read_text())) == 1
