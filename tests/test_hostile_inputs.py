@@ -4,6 +4,7 @@ field, before anything is allocated or written; never a traceback, a hang or a w
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -204,14 +205,25 @@ RESUME_CASES = [
 ]
 
 
+RESUME_CONFIG = TrainConfig(steps=2, batch_size=4, checkpoint_every=1, lr_milestones=())
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-step run folder (trained once for all the resume cases)."""
+    out = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    stream = EpochBatches(tiny_dataset(8), 4, seed=1)
+    train(TopDownModel(TINY_MODEL), stream, RESUME_CONFIG, CPU, out_dir=out)
+    return out
+
+
 @pytest.mark.parametrize(("case", "message"), RESUME_CASES)
 def test_a_corrupt_resume_state_is_one_line_naming_the_field(
-    tmp_path: Path, case: str, message: str
+    tmp_path: Path, trained_run: Path, case: str, message: str
 ) -> None:
-    cfg = TrainConfig(steps=2, batch_size=4, checkpoint_every=1, lr_milestones=())
-    data = tiny_dataset(8)
-    torch.manual_seed(0)
-    train(TopDownModel(TINY_MODEL), EpochBatches(data, 4, seed=1), cfg, CPU, out_dir=tmp_path)
+    cfg, data = RESUME_CONFIG, tiny_dataset(8)
+    shutil.copytree(trained_run, tmp_path, dirs_exist_ok=True)
     path = tmp_path / STATE_FILE
     skeleton, tensors = _stored_state(path)
     text = None
