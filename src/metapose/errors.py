@@ -45,13 +45,31 @@ class CheckFailed(RuntimeError):
 
 
 class DivergedError(CheckFailed):
-    """Training produced a NaN or infinite loss or weights: the run stops, nothing is saved."""
+    """Training produced a NaN or infinite loss or weights: the run stops, nothing is saved.
+
+    ``loss`` and ``step`` (1-based) are set when a loss was the cause, so that an outer loop
+    (Reptile's meta step around its inner steps) can say where it happened.
+    """
+
+    def __init__(self, message: str, *, loss: float | None = None, step: int | None = None):
+        super().__init__(message)
+        self.loss = loss
+        self.step = step
+
+
+def diverged(
+    loss: float, where: str, what: str = "loss", *, step: int | None = None
+) -> DivergedError:
+    """The error for a non-finite ``loss`` taken ``where`` (e.g. ``"step 3"``)."""
+    return DivergedError(
+        f"{what} is {loss} at {where}: training diverged (try a smaller learning rate); "
+        "stopped without saving (checkpoints saved before are kept)",
+        loss=loss,
+        step=step,
+    )
 
 
 def check_finite_loss(loss: float, step: int, what: str = "loss") -> None:
     """Raise DivergedError when ``loss`` (taken at ``step``, 1-based) is NaN or infinite."""
     if not math.isfinite(loss):
-        raise DivergedError(
-            f"{what} is {loss} at step {step}: training diverged (try a smaller learning rate); "
-            "stopped without saving (checkpoints saved before are kept)"
-        )
+        raise diverged(loss, f"step {step}", what, step=step)

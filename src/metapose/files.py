@@ -57,6 +57,48 @@ def read_json(path: str | Path) -> Any:
         raise DataError(path, f"unreadable JSON: {str(err).split(';')[0]}") from None
 
 
+# Nesting deeper than this in JSON read from a checkpoint header or a resume state is refused:
+# metapose writes at most a few levels, and the recursive readers behind the parser (configs,
+# tensor references) would otherwise end in a RecursionError.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON ``value`` (a scalar is 0), iteratively."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_json(
+    text: str | bytes,
+    source: str | Path,
+    *,
+    field: str | None = None,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> Any:
+    """Parse JSON ``text`` read from ``source`` (``field`` names where in it): malformed JSON or
+    nesting deeper than ``max_depth`` is a DataError naming both, never a RecursionError."""
+    too_deep = f"JSON nested deeper than {max_depth} levels"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        where = f"line {err.lineno}, column {err.colno}"
+        raise DataError(source, f"malformed JSON at {where}: {err.msg}", field=field) from None
+    except RecursionError:
+        raise DataError(source, too_deep, field=field) from None
+    except ValueError as err:  # not UTF-8, or an integer of more than 4300 digits
+        raise DataError(source, f"unreadable JSON: {str(err).split(';')[0]}", field=field) from None
+    if json_depth(value) > max_depth:
+        raise DataError(source, too_deep, field=field)
+    return value
+
+
 def _finite_or_null(value: Any) -> Any:
     """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
     if isinstance(value, float):

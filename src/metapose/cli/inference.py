@@ -12,6 +12,7 @@ from metapose.cli.common import (
     TqdmProgress,
     resolve_device,
 )
+from metapose.config import check_seed
 from metapose.data.detections import BOX_SCORE_THRESHOLD
 from metapose.data.viz import DRAW_THRESHOLD
 from metapose.inference.export import DEFAULT_OPSET
@@ -72,6 +73,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from metapose.inference.export import coco_crops, export_checked
     from metapose.models.checkpoint import load_checkpoint
 
+    check_seed("", "--seed", args.seed)
     model = load_checkpoint(args.checkpoint).model
     progress = TqdmProgress(not args.quiet)
     crops = None

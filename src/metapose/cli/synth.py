@@ -11,6 +11,7 @@ from tqdm import tqdm
 from metapose.cli.common import (
     Commands,
 )
+from metapose.config import MAX_COUNT, check_int
 from metapose.synth.writer import write_synth_dataset
 
 
@@ -27,9 +28,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return 0
     if not args.domain:
         raise SystemExit("error: --domain is required (or use --preview)")
+    # Refused before a progress bar is drawn (write_synth_dataset checks them again).
+    domain = get_domain(args.domain)
+    check_int("", "--images", args.images, 1, MAX_COUNT)
     bar = tqdm(total=args.images, desc=f"synth {args.domain}", dynamic_ncols=True)
     path = write_synth_dataset(
-        get_domain(args.domain),
+        domain,
         args.images,
         args.seed,
         out,

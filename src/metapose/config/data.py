@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from metapose.config.loading import ConfigError, check_finite
+from metapose.config.loading import ConfigError, check_finite, check_int
+from metapose.files import show
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class TopDownAugmentConfig:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"augment.{name} must be in [0, 1], got {value}")
+        check_int("augment", "half_body_min_joints", self.half_body_min_joints, 0, 1024)
 
 
 # ------------------------------------------------------------ task augmentation (paper §4.2)
@@ -141,7 +143,9 @@ class TaskAugmentConfig:
             raise ConfigError("task_augment.styles must name at least one style")
         for style in self.styles:
             if style not in STYLES:
-                raise ConfigError(f"task_augment.styles: unknown style {style!r} (known: {STYLES})")
+                raise ConfigError(
+                    f"task_augment.styles: unknown style {show(style)} (known: {STYLES})"
+                )
         if len(set(self.styles)) != len(self.styles):
             raise ConfigError(f"task_augment.styles repeat: {self.styles}")
         if self.style_weights:

@@ -6,8 +6,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from metapose.config.data import TaskAugmentConfig, TopDownAugmentConfig, move_task_sampler
-from metapose.config.loading import MODEL_PATH, PATH, ConfigError, check_finite
+from metapose.config.loading import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_WORKERS,
+    MODEL_PATH,
+    PATH,
+    ConfigError,
+    check_finite,
+    check_int,
+    check_seed,
+)
 from metapose.config.model import (
+    MAX_INPUT_SIDE,
     ModelConfig,
 )
 from metapose.config.training import (
@@ -16,6 +27,8 @@ from metapose.config.training import (
     SourceConfig,
     TrainConfig,
 )
+from metapose.errors import cut
+from metapose.files import show
 
 # PCK's threshold as a fraction of the torso diameter: the usual LSP convention (PCK@0.2).
 PCK_ALPHA = 0.2
@@ -49,13 +62,22 @@ class TargetConfig:
     def __post_init__(self) -> None:
         check_finite(self, "target")
         if (self.domain is None) == (self.annotations is None):
-            raise ConfigError(f"target {self.name!r}: give exactly one of domain or annotations")
+            raise ConfigError(
+                f"target {show(self.name)}: give exactly one of domain or annotations"
+            )
         if self.annotations is not None and (self.pool_ids is None or self.test_ids is None):
             raise ConfigError(
-                f"target {self.name!r}: a COCO-format target needs pool_ids, test_ids"
+                f"target {show(self.name)}: a COCO-format target needs pool_ids, test_ids"
             )
-        if self.pool_size < 1 or self.test_size < 1:
-            raise ConfigError(f"target {self.name!r}: pool_size and test_size must be >= 1")
+        owner = f"target {cut(self.name)}"
+        check_int(owner, "pool_size", self.pool_size, 1, MAX_COUNT)
+        check_int(owner, "test_size", self.test_size, 1, MAX_COUNT)
+        if self.test_limit is not None:
+            check_int(owner, "test_limit", self.test_limit, 1, MAX_COUNT)
+        for i, side in enumerate(self.scene_size):
+            check_int(owner, f"scene_size[{i}]", side, 1, MAX_INPUT_SIDE)
+        if not self.pck_alpha > 0:
+            raise ConfigError(f"{owner}: pck_alpha must be > 0, got {self.pck_alpha}")
 
     @property
     def synthetic(self) -> bool:
@@ -123,15 +145,22 @@ class ExperimentConfig:
                 )
         if self.init is not None and self.model != ModelConfig():
             raise ConfigError(
-                f"give either init ({self.init!r}, whose own model config is used) or model"
+                f"give either init ({show(self.init)}, whose own model config is used) or model"
             )
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ConfigError(f"target names repeat: {names}")
-        if not self.shots or min(self.shots) < 1:
-            raise ConfigError(f"shots must be positive, got {self.shots}")
+        if not self.shots:
+            raise ConfigError("shots must not be empty")
+        for i, shots in enumerate(self.shots):
+            check_int("", f"shots[{i}]", shots, 1, MAX_COUNT)
         if not self.seeds:
             raise ConfigError("seeds must not be empty")
+        check_seed("", "seed", self.seed)
+        for i, seed in enumerate(self.seeds):
+            check_seed("", f"seeds[{i}]", seed)
+        check_int("", "eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)
+        check_int("", "workers", self.workers, 0, MAX_WORKERS)
 
     @property
     def task_batch_size(self) -> int:

@@ -18,6 +18,9 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from metapose.errors import cut
+from metapose.files import show
+
 T = TypeVar("T")
 
 
@@ -42,7 +45,34 @@ def check_finite(config: Any, owner: str) -> None:
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
             if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"{owner}.{f.name} must be a finite number, got {value}")
+                raise ConfigError(f"{owner}.{f.name} must be a finite number, got {show(value)}")
+
+
+# Bounds on sizes and counts, checked before anything is allocated: far beyond any real run, yet
+# small enough that a typo (``batch_size: 100000000000``, ``workers: 100000``) is refused at once
+# instead of exhausting memory or hanging. Seeds are what numpy and torch both accept.
+MAX_STEPS = 10**9  # optimisation, meta or fine-tuning steps / epochs
+MAX_BATCH = 4096  # images in one batch
+MAX_WORKERS = 64  # data-loading processes
+MAX_COUNT = 10**6  # images, shots, tasks and the like
+SEED_LIMIT = 2**32  # seeds are in [0, 2**32)
+
+
+def check_int(owner: str, name: str, value: int, low: int, high: int) -> None:
+    """Refuse an integer field outside ``[low, high]``; the message names ``owner.name`` (just
+    ``name`` for a root config's field, ``owner`` empty)."""
+    if not low <= value <= high:
+        key = f"{owner}.{name}" if owner else name
+        raise ConfigError(f"{key} must be in [{low}, {high}], got {show(value)}")
+
+
+def check_seed(owner: str, name: str, value: int) -> None:
+    """Refuse a seed numpy or torch would not take (negative, or 2**32 and beyond)."""
+    if not 0 <= value < SEED_LIMIT:
+        key = f"{owner}.{name}" if owner else name
+        raise ConfigError(
+            f"{key} must be in [0, 2**32) (what numpy and torch accept), got {show(value)}"
+        )
 
 
 # ------------------------------------------------------------------------- YAML <-> objects
@@ -75,20 +105,20 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(
-            errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}"
+            errors[0] if len(errors) == 1 else f"{key}: {show(value)} matches none of {tp}"
         )
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{key}: must be one of {list(get_args(tp))}, got {value!r}")
+            raise ConfigError(f"{key}: must be one of {list(get_args(tp))}, got {show(value)}")
         return value
     if is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+            raise ConfigError(f"{key}: must be a mapping, got {show(value)}")
         return _from_dict(tp, value, key)
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: must be a list, got {value!r}")
+            raise ConfigError(f"{key}: must be a list, got {show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -98,30 +128,30 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         )
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+            raise ConfigError(f"{key}: must be a mapping, got {show(value)}")
         kt, vt = get_args(tp)
         return {_convert(k, kt, key): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
+            raise ConfigError(f"{key}: must be a number, got {show(value)}")
         try:
             number = float(value)
         except OverflowError:
             number = math.inf
         if not math.isfinite(number):
-            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            raise ConfigError(f"{key}: must be a finite number, got {show(value)}")
         return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{key}: must be an integer, got {show(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+            raise ConfigError(f"{key}: must be true or false, got {show(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: must be a string, got {value!r}")
+            raise ConfigError(f"{key}: must be a string, got {show(value)}")
         return value
     raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
 
@@ -139,7 +169,7 @@ def _tagged_member(value: Any, args: tuple[Any, ...], key: str) -> Any:
         return None
     if value["kind"] not in kinds:
         known = sorted(kinds, key=str)
-        raise ConfigError(f"{key}.kind: must be one of {known}, got {value['kind']!r}")
+        raise ConfigError(f"{key}.kind: must be one of {known}, got {show(value['kind'])}")
     return kinds[value["kind"]]
 
 
@@ -152,7 +182,9 @@ def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     unknown = sorted(set(data) - known)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(known))})")
+        raise ConfigError(
+            f"unknown key {where}{cut(str(unknown[0]))} (known: {', '.join(sorted(known))})"
+        )
     kwargs = {
         name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
         for name, value in data.items()
@@ -225,14 +257,58 @@ def resolve_paths(config: T, base: str | Path) -> T:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def load_config(path: str | Path, cls: type[T]) -> T:
-    """Read YAML ``path`` into config ``cls``; errors name the file and the key.
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases and without duplicate keys.
 
-    Relative paths in the file (see PATH) are taken relative to the file's folder.
+    An alias (``*name``) repeats a node where it appears: nested ones make a 1 KB file expand to
+    gigabytes (an "alias bomb"), and configs have no need of them. A key given twice would
+    silently replace the first section by the second.
     """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{cut(str(event.anchor))}) are not allowed in a config: "
+                "write the values out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, Any] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                if key_node.value in first:
+                    line = first[key_node.value].line + 1
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key '{cut(key_node.value)}' (first given at line {line})",
+                        key_node.start_mark,
+                    )
+                first[key_node.value] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A PyYAML error on one line: ``line L, column C: problem``."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
+    return " ".join(str(err).split())
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML file ``path`` parsed (aliases and duplicate keys refused); ConfigError names
+    the file and the line."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.load(path.read_text(), Loader=_StrictLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except UnicodeDecodeError:
@@ -242,7 +318,16 @@ def load_config(path: str | Path, cls: type[T]) -> T:
     except RecursionError:
         raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+        raise ConfigError(f"{path}: malformed YAML: {_yaml_problem(err)}") from None
+
+
+def load_config(path: str | Path, cls: type[T]) -> T:
+    """Read YAML ``path`` into config ``cls``; errors name the file and the key.
+
+    Relative paths in the file (see PATH) are taken relative to the file's folder.
+    """
+    path = Path(path)
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     try:

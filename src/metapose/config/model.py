@@ -8,9 +8,17 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from metapose.config.loading import ConfigError
+from metapose.config.loading import ConfigError, check_int
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
+# Size bounds checked before a model is built (a checkpoint header or a config saying
+# ``deconv_channels: [100000]`` would otherwise allocate gigabytes): far beyond the released
+# models (ResNet-152's widest layer has 2048 channels).
+MAX_INPUT_SIDE = 4096  # pixels per side of the model's input
+MAX_CHANNELS = 2048  # channels of any configurable layer
+MAX_KEYPOINTS = 1024
+MAX_BLOCKS = 64  # repeated modules or blocks of a configurable stage
+MAX_WIDTH_MULT = 4.0
 
 RGB_CHANNELS = 3
 PIXEL_MAX = 255.0
@@ -138,8 +146,12 @@ class LiteHRNetConfig:
             )
         if any(c < 2 or c % 2 for c in (self.stem_channels, *self.branch_channels)):
             raise ConfigError("backbone channels must be even and >= 2 (shuffle units split them)")
-        if min(self.modules_per_stage) < 1 or self.blocks_per_module < 1:
-            raise ConfigError("backbone.modules_per_stage and blocks_per_module must be >= 1")
+        check_int("backbone", "stem_channels", self.stem_channels, 2, MAX_CHANNELS)
+        for i, c in enumerate(self.branch_channels):
+            check_int("backbone", f"branch_channels[{i}]", c, 2, MAX_CHANNELS)
+        for i, n in enumerate(self.modules_per_stage):
+            check_int("backbone", f"modules_per_stage[{i}]", n, 1, MAX_BLOCKS)
+        check_int("backbone", "blocks_per_module", self.blocks_per_module, 1, MAX_BLOCKS)
 
     @property
     def stride(self) -> int:
@@ -165,10 +177,11 @@ class MobileNetV2Config:
     last_activation: Literal["relu6", "relu"] = "relu6"
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.width_mult) or self.width_mult <= 0:
-            raise ConfigError(f"backbone.width_mult must be > 0, got {self.width_mult}")
-        if self.last_channels < 1:
-            raise ConfigError(f"backbone.last_channels must be >= 1, got {self.last_channels}")
+        if not math.isfinite(self.width_mult) or not 0 < self.width_mult <= MAX_WIDTH_MULT:
+            raise ConfigError(
+                f"backbone.width_mult must be in (0, {MAX_WIDTH_MULT}], got {self.width_mult}"
+            )
+        check_int("backbone", "last_channels", self.last_channels, 1, MAX_CHANNELS)
 
     @property
     def stride(self) -> int:
@@ -203,8 +216,7 @@ class ModelConfig:
     normalization: Normalization = field(default_factory=Normalization)
 
     def __post_init__(self) -> None:
-        if self.num_keypoints < 1:
-            raise ConfigError(f"model.num_keypoints must be >= 1, got {self.num_keypoints}")
+        check_int("model", "num_keypoints", self.num_keypoints, 1, MAX_KEYPOINTS)
         w, h = self.input_size
         multiple = self.backbone.input_multiple
         if w <= 0 or h <= 0 or w % multiple or h % multiple:
@@ -212,6 +224,13 @@ class ModelConfig:
                 f"model.input_size must be positive multiples of {multiple} for this backbone, "
                 f"got {self.input_size}"
             )
+        if max(w, h) > MAX_INPUT_SIDE:
+            raise ConfigError(
+                f"model.input_size must be at most {MAX_INPUT_SIDE} pixels a side, "
+                f"got {self.input_size}"
+            )
+        for i, c in enumerate(self.deconv_channels):
+            check_int("model", f"deconv_channels[{i}]", c, 1, MAX_CHANNELS)
         if self.backbone.stride % 2 ** len(self.deconv_channels):
             raise ConfigError(
                 f"model.deconv_channels: {len(self.deconv_channels)} upsamplings exceed the "

@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from metapose.config.data import TaskAugmentConfig, TopDownAugmentConfig, move_task_sampler
-from metapose.config.loading import PATH, ConfigError, check_finite
+from metapose.config.loading import (
+    MAX_BATCH,
+    MAX_STEPS,
+    MAX_WORKERS,
+    PATH,
+    ConfigError,
+    check_finite,
+    check_int,
+    check_seed,
+)
 from metapose.config.model import (
     ModelConfig,
 )
@@ -33,6 +42,10 @@ class OptimizerConfig:
             raise ConfigError(f"optimizer lr must be > 0, got {self.lr}")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise ConfigError(f"adam betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optimizer momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optimizer weight_decay must be >= 0, got {self.weight_decay}")
 
 Amp = bool | Literal["auto"]
 """bfloat16 autocast: ``"auto"`` (CUDA only), ``True`` (CUDA and native-bf16 CPUs), ``False``
@@ -59,14 +72,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_finite(self, "train")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ConfigError(
-                f"train.steps and train.batch_size must be >= 1: {self.steps} and {self.batch_size}"
-            )
+        check_int("train", "steps", self.steps, 1, MAX_STEPS)
+        check_int("train", "batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("train", "checkpoint_every", self.checkpoint_every, 0, MAX_STEPS)
+        check_int("train", "log_every", self.log_every, 1, MAX_STEPS)
         if any(not 0 < m < 1 for m in self.lr_milestones):
             raise ConfigError(
                 f"train.lr_milestones are fractions in (0, 1), got {self.lr_milestones}"
             )
+        # A factor above 1 grows the learning rate; a negative one turns descent into ascent.
+        if not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
 
     @property
     def images(self) -> int:
@@ -94,10 +110,12 @@ class ReptileConfig:
 
     def __post_init__(self) -> None:
         check_finite(self, "meta")
-        if self.meta_steps < 1 or self.tasks_per_step < 1 or self.inner_steps < 1:
-            raise ConfigError(
-                "meta.meta_steps, meta.tasks_per_step and meta.inner_steps must be >= 1"
-            )
+        check_int("meta", "meta_steps", self.meta_steps, 1, MAX_STEPS)
+        check_int("meta", "tasks_per_step", self.tasks_per_step, 1, MAX_BATCH)
+        check_int("meta", "inner_steps", self.inner_steps, 1, MAX_STEPS)
+        check_int("meta", "batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("meta", "checkpoint_every", self.checkpoint_every, 0, MAX_STEPS)
+        check_int("meta", "log_every", self.log_every, 1, MAX_STEPS)
         for name in ("meta_step", "meta_step_final"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
@@ -117,6 +135,8 @@ class ReptileConfig:
 
 
 BatchNormMode = Literal["train", "frozen", "reestimate"]
+# Epochs over K shots: a fine-tune of 10**5 epochs is already days; more is a typo.
+MAX_EPOCHS = 10**5
 
 
 @dataclass(frozen=True)
@@ -153,10 +173,8 @@ class AdaptConfig:
     select_epochs: bool = False
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"adapt.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"adapt.batch_size must be >= 1, got {self.batch_size}")
+        check_int("adapt", "epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("adapt", "batch_size", self.batch_size, 1, MAX_BATCH)
         if not math.isfinite(self.backbone_lr_scale) or self.backbone_lr_scale < 0:
             raise ConfigError(
                 f"adapt.backbone_lr_scale must be finite and >= 0, got {self.backbone_lr_scale}"
@@ -216,6 +234,11 @@ class TrainRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     workers: int = 0
 
+    def __post_init__(self) -> None:
+        check_seed("", "seed", self.seed)
+        check_int("", "workers", self.workers, 0, MAX_WORKERS)
+        check_int("", "validate_every", self.validate_every, 0, MAX_STEPS)
+
     @staticmethod
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
         """Read configurations with the earlier ``data``/``val`` keys."""
@@ -233,6 +256,10 @@ class MetaRunConfig:
     data: SourceConfig = field(default_factory=SourceConfig)
     meta: ReptileConfig = field(default_factory=ReptileConfig)
     workers: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed("", "seed", self.seed)
+        check_int("", "workers", self.workers, 0, MAX_WORKERS)
 
     @staticmethod
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:

@@ -295,6 +295,32 @@ def _parse_annotation(
     )
 
 
+# A labelled keypoint or box corner farther outside its image than this many image widths
+# (heights) is a unit or sign mistake, not a person partly out of frame.
+MAX_OUTSIDE = 2.0
+
+
+def check_near_image(path: Path, ann: Annotation, image: CocoImage) -> None:
+    """Refuse labelled keypoints (flag > 0) and box corners more than MAX_OUTSIDE image sizes
+    outside ``image``: kept, ``(1e6, -1e6)`` would train and score as a real label."""
+    w, h = image.width, image.height
+    x0, y0 = -MAX_OUTSIDE * w, -MAX_OUTSIDE * h
+    x1, y1 = (1 + MAX_OUTSIDE) * w, (1 + MAX_OUTSIDE) * h
+    labelled = ann.keypoints[ann.keypoints[:, 2] > 0]
+    bx, by, bw, bh = ann.bbox
+    points = [(float(x), float(y), "keypoints") for x, y in labelled[:, :2]]
+    points += [(bx, by, "bbox"), (bx + bw, by + bh, "bbox")]
+    for x, y, key in points:
+        if not (x0 <= x <= x1 and y0 <= y <= y1):
+            raise DataError(
+                path,
+                f"({x:.6g}, {y:.6g}) lies more than {MAX_OUTSIDE:g} image sizes outside its "
+                f"{w} x {h} image",
+                field=key,
+                annotation_id=ann.id,
+            )
+
+
 def parse_coco(
     payload: Any,
     annotation_file: Path,
@@ -346,6 +372,7 @@ def parse_coco(
     if len(image_ids) != len(images):
         raise DataError(path, "image ids repeat", field="images[].id")
 
+    image_by_id = {img.id: img for img in images}
     annotations = []
     seen: set[int] = set()
     for i, entry in enumerate(payload["annotations"]):
@@ -365,6 +392,7 @@ def parse_coco(
         if ann.id in seen:
             raise DataError(path, "annotation id repeats", field="id", annotation_id=ann.id)
         seen.add(ann.id)
+        check_near_image(path, ann, image_by_id[ann.image_id])
         annotations.append(ann)
     return images, tuple(annotations), person_id
 

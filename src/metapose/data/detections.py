@@ -19,10 +19,11 @@ import numpy as np
 
 from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Instance
+from metapose.data.images import MAX_COORDINATE
 from metapose.data.oks import OKS_NMS_THRESHOLD, oks_nms
 from metapose.data.topdown import box_to_center_scale
 from metapose.errors import DataError
-from metapose.files import is_integer, is_number, read_json
+from metapose.files import is_integer, is_number, read_json, show
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +54,28 @@ def _parse_detection(path: Path, index: int, entry: Any) -> tuple[int, Detection
     image_id = entry["image_id"]
     for key in ("image_id", "category_id"):
         if not is_integer(entry[key]):
-            raise DataError(path, f"must be an integer, got {entry[key]!r}", field=f"{where}.{key}")
+            raise DataError(
+                path, f"must be an integer, got {show(entry[key])}", field=f"{where}.{key}"
+            )
     bbox = entry["bbox"]
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
         raise DataError(
             path,
-            f"must be 4 finite numbers [x, y, w, h], got {bbox!r}",
+            f"must be 4 finite numbers [x, y, w, h], got {show(bbox)}",
             field=f"{where}.bbox",
             image_id=image_id,
         )
     if bbox[2] <= 0 or bbox[3] <= 0:
         raise DataError(
             path,
-            f"width and height must be positive, got {bbox!r}",
+            f"width and height must be positive, got {show(bbox)}",
+            field=f"{where}.bbox",
+            image_id=image_id,
+        )
+    if max(abs(v) for v in bbox) > MAX_COORDINATE:
+        raise DataError(
+            path,
+            f"coordinates beyond {MAX_COORDINATE} pixels cannot be in an image, got {show(bbox)}",
             field=f"{where}.bbox",
             image_id=image_id,
         )
@@ -73,7 +83,7 @@ def _parse_detection(path: Path, index: int, entry: Any) -> tuple[int, Detection
     if not is_number(score):
         raise DataError(
             path,
-            f"must be a finite number, got {score!r}",
+            f"must be a finite number, got {show(score)}",
             field=f"{where}.score",
             image_id=image_id,
         )

@@ -25,12 +25,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import scipy.io
 
 from metapose.data.coco import Annotation, CocoImage
 from metapose.data.coco_writer import write_coco_payload
+from metapose.data.images import read_rgb
 from metapose.errors import DataError
 from metapose.progress import Progress
 from metapose.skeleton import COCO17
@@ -76,7 +76,12 @@ def read_lsp_joints(path: str | Path) -> np.ndarray:
         raise DataError(path, f"not a readable MATLAB (.mat) file: {err}") from None
     if "joints" not in mat:
         raise DataError(path, "missing variable", field="joints")
-    joints = np.asarray(mat["joints"], dtype=np.float64)
+    raw = np.asarray(mat["joints"])
+    if not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
+        raise DataError(path, f"must be an array of numbers, got {raw.dtype}", field="joints")
+    joints = raw.astype(np.float64)
+    if not np.isfinite(joints).all():
+        raise DataError(path, "holds NaN or infinite values", field="joints")
     if joints.ndim != 3:
         raise DataError(path, f"must be 3-dimensional, got shape {joints.shape}", field="joints")
     if joints.shape[:2] == (NUM_LSP_JOINTS, 3):  # LSPet: 14 x 3 x N
@@ -160,10 +165,7 @@ def import_lsp(
                 f"has {len(joints)} people but the folder holds {file.name}",
                 field="joints",
             )
-        pixels = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
-        if pixels is None:
-            raise DataError(file, "cannot decode image (corrupt or unsupported file)")
-        height, width = pixels.shape[:2]
+        height, width = read_rgb(file).shape[:2]
         keypoints, extra, bbox, area = lsp_person(joints[n - 1], width, height)
         images.append(CocoImage(n, file.name, width, height))
         if area <= 0:

@@ -26,8 +26,10 @@ import numpy as np
 import onnxruntime as ort
 
 from metapose.config import RGB_CHANNELS, CodecConfig, Normalization
+from metapose.config.model import MAX_INPUT_SIDE, MAX_KEYPOINTS
 from metapose.data.codec import HeatmapCodec
-from metapose.errors import DataError
+from metapose.errors import DataError, cut
+from metapose.files import parse_json, show
 from metapose.inference.heatmaps import crop_people, heatmaps_with_flip, to_image_keypoints
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,13 @@ class ModelMetadata:
 
     @classmethod
     def from_json(cls, text: str, source: Path) -> ModelMetadata:
+        raw = parse_json(text, source, field=METADATA_KEY)
         try:
-            raw = json.loads(text)
+            sizes = [*raw["input_size"][:2], *raw["heatmap_size"][:2]]
+            if not all(isinstance(v, int) and 1 <= v <= MAX_INPUT_SIDE for v in sizes):
+                raise ValueError(f"sizes must be 1 to {MAX_INPUT_SIDE} pixels, got {show(sizes)}")
+            if not 1 <= len(raw["keypoints"]) <= MAX_KEYPOINTS:
+                raise ValueError(f"{len(raw['keypoints'])} keypoints")
             return cls(
                 input_size=(int(raw["input_size"][0]), int(raw["input_size"][1])),
                 heatmap_size=(int(raw["heatmap_size"][0]), int(raw["heatmap_size"][1])),
@@ -73,8 +80,9 @@ class ModelMetadata:
                     std=(float(raw["std"][0]), float(raw["std"][1]), float(raw["std"][2])),
                 ),
             )
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as err:
-            raise DataError(source, f"malformed metadata ({err})", field=METADATA_KEY) from None
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            why = cut(str(err), 120)
+            raise DataError(source, f"malformed metadata ({why})", field=METADATA_KEY) from None
 
 
 def _static_dim(value: Any) -> int | None:
@@ -146,6 +154,12 @@ class OnnxHeatmapModel:
             )
         self.metadata = self._read_metadata()
         self.input_size = self._input_size(in_shape, input_size)
+        if not 1 <= min(self.input_size) <= max(self.input_size) <= MAX_INPUT_SIDE:
+            raise DataError(
+                self.path,
+                f"input size {show(self.input_size)} is not 1 to {MAX_INPUT_SIDE} pixels a side",
+                field=self.input_name,
+            )
         self.normalization = normalization or (
             self.metadata.normalization if self.metadata else None
         )

@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from metapose.config import ConfigError, ModelConfig, from_dict, to_dict
-from metapose.errors import DataError
+from metapose.errors import DataError, cut
+from metapose.files import parse_json
 from metapose.models import TopDownModel
 from metapose.models.zoo import resolve_model
 from metapose.provenance import provenance
@@ -145,10 +146,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError):
         raise _not_a_checkpoint(path) from None
     if METADATA_KEY in header:
-        try:
-            meta = json.loads(header[METADATA_KEY])
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"malformed metadata in the header: {err.msg}") from None
+        meta = parse_json(header[METADATA_KEY], path, field=f"header {METADATA_KEY}")
     else:
         meta = _read_sidecar(path)
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
@@ -165,9 +163,10 @@ def _read_sidecar(path: Path) -> Any:
             f"{side.name} beside it): import plain weights with `metapose import-weights`",
         )
     try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(side, f"malformed JSON at line {err.lineno}: {err.msg}") from None
+        text = side.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(side, f"cannot read: {err}") from None
+    return parse_json(text, side)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedCheckpoint:
@@ -204,7 +203,42 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
                 f"shape of {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
             )
         raise DataError(source, "weights do not fit the model: " + "; ".join(parts))
+    check_weights(state, own, source)
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating tensor of ``state`` holding NaN or inf, or None."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def check_weights(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], source: str | Path
+) -> None:
+    """Refuse weights that would load but compute nonsense: an integer (e.g. int8-quantised)
+    tensor where the model holds floats (a plain cast would drop its scale), NaN or infinite
+    values, or a negative BatchNorm variance. The message names the file and the tensor."""
+    for key, value in state.items():
+        if not own[key].is_floating_point():
+            continue
+        if not value.is_floating_point():
+            raise DataError(
+                source,
+                f"tensor is {str(value.dtype).removeprefix('torch.')}, the model needs floating "
+                "point (quantised weights are not read)",
+                field=key,
+            )
+        if first_non_finite({key: value}):
+            raise DataError(
+                source, "tensor holds NaN or infinite values: the weights are broken", field=key
+            )
+        if key.endswith("running_var") and bool((value < 0).any()):
+            raise DataError(
+                source, "BatchNorm variance is negative: the weights are broken", field=key
+            )
 
 
 # ------------------------------------------------------------------- training state (resume)
@@ -260,11 +294,13 @@ def load_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str
         text = header.get(STATE_KEY)
         if text is None:
             text = sidecar_path(path).read_text()
-        skeleton = json.loads(text)
+        skeleton = parse_json(text, path, field=f"header {STATE_KEY}")
         out = _join_tensors(skeleton, tensors)
-    except (SafetensorError, OSError, ValueError, KeyError) as err:
+    except DataError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(
-            path, f"unreadable training state ({err}); start over with --no-resume"
+            path, f"unreadable training state ({cut(str(err), 80)}); start over with --no-resume"
         ) from None
     if not isinstance(out, dict) or "step" not in out:
         raise DataError(path, "training state without a step; start over with --no-resume")

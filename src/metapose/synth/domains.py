@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from metapose.config import ConfigError
+from metapose.files import show
 from metapose.synth.appearance import AppearanceStyle, RGBStyle, ThermalStyle
 from metapose.synth.camera import CameraPrior
 from metapose.synth.poses import DAILY, UNIQUE, PosePrior
@@ -74,6 +76,6 @@ def get_domain(name: str | Domain) -> Domain:
     try:
         return DOMAINS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown synthetic domain {name!r}; known domains: {', '.join(sorted(DOMAINS))}"
+        raise ConfigError(
+            f"unknown synthetic domain {show(name)}; known domains: {', '.join(sorted(DOMAINS))}"
         ) from None

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import cv2
 
+from metapose.config import MAX_COUNT, MAX_WORKERS, check_int, check_seed
+from metapose.config.model import MAX_INPUT_SIDE
 from metapose.data.coco_writer import CocoWriter
 from metapose.data.records import LabelledImage
 from metapose.synth.domains import Domain, get_domain
@@ -103,12 +105,11 @@ def write_synth_dataset(
     Returns the annotation file.
     """
     domain = get_domain(domain)
-    if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
-    if width < 1 or height < 1:
-        raise ValueError(f"width and height must be positive, got {width} x {height}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+    check_int("synth", "images", num_images, 1, MAX_COUNT)
+    check_int("synth", "width", width, 1, MAX_INPUT_SIDE)
+    check_int("synth", "height", height, 1, MAX_INPUT_SIDE)
+    check_int("synth", "workers", workers, 0, MAX_WORKERS)
+    check_seed("synth", "seed", seed)
     report = _progress_callback(progress, num_images, domain.name)
     # No dates or paths: the same arguments must give the same bytes.
     info = {

@@ -23,8 +23,9 @@ from metapose.config import AdaptConfig, OptimizerConfig
 from metapose.data.batches import EpochBatches, collate
 from metapose.data.dataset import Sample, TopDownDataset
 from metapose.device import DeviceOptions
-from metapose.errors import check_finite_loss
+from metapose.errors import CheckFailed, check_finite_loss
 from metapose.models import TopDownModel
+from metapose.models.checkpoint import first_non_finite
 from metapose.training.step import (
     batch_loss,
     batchnorms,
@@ -285,6 +286,13 @@ def fine_tune(
     (:func:`choose_epochs`), then that many epochs are taken from ``model``'s own weights on all
     the shots; a choice of 0 leaves ``model`` unchanged (and takes no step).
     """
+    key = first_non_finite(model.state_dict())
+    if key is not None:
+        # Checked first: the loss would be NaN at step 1 and read as a divergence of this run.
+        raise CheckFailed(
+            f"the starting weights are not finite ({key} holds NaN or inf): the model was broken "
+            "before fine-tuning; check the checkpoint"
+        )
     if not config.select_epochs:
         return _fine_tune(model, support, config, options, seed=seed, on_step=on_step)
     choice = choose_epochs(model, support, config, options, seed=seed)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metapose.config import AdaptConfig, ConfigError, TopDownAugmentConfig
+from metapose.config import AdaptConfig, ConfigError, TopDownAugmentConfig, check_seed
 from metapose.data.batches import EpochBatches
 from metapose.data.coco import CocoDataset
 from metapose.data.codec import HeatmapCodec
@@ -30,6 +30,7 @@ def choose_shots(
     """K image ids with a labelled person, drawn from ``pool`` (default: all) by ``seed``."""
     if k < 1:
         raise ConfigError(f"shots must be >= 1, got {k}")
+    check_seed("", "seed", seed)
     allowed = None if pool is None else set(pool)
     candidates = sorted(
         {
@@ -80,6 +81,9 @@ def fine_tune_on_shots(
     batches (:func:`metapose.training.adapt.fine_tune`). Both seeds default to ``seed``.
     ``progress``: report reading the images and the fine-tune's steps.
     """
+    for name, value in (("seed", seed), ("shot_seed", shot_seed), ("support_seed", support_seed)):
+        if value is not None:
+            check_seed("", name, value)
     if isinstance(shots, int):
         shots = choose_shots(data, shots, seed if shot_seed is None else shot_seed, pool=pool)
     support = TopDownDataset(

@@ -27,11 +27,11 @@ from metapose.config import ReptileConfig
 from metapose.data.batches import BatchStream
 from metapose.data.dataset import Sample
 from metapose.device import DeviceOptions
-from metapose.errors import check_finite_loss
+from metapose.errors import DivergedError, diverged
 from metapose.models import TopDownModel
 from metapose.training import distributed
 from metapose.training.adapt import adapt
-from metapose.training.run_folder import History, RunFolder, StepLog
+from metapose.training.run_folder import History, RunFolder, StepLog, restore_state
 
 State = dict[str, torch.Tensor]
 
@@ -124,11 +124,10 @@ def meta_train(
     history = History()
     start = 0
     folder = RunFolder(out_dir, "meta", is_main=dist_info.is_main, run_config=run_config, init=init)
-    state = folder.resume_state(device, resume)
+    state = folder.resume_state(device, resume, total=config.meta_steps)
     if state is not None:
-        model.load_state_dict(state["model"])
-        history = History.from_dict(state["history"])
-        start = int(state["step"])
+        history = restore_state(folder.state_path, state, model)
+        start = state["step"]
 
     def save(step: int) -> None:
         folder.save(model, step, {"history": history.to_dict()}, extra={"meta_step": step})
@@ -139,8 +138,13 @@ def meta_train(
     for step in range(start, config.meta_steps):
         batch = [next(stream) for _ in range(config.tasks_per_step)]
         beta = config.beta(step)
-        loss = reptile_step(model, batch, config, options, beta=beta)
-        check_finite_loss(loss, step + 1, "task loss")
+        try:
+            loss = reptile_step(model, batch, config, options, beta=beta)
+        except DivergedError as err:
+            if err.loss is None:
+                raise
+            where = f"meta step {step + 1} (inner step {err.step})"
+            raise diverged(err.loss, where, "task loss", step=step + 1) from None
         images += (
             sum(int(t.image.shape[0]) for t in batch) * config.inner_steps * dist_info.world_size
         )

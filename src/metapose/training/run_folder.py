@@ -17,11 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from metapose.config import ConfigError, to_dict
-from metapose.errors import DivergedError
+from metapose.config import MAX_STEPS, ConfigError, to_dict
+from metapose.errors import DataError, DivergedError, cut
+from metapose.files import parse_json, show
 from metapose.models import TopDownModel
-from metapose.models.checkpoint import load_state, save_checkpoint, save_state
+from metapose.models.checkpoint import (
+    first_non_finite,
+    load_state,
+    load_state_strict,
+    optimizer_state_from_json,
+    save_checkpoint,
+    save_state,
+    scheduler_state_from_json,
+)
 from metapose.training.runlog import RunLog
 
 log = logging.getLogger(__name__)
@@ -47,7 +57,7 @@ def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
             name = f"{prefix}.{key}" if prefix else str(key)
             out += _differences(saved.get(key), now.get(key), name)
         return out
-    return [] if saved == now else [f"{prefix or 'value'}: {saved!r} -> {now!r}"]
+    return [] if saved == now else [f"{prefix or 'value'}: {show(saved)} -> {show(now)}"]
 
 
 def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
@@ -60,8 +70,8 @@ def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             text = (handle.metadata() or {}).get("metapose_state")
-        skeleton = json.loads(text) if text else {}
-    except (SafetensorError, OSError, ValueError):
+        skeleton = parse_json(text, path) if text else {}
+    except (SafetensorError, OSError, ValueError):  # DataError included
         return None  # load_state names the problem when the run is resumed
     identity = skeleton.get("identity") if isinstance(skeleton, dict) else None
     return identity if isinstance(identity, dict) else None
@@ -89,12 +99,12 @@ def check_resume(out_dir: str | Path, identity: dict[str, Any], run_config: Any 
 
 def check_finite_weights(model: TopDownModel, step: int) -> None:
     """Refuse to save weights holding NaN or inf (the last good state stays on disk)."""
-    for key, value in model.state_dict().items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise DivergedError(
-                f"weight {key} is not finite after step {step}: training diverged (try a "
-                "smaller learning rate); stopped without saving (the last good checkpoint is kept)"
-            )
+    key = first_non_finite(model.state_dict())
+    if key is not None:
+        raise DivergedError(
+            f"weight {key} is not finite after step {step}: training diverged (try a "
+            "smaller learning rate); stopped without saving (the last good checkpoint is kept)"
+        )
 
 
 # Temporary files of a write a killed process never finished: ours (``.<name>.tmp``) and the
@@ -144,6 +154,82 @@ class History:
 
 
 
+def check_step(path: Path, state: dict[str, Any], total: int | None) -> None:
+    """Refuse a resume state whose step is not an integer in ``[0, total]`` (``step: 1e30``
+    would otherwise be taken as a finished run)."""
+    step = state.get("step")
+    high = MAX_STEPS if total is None else total
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= high:
+        raise DataError(
+            path,
+            f"must be an integer in [0, {high}], got {show(step)}; start over with --no-resume",
+            field="step",
+        )
+
+
+def restore_state(
+    path: Path,
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+) -> History:
+    """Load a resume state read from ``path`` into ``model`` (and ``optimizer``, ``scheduler``);
+    returns its history. A missing or mis-shaped field is a DataError naming the file and the
+    field, before the loop runs."""
+
+    def broken(name: str, why: str) -> DataError:
+        return DataError(path, f"{why}; start over with --no-resume", field=name)
+
+    needed = ["model", "history"]
+    needed += ["optimizer"] if optimizer is not None else []
+    needed += ["scheduler"] if scheduler is not None else []
+    for name in needed:
+        if not isinstance(state.get(name), dict):
+            raise broken(name, "missing or not a mapping")
+    weights = state["model"]
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise broken("model", "holds values that are not tensors")
+    load_state_strict(model, weights, path)
+    try:
+        history = History.from_dict(state["history"])
+    except (TypeError, ValueError, AttributeError) as err:
+        raise broken("history", f"unreadable ({cut(str(err), 80)})") from None
+    if optimizer is not None:
+        try:
+            saved = optimizer_state_from_json(state["optimizer"])
+            _check_optimizer_shapes(optimizer, saved)
+            optimizer.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise broken("optimizer", f"does not fit the model ({cut(str(err), 80)})") from None
+    if scheduler is not None:
+        try:
+            scheduler.load_state_dict(scheduler_state_from_json(state["scheduler"]))
+        except (TypeError, ValueError, AttributeError) as err:
+            raise broken("scheduler", f"unreadable ({cut(str(err), 80)})") from None
+    return history
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Raise ValueError when a saved per-parameter tensor (e.g. Adam's moments) does not have
+    its parameter's shape: torch would load it and fail only at the next step."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved_ids = [i for group in saved["param_groups"] for i in group["params"]]
+    if len(saved_ids) != len(params):
+        raise ValueError(f"{len(saved_ids)} parameters saved, the model has {len(params)}")
+    by_id = dict(zip(saved_ids, params, strict=True))
+    for index, values in saved["state"].items():
+        if index not in by_id or not isinstance(values, dict):
+            raise ValueError(f"state of unknown parameter {cut(str(index))}")
+        shape = by_id[index].shape
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != shape:
+                raise ValueError(
+                    f"{name} of parameter {index} has shape {tuple(value.shape)}, "
+                    f"the parameter {tuple(shape)}"
+                )
+
+
 class RunFolder:
     """``out_dir`` (or nothing, when ``None``) of one training loop named ``name``."""
 
@@ -166,16 +252,25 @@ class RunFolder:
             remove_stale_temporaries(self.out)
         self.runlog: RunLog | None = None
 
-    def resume_state(self, device: torch.device, resume: bool) -> dict[str, Any] | None:
+    @property
+    def state_path(self) -> Path:
+        """The resume state's file (only for a folder that has one)."""
+        assert self.out is not None
+        return self.out / STATE_FILE
+
+    def resume_state(
+        self, device: torch.device, resume: bool, *, total: int | None = None
+    ) -> dict[str, Any] | None:
         """The saved state (with its ``"step"``) when resuming is asked for and possible.
 
         Raises ConfigError, before anything is written, when the saved run's configuration
-        differs from this one's.
+        differs from this one's; DataError when its step is not an integer in ``[0, total]``.
         """
         state = None
         if self.out is not None and resume and (self.out / STATE_FILE).exists():
             check_resume(self.out, self.identity, self.run_config)
             state = load_state(self.out / STATE_FILE, device)
+            check_step(self.out / STATE_FILE, state, total)
         if self.writes and self.out is not None:
             self.runlog = RunLog(self.out, self.name)
         if state is None:

@@ -21,9 +21,8 @@ from metapose.data.batches import BatchStream
 from metapose.device import DeviceOptions
 from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
-from metapose.models.checkpoint import optimizer_state_from_json, scheduler_state_from_json
 from metapose.training import distributed
-from metapose.training.run_folder import History, RunFolder, StepLog
+from metapose.training.run_folder import History, RunFolder, StepLog, restore_state
 from metapose.training.runlog import RunLog
 from metapose.training.step import build_optimizer, step_on_batch, train_mode
 
@@ -72,13 +71,10 @@ def train(
     folder = RunFolder(
         out_dir, "train", is_main=dist_info.is_main, run_config=run_config, init=init
     )
-    state = folder.resume_state(device, resume)
+    state = folder.resume_state(device, resume, total=config.steps)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
-        scheduler.load_state_dict(scheduler_state_from_json(state["scheduler"]))
-        history = History.from_dict(state["history"])
-        start = int(state["step"])
+        history = restore_state(folder.state_path, state, model, optimizer, scheduler)
+        start = state["step"]
 
     def save(step: int) -> None:
         own = {

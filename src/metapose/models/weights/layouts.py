@@ -41,7 +41,8 @@ from metapose.config import (
     ModelConfig,
     ResNetConfig,
 )
-from metapose.errors import DataError
+from metapose.errors import DataError, cut
+from metapose.files import show
 from metapose.models import TopDownModel
 from metapose.models.backbones.resnet import ARCHITECTURES, Bottleneck
 
@@ -196,7 +197,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     for key, value in raw.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise DataError(
-                path, f"not a state dict: {key!r} holds a {type(value).__name__}", field=str(key)
+                path,
+                f"not a state dict: {show(key)} holds a {type(value).__name__}",
+                field=cut(str(key)),
             )
         state[key] = value
     if all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):

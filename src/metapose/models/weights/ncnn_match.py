@@ -14,6 +14,7 @@ from pathlib import Path
 
 from metapose.config import ConfigError, LiteHRNetConfig
 from metapose.errors import DataError
+from metapose.files import show
 from metapose.models.backbones.lite_hrnet import STEM_EXPAND_RATIO
 from metapose.models.weights.ncnn_reader import (
     ADD,
@@ -91,7 +92,7 @@ class LiteHRNetMatcher:
             made_by = self.graph.producer(blob).describe()
             raise not_understood(
                 self.source,
-                f"expected {what} reading blob {blob!r} (made by {made_by}); "
+                f"expected {what} reading blob {show(blob)} (made by {made_by}); "
                 f"found {', '.join(found) if found else 'no unused reader'}",
             )
         self.used.add(layer.index)

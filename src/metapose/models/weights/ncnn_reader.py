@@ -16,6 +16,7 @@ import numpy as np
 
 from metapose.config import CodecConfig
 from metapose.errors import DataError
+from metapose.files import show
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class NcnnLayer:
     def int_param(self, key: int, default: int) -> int:
         value = self.params.get(key, default)
         if isinstance(value, tuple) or int(value) != value:
-            raise ValueError(f"layer {self.name}: parameter {key} is {value!r}, not an integer")
+            raise ValueError(f"layer {self.name}: parameter {key} is {show(value)}, not an integer")
         return int(value)
 
     def float_param(self, key: int, default: float) -> float:
@@ -100,7 +101,7 @@ class NcnnLayer:
         return value if isinstance(value, tuple) else (value,)
 
     def describe(self) -> str:
-        return f"layer {self.name!r} ({self.type}, line {self.index + 3})"
+        return f"layer {show(self.name)} ({self.type}, line {self.index + 3})"
 
 
 @dataclass(frozen=True)
@@ -234,14 +235,14 @@ def _parse_params(tokens: list[str]) -> dict[int, ParamValue]:
     for token in tokens:
         key_text, sep, value_text = token.partition("=")
         if not sep:
-            raise ValueError(f"parameter {token!r} is not key=value")
+            raise ValueError(f"parameter {show(token)} is not key=value")
         key = int(key_text)
         if key <= ARRAY_KEY_BASE:
             items = value_text.split(",")
             count = int(items[0])
             values = tuple(_parse_value(v) for v in items[1:])
             if count != len(values):
-                raise ValueError(f"array parameter {token!r} announces {count} values")
+                raise ValueError(f"array parameter {show(token)} announces {count} values")
             params[ARRAY_KEY_BASE - key] = values
         else:
             params[key] = _parse_value(value_text)
@@ -259,7 +260,7 @@ def _parse_param_file(path: Path) -> tuple[list[_Row], int]:
     lines = [line for line in lines if line.strip()]
     if not lines or lines[0].strip() != str(MAGIC):
         first = lines[0].strip()[:20] if lines else "an empty file"
-        raise DataError(path, f"not an ncnn .param file: magic {first!r}, expected {MAGIC}")
+        raise DataError(path, f"not an ncnn .param file: magic {show(first)}, expected {MAGIC}")
     counts = lines[1].split() if len(lines) > 1 else []
     if len(counts) != 2 or not all(_INT.match(c) for c in counts):
         raise DataError(path, "line 2 must hold the layer count and the blob count")
@@ -276,13 +277,13 @@ def _parse_param_file(path: Path) -> tuple[list[_Row], int]:
         kind, name = tokens[0], tokens[1]
         n_in, n_out = int(tokens[2]), int(tokens[3])
         if len(tokens) < 4 + n_in + n_out:
-            raise DataError(path, f"{where} (layer {name!r}): fewer blob names than announced")
+            raise DataError(path, f"{where} (layer {show(name)}): fewer blob names than announced")
         inputs = tokens[4 : 4 + n_in]
         outputs = tokens[4 + n_in : 4 + n_in + n_out]
         try:
             params = _parse_params(tokens[4 + n_in + n_out :])
         except ValueError as err:
-            raise DataError(path, f"{where} (layer {name!r}): {err}") from None
+            raise DataError(path, f"{where} (layer {show(name)}): {err}") from None
         rows.append((kind, name, inputs, outputs, params))
     return rows, blob_count
 
@@ -349,17 +350,18 @@ def read_ncnn(param_path: str | Path, bin_path: str | Path | None = None) -> Ncn
         if kind not in SUPPORTED_LAYERS:
             raise DataError(
                 param_path,
-                f"{layer.describe()}: unsupported layer type {kind!r} (supported: "
+                f"{layer.describe()}: unsupported layer type {show(kind)} (supported: "
                 f"{', '.join(SUPPORTED_LAYERS)})",
             )
         for blob in inputs:
             if blob not in produced:
                 raise DataError(
-                    param_path, f"{layer.describe()} reads blob {blob!r} before any layer makes it"
+                    param_path,
+                    f"{layer.describe()} reads blob {show(blob)} before any layer makes it",
                 )
         for blob in outputs:
             if blob in produced:
-                raise DataError(param_path, f"{layer.describe()} makes blob {blob!r} again")
+                raise DataError(param_path, f"{layer.describe()} makes blob {show(blob)} again")
             produced.add(blob)
         if kind in CONVOLUTIONS:
             layer = _with_conv_weights(layer, reader, param_path)

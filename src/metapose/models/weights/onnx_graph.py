@@ -53,6 +53,7 @@ from torch import nn
 
 from metapose.config import ConfigError, MobileNetV2Config, ModelConfig
 from metapose.errors import DataError
+from metapose.files import show
 from metapose.models import TopDownModel
 from metapose.models.backbones.mobilenet_v2 import (
     STAGES,
@@ -129,7 +130,7 @@ def _infer_config(
     if stem.transposed or stem.weight.shape[1:] != (RGB, STEM_KERNEL, STEM_KERNEL):
         raise DataError(
             source,
-            f"node {stem.node!r}: weight {stem.weight.shape}, expected MobileNetV2's 3x3 stem "
+            f"node {show(stem.node)}: weight {stem.weight.shape}, expected MobileNetV2's 3x3 stem "
             "over RGB (not a MobileNetV2 SimpleBaseline this importer understands)",
         )
     pairs = [(STEM_CHANNELS, stem.out_channels)]
@@ -148,7 +149,9 @@ def _infer_config(
         )
     last = layers[n_backbone - 1]
     if last.activation is None:
-        raise DataError(source, f"node {last.node!r}: MobileNetV2's closing conv has no activation")
+        raise DataError(
+            source, f"node {show(last.node)}: MobileNetV2's closing conv has no activation"
+        )
     head, final = layers[n_backbone:-1], layers[-1]
     channels: tuple[int, ...] = ()
     kernel = ModelConfig().deconv_kernel
@@ -250,7 +253,7 @@ def _check_layer(graph: Graph, layer: Layer, mine: _ModelLayer, expected: Desc) 
     def fail(what: str) -> DataError:
         return DataError(
             graph.source,
-            f"node {layer.node!r}: {what}, where the MobileNetV2 SimpleBaseline inferred from "
+            f"node {show(layer.node)}: {what}, where the MobileNetV2 SimpleBaseline inferred from "
             f"the graph has {mine.name} (not a graph this importer understands)",
         )
 
@@ -259,7 +262,7 @@ def _check_layer(graph: Graph, layer: Layer, mine: _ModelLayer, expected: Desc) 
         kind = "ConvTranspose" if layer.transposed else "Conv"
         raise fail(f"a {kind}")
     if layer.weight.shape != tuple(conv.weight.shape):
-        raise fail(f"weight {layer.weight_name!r} of shape {layer.weight.shape}")
+        raise fail(f"weight {show(layer.weight_name)} of shape {layer.weight.shape}")
     pads = _pair(attrs.get("pads"), 0, 4)
     checks: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = [
         ("strides", _pair(attrs.get("strides"), 1), tuple(conv.stride)),
@@ -280,11 +283,11 @@ def _check_layer(graph: Graph, layer: Layer, mine: _ModelLayer, expected: Desc) 
             raise fail(f"{key} {list(theirs)} (expected {list(ours)})")
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     if auto_pad not in (b"NOTSET", "NOTSET"):
-        raise fail(f"auto_pad {auto_pad!r} (expected explicit pads)")
+        raise fail(f"auto_pad {show(auto_pad)} (expected explicit pads)")
     if layer.bn is not None and mine.bn is None:
-        raise fail(f"BatchNormalization {layer.bn.node!r} after it")
+        raise fail(f"BatchNormalization {show(layer.bn.node)} after it")
     if layer.bias is not None and conv.bias is None and mine.bn is None:
-        raise fail(f"a bias {layer.bias_name!r}")
+        raise fail(f"a bias {show(layer.bias_name)}")
     if layer.activation != mine.activation:
         raise fail(
             f"activation {layer.activation or 'none'} (expected {mine.activation or 'none'})"
@@ -310,20 +313,20 @@ def _check_structure(graph: Graph, mine: list[_ModelLayer], residuals: dict[int,
         if skip_from is None or skip != skip_from:
             raise DataError(
                 graph.source,
-                f"node {node!r}: a residual Add of {graph.describe(('layer', k))} and "
+                f"node {show(node)}: a residual Add of {graph.describe(('layer', k))} and "
                 f"{graph.describe(skip)}, which MobileNetV2 does not have",
             )
     for k in residuals:
         if k not in graph.adds:
             raise DataError(
                 graph.source,
-                f"no residual Add after {graph.layers[k].node!r}, where MobileNetV2 has one",
+                f"no residual Add after {show(graph.layers[k].node)}, where MobileNetV2 has one",
             )
     last = ("layer", len(mine) - 1)
     if graph.output_desc != last:
         raise DataError(
             graph.source,
-            f"the graph's output {graph.output_name!r} is not {graph.describe(last)}",
+            f"the graph's output {show(graph.output_name)} is not {graph.describe(last)}",
         )
 
 

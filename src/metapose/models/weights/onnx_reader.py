@@ -18,7 +18,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from metapose.errors import DataError
+from metapose.errors import DataError, cut
+from metapose.files import show
 from metapose.models.backbones.mobilenet_v2 import (
     LastActivation,
 )
@@ -108,9 +109,11 @@ class Graph:
     def describe(self, desc: Desc) -> str:
         kind, k = desc
         if kind == "input":
-            return f"the graph input {self.input_name!r}"
+            return f"the graph input {show(self.input_name)}"
         node = self.layers[k].node
-        return f"the result of {node!r}" if kind == "layer" else f"the residual sum after {node!r}"
+        if kind == "layer":
+            return f"the result of {show(node)}"
+        return f"the residual sum after {show(node)}"
 
 
 def _node_name(node: onnx.NodeProto, index: int) -> str:
@@ -122,8 +125,11 @@ def _load_proto(source: Path) -> onnx.ModelProto:
         raise DataError(source, "ONNX file not found")
     try:
         proto = onnx.load(str(source))
+    except onnx.checker.ValidationError as err:  # e.g. external data outside the model's folder
+        raise DataError(source, f"refused: {cut(str(err), 200)}") from None
     except (DecodeError, OSError, ValueError, RuntimeError) as err:
-        raise DataError(source, f"not an ONNX file (cannot parse it: {err})") from None
+        why = cut(str(err), 200)
+        raise DataError(source, f"not an ONNX file (cannot parse it: {why})") from None
     if not proto.graph.node:
         raise DataError(source, "not an ONNX model (its graph has no nodes)")
     return proto
@@ -178,14 +184,16 @@ class _Reader:
             return self.constants[name]
         tensor = self.initializers.get(name)
         if tensor is None:
-            raise self.fail(f"node {node!r} reads {name!r}, which is neither a weight nor constant")
+            raise self.fail(
+                f"node {show(node)} reads {show(name)}, which is neither a weight nor constant"
+            )
         if name not in self.arrays:
             try:
                 value = numpy_helper.to_array(tensor)
             except (ValueError, TypeError, OSError) as err:
-                raise self.fail(f"tensor {name!r} cannot be read ({err})") from None
+                raise self.fail(f"tensor {show(name)} cannot be read ({err})") from None
             if not np.issubdtype(value.dtype, np.floating):
-                raise self.fail(f"tensor {name!r} holds {value.dtype}, expected floating point")
+                raise self.fail(f"tensor {show(name)} holds {value.dtype}, expected floating point")
             self.arrays[name] = np.ascontiguousarray(value, dtype=np.float32)
         (self.g.structural if structural else self.g.used).add(name)
         return self.arrays[name]
@@ -208,8 +216,8 @@ class _Reader:
         if tensor in self.g.descs:
             return self.g.descs[tensor]
         raise self.fail(
-            f"node {node!r} reads {tensor!r}, which is not the result of a layer (the graph is "
-            "not a chain of convolution layers with residual additions)"
+            f"node {show(node)} reads {show(tensor)}, which is not the result of a layer "
+            "(the graph is not a chain of convolution layers with residual additions)"
         )
 
     def _follow(self, node: onnx.NodeProto, name: str, what: str) -> Layer:
@@ -217,12 +225,12 @@ class _Reader:
         tensor = self.resolve(node.input[0]) if node.input else ""
         k = self.tails.get(tensor)
         if k is None:
-            raise self.fail(f"node {name!r} ({node.op_type}) does not follow a convolution")
+            raise self.fail(f"node {show(name)} ({node.op_type}) does not follow a convolution")
         layer = self.g.layers[k]
         if self.consumers[tensor] != 1:
             raise self.fail(
-                f"node {name!r}: the result of {layer.node!r} feeds other nodes besides this "
-                f"{what}; a layer is conv -> BatchNorm -> activation"
+                f"node {show(name)}: the result of {show(layer.node)} feeds other nodes "
+                f"besides this {what}; a layer is conv -> BatchNorm -> activation"
             )
         del self.tails[tensor]
         layer.tail = node.output[0]
@@ -234,18 +242,20 @@ class _Reader:
         attrs = self._attrs(node)
         if op == "Constant":
             if "value" not in attrs:
-                raise self.fail(f"node {name!r}: only tensor-valued Constant nodes are supported")
+                raise self.fail(
+                    f"node {show(name)}: only tensor-valued Constant nodes are supported"
+                )
             self.constants[node.output[0]] = np.asarray(
                 numpy_helper.to_array(attrs["value"]), dtype=np.float32
             )
         elif op in ALIAS_OPS:
             if op == "Cast" and attrs.get("to") != onnx.TensorProto.FLOAT:
-                raise self.fail(f"node {name!r}: only Cast to float32 is supported")
+                raise self.fail(f"node {show(name)}: only Cast to float32 is supported")
             for extra in node.input[1:]:  # Dropout's ratio and training mode
                 if extra and self.resolve(extra) in self.initializers:
                     self.g.structural.add(self.resolve(extra))
             if len(node.output) > 1 and any(self.consumers[o] for o in node.output[1:] if o):
-                raise self.fail(f"node {name!r}: its mask output is used")
+                raise self.fail(f"node {show(name)}: its mask output is used")
             self.alias[node.output[0]] = node.input[0]
         elif op in LAYER_OPS:
             self._read_layer(node, name, attrs)
@@ -258,11 +268,13 @@ class _Reader:
 
     def _read_layer(self, node: onnx.NodeProto, name: str, attrs: dict[str, Any]) -> None:
         if len(node.input) < 2:
-            raise self.fail(f"node {name!r} has no weight input")
+            raise self.fail(f"node {show(name)} has no weight input")
         desc = self._desc(node.input[0], name)
         weight = self.array(node.input[1], name)
         if weight.ndim != CONV_RANK:
-            raise self.fail(f"node {name!r}: weight of shape {weight.shape}, expected a 2-D conv")
+            raise self.fail(
+                f"node {show(name)}: weight of shape {weight.shape}, expected a 2-D conv"
+            )
         bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
         bias = None if bias_name is None else self.array(bias_name, name)
         layer = Layer(
@@ -277,23 +289,27 @@ class _Reader:
             tail=node.output[0],
         )
         if bias is not None and bias.shape != (layer.out_channels,):
-            raise self.fail(f"node {name!r}: bias of shape {bias.shape}, expected one per channel")
+            raise self.fail(
+                f"node {show(name)}: bias of shape {bias.shape}, expected one per channel"
+            )
         self.g.layers.append(layer)
         self.tails[node.output[0]] = len(self.g.layers) - 1
 
     def _read_batchnorm(self, node: onnx.NodeProto, name: str, attrs: dict[str, Any]) -> None:
         if len(node.input) != 5:
-            raise self.fail(f"node {name!r}: BatchNormalization needs 5 inputs")
+            raise self.fail(f"node {show(name)}: BatchNormalization needs 5 inputs")
         if len(node.output) > 1 and any(self.consumers[o] for o in node.output[1:] if o):
-            raise self.fail(f"node {name!r}: training-mode BatchNormalization is not supported")
+            raise self.fail(f"node {show(name)}: training-mode BatchNormalization is not supported")
         layer = self._follow(node, name, "BatchNormalization")
         if layer.bn is not None or layer.activation is not None:
-            raise self.fail(f"node {name!r}: a second BatchNormalization after {layer.node!r}")
+            raise self.fail(
+                f"node {show(name)}: a second BatchNormalization after {show(layer.node)}"
+            )
         params = [self.array(i, name) for i in node.input[1:]]
         for tensor, value in zip(node.input[1:], params, strict=True):
             if value.shape != (layer.out_channels,):
                 raise self.fail(
-                    f"node {name!r}: {tensor!r} has shape {value.shape}, expected "
+                    f"node {show(name)}: {show(tensor)} has shape {value.shape}, expected "
                     f"({layer.out_channels},) (per-channel statistics)"
                 )
         scale, bias, mean, var = params
@@ -311,7 +327,9 @@ class _Reader:
         if len(node.input) > i and node.input[i]:
             value = self.array(node.input[i], name, structural=True)
             if value.size != 1:
-                raise self.fail(f"node {name!r}: Clip bound {node.input[i]!r} is not a scalar")
+                raise self.fail(
+                    f"node {show(name)}: Clip bound {show(node.input[i])} is not a scalar"
+                )
             return float(value.reshape(()))
         return float(attrs.get(key, -math.inf if i == 1 else math.inf))
 
@@ -326,25 +344,25 @@ class _Reader:
                 kind = "relu6"
             elif not (low == 0 and high == math.inf):
                 raise self.fail(
-                    f"node {name!r}: Clip to [{low}, {high}]; only ReLU6 ([0, 6]) and ReLU "
+                    f"node {show(name)}: Clip to [{low}, {high}]; only ReLU6 ([0, 6]) and ReLU "
                     "([0, inf)) are understood"
                 )
         layer = self._follow(node, name, node.op_type)
         if layer.activation is not None:
-            raise self.fail(f"node {name!r}: a second activation after {layer.node!r}")
+            raise self.fail(f"node {show(name)}: a second activation after {show(layer.node)}")
         layer.activation = kind
 
     def _read_add(self, node: onnx.NodeProto, name: str) -> None:
         if len(node.input) != 2:
-            raise self.fail(f"node {name!r}: Add needs two inputs")
+            raise self.fail(f"node {show(name)}: Add needs two inputs")
         a, b = (self._desc(i, name) for i in node.input)
         # The residual's main path is the later of the two layer results.
         main, skip = (a, b) if a[0] == "layer" and (b[0] != "layer" or a[1] > b[1]) else (b, a)
         if main[0] != "layer":
-            raise self.fail(f"node {name!r}: neither input of this Add is a layer's result")
+            raise self.fail(f"node {show(name)}: neither input of this Add is a layer's result")
         k = main[1]
         if k in self.g.adds:
-            raise self.fail(f"node {name!r}: a second Add after {self.g.layers[k].node!r}")
+            raise self.fail(f"node {show(name)}: a second Add after {show(self.g.layers[k].node)}")
         self.tails.pop(self.resolve(node.input[0 if main == a else 1]), None)
         self.g.adds[k] = (name, skip)
         self.g.descs[node.output[0]] = ("add", k)
@@ -356,8 +374,8 @@ def _check_ops(proto: onnx.ModelProto, source: Path) -> None:
             op = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
             raise DataError(
                 source,
-                f"node {_node_name(node, i)!r}: operator {op!r} is not supported (supported: "
-                f"{', '.join(sorted(SUPPORTED_OPS))})",
+                f"node {show(_node_name(node, i))}: operator {show(op)} is not supported "
+                f"(supported: {', '.join(sorted(SUPPORTED_OPS))})",
             )
 
 
