@@ -282,7 +282,8 @@ def warp(
         source = _pixel_grid(width, height) + displacement
         if homography is not None:
             source = cv2.perspectiveTransform(source, np.linalg.inv(homography))
-        # OpenCV's stubs lack the documented map2=None that goes with a two-channel float map.
+        # OpenCV 4's stubs lack the documented map2=None that goes with a two-channel float map
+        # (OpenCV 5's have it: the ignore is then unused, which is not an error either).
         warped = cv2.remap(  # type: ignore[call-overload, unused-ignore]
             image, source, None, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
