@@ -153,7 +153,7 @@ def test_predict_writes_results_and_overlays_independent_of_batching(
         assert summary.images == 3 and summary.people == 4
         outputs.append(read_keypoint_results(summary.results_path))
         for image, overlay in zip(images, summary.overlays, strict=True):
-            assert overlay == out / "overlays" / f"{image.stem}.png"
+            assert overlay == out / "overlays" / f"{image.stem}.jpg"  # JPEG by default
             assert read_rgb(overlay).shape == read_rgb(image).shape
     assert [r["image_id"] for r in outputs[0]] == [1, 2, 2, 3]
     raw = json.loads((tmp_path / "b1" / "results.json").read_text())
@@ -185,7 +185,7 @@ def test_overlays_draw_the_people_found_and_nothing_else(tmp_path: Path, checkpo
     estimator = estimator_from_checkpoint(checkpoint, CPU)
     summary = predict_images(
         plan, estimator, tmp_path / "r.json", overlay_dir=tmp_path / "overlays",
-        options=PredictOptions(draw_threshold=0.0),
+        options=PredictOptions(draw_threshold=0.0, overlay_format="png"),
     )  # fmt: skip
     with_person, without = (read_rgb(p) for p in summary.overlays)
     changed = np.any(with_person != read_rgb(images[0]), axis=2)
