@@ -144,3 +144,32 @@ def test_the_detector_imports_without_torch() -> None:
         "assert 'torch' not in [m for m, v in sys.modules.items() if v is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluate_detect_scores_detected_people_beside_gt_boxes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from metapose.models import TopDownModel
+    from metapose.models.checkpoint import save_checkpoint
+    from tests.conftest import COCO_TINY, TINY_MODEL
+
+    coco = require(COCO_TINY)
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", TopDownModel(TINY_MODEL))
+    full = json.loads((coco / "annotations" / "person_keypoints_val2017.json").read_text())
+    labelled = sorted({a["image_id"] for a in full["annotations"] if a["num_keypoints"] > 0})[:3]
+    subset = {
+        **full,
+        "images": [i for i in full["images"] if i["id"] in labelled],
+        "annotations": [a for a in full["annotations"] if a["image_id"] in labelled],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(subset))  # three photos keep the test short
+    argv = ["evaluate", "--gt", str(tmp_path / "gt.json")]
+    argv += ["--images", str(coco / "val2017"), "--checkpoint", str(checkpoint), "--detect"]
+    assert main([*argv, "--quiet", "--no-flip", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "from detector yolox_nano_416x416.onnx boxes beside ground-truth boxes" in printed
+    assert "detected boxes |" in printed and "ground-truth boxes |" in printed
+    assert "time per image: detector" in printed

@@ -47,12 +47,15 @@ def add_detector_options(p: argparse.ArgumentParser) -> None:
 
 
 def detector_options(args: argparse.Namespace) -> DetectorOptions:
-    return DetectorOptions(
-        score_threshold=args.det_threshold,
-        nms_iou=args.nms_iou,
-        max_people=args.max_people,
-        min_box_size=args.min_box_size,
-    )
+    try:
+        return DetectorOptions(
+            score_threshold=args.det_threshold,
+            nms_iou=args.nms_iou,
+            max_people=args.max_people,
+            min_box_size=args.min_box_size,
+        )
+    except ValueError as bad:
+        raise SystemExit(f"error: {bad}") from None
 
 
 def open_detector(args: argparse.Namespace) -> PersonDetector:
@@ -74,16 +77,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     videos = [i for i in args.inputs if is_video(i)]
     if videos and (len(args.inputs) > 1 or args.boxes is not None):
         raise SystemExit("error: give one video alone, without --boxes (people are detected)")
-    options = PredictOptions(
-        batch_size=args.batch_size,
-        flip=not args.no_flip,
-        box_score_threshold=args.box_threshold,
-        draw_threshold=args.threshold,
-        oks_nms=not args.no_nms,
-        strict=args.strict,
-        overlay_format=args.overlay_format,
-        overlay_max_side=args.overlay_size or None,
-    )
+    if args.frame_stride < 1:
+        raise SystemExit(f"error: --frame-stride must be >= 1, got {args.frame_stride}")
+    try:
+        options = PredictOptions(
+            batch_size=args.batch_size,
+            flip=not args.no_flip,
+            box_score_threshold=args.box_threshold,
+            draw_threshold=args.threshold,
+            oks_nms=not args.no_nms,
+            strict=args.strict,
+            overlay_format=args.overlay_format,
+            overlay_max_side=args.overlay_size or None,
+        )
+    except ValueError as bad:
+        raise SystemExit(f"error: {bad}") from None
     plan = None
     if not videos:  # every image and box file is checked before a model is loaded
         plan = plan_prediction(
@@ -131,8 +139,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=progress,
         detector=detector,
     )
-    for err in summary.skipped:
-        print(f"skipped: {err}", file=sys.stderr)
+    for skipped in summary.skipped:
+        print(f"skipped: {skipped}", file=sys.stderr)
     if summary.skipped:
         print(f"skipped {len(summary.skipped)} unreadable image(s) (--strict makes this an error)")
     per_image = 1000 * summary.seconds / max(summary.images, 1)

@@ -127,14 +127,16 @@ def _predict_people(
     codec = estimator.codec
     if boxes is None:
         instances = instances_from_coco(gt)
-    elif isinstance(boxes, Mapping):
-        found = boxes
     else:
-        found = load_detections(
-            boxes,
-            score_threshold=options.box_score_threshold,
-            image_ids=[i.id for i in gt.images],
-            file_names={Path(i.file_name).name: i.id for i in gt.images},
+        found = (
+            boxes
+            if isinstance(boxes, Mapping)
+            else load_detections(
+                boxes,
+                score_threshold=options.box_score_threshold,
+                image_ids=[i.id for i in gt.images],
+                file_names={Path(i.file_name).name: i.id for i in gt.images},
+            )
         )
         instances = detection_instances(gt, found, codec.input_size[0] / codec.input_size[1])
     tick = progress.stage("evaluate", len(instances)) if progress else None
