@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -113,6 +114,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     progress = TqdmProgress(not args.quiet)
     if plan is None:
+        # FFmpeg's own warnings on a damaged frame would bury the one error line that names it.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         video = predict_video(
             videos[0],
             estimator,

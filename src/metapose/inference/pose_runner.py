@@ -301,7 +301,7 @@ def staged_folder(out: str | Path, known: frozenset[str] = OUTPUT_NAMES) -> Iter
     the new files; a failed or interrupted run removes the staged folder and leaves ``out`` as it
     was. A folder holding other files is refused before anything is written.
     """
-    out = Path(out)
+    out = Path(out).resolve()  # "." and "pred/" alike have a name and a parent to stage in
     if out.exists() and not out.is_dir():
         raise DataError(out, "exists and is not a folder: give a folder for --out")
     if out.is_dir():
