@@ -2,7 +2,8 @@
 stage takes per image.
 
 On the 79 images of ``../shared/data/coco/mini`` val: the bundled YOLOX-Nano finds the people
-(the :class:`~metapose.inference.detector.DetectorOptions` defaults, or ``--det-threshold``),
+(score threshold ``EVALUATION_SCORE_THRESHOLD``, as ``evaluate --detect``, or
+``--det-threshold``; the other :class:`~metapose.inference.detector.DetectorOptions` defaults),
 each zoo model (flip test, its own codec) estimates their poses, SimpleBaseline rescoring and
 OKS-NMS follow, and pycocotools scores them; the same model with the ground-truth boxes is the
 reference. Times are wall clock on this machine per image: the detector (reading and decoding
@@ -23,7 +24,11 @@ import torch
 from metapose.data.coco import load_coco
 from metapose.device import DeviceOptions
 from metapose.evaluation.evaluate import detect_people, evaluate
-from metapose.inference.detector import DetectorOptions, PersonDetector
+from metapose.inference.detector import (
+    EVALUATION_SCORE_THRESHOLD,
+    DetectorOptions,
+    PersonDetector,
+)
 from metapose.inference.estimators import estimator_from_checkpoint
 from metapose.inference.predict import PredictOptions
 from metapose.models.zoo import ZOO
@@ -35,7 +40,7 @@ MINI = ROOT.parent / "shared" / "data" / "coco" / "mini"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
-    parser.add_argument("--det-threshold", type=float, default=DetectorOptions().score_threshold)
+    parser.add_argument("--det-threshold", type=float, default=EVALUATION_SCORE_THRESHOLD)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -17,6 +17,7 @@ from metapose.cli.common import (
 )
 from metapose.cli.inference import add_detector_options, open_detector
 from metapose.config import CODEC_MODES
+from metapose.inference.detector import EVALUATION_SCORE_THRESHOLD
 from metapose.inference.pose_runner import PredictOptions
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def register(sub: Commands) -> None:
         action="store_true",
         help="find the people with the person detector; scored beside GT boxes",
     )
-    add_detector_options(p)
+    add_detector_options(p, score_threshold=EVALUATION_SCORE_THRESHOLD)
     p.add_argument(
         "--box-threshold",
         type=float,

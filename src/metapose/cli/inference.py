@@ -19,7 +19,9 @@ from metapose.inference.export import DEFAULT_OPSET
 from metapose.inference.pose_runner import OVERLAY_FORMATS, PredictOptions
 
 
-def add_detector_options(p: argparse.ArgumentParser) -> None:
+def add_detector_options(
+    p: argparse.ArgumentParser, score_threshold: float = DetectorOptions().score_threshold
+) -> None:
     """The person detector's file and options (also used by ``evaluate --detect``)."""
     defaults = DetectorOptions()
     p.add_argument(
@@ -30,7 +32,7 @@ def add_detector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--det-threshold",
         type=float,
-        default=defaults.score_threshold,
+        default=score_threshold,
         help="minimum detector score of a person",
     )
     p.add_argument(
