@@ -173,3 +173,28 @@ def test_evaluate_detect_scores_detected_people_beside_gt_boxes(
     assert "from detector yolox_nano_416x416.onnx boxes beside ground-truth boxes" in printed
     assert "detected boxes |" in printed and "ground-truth boxes |" in printed
     assert "time per image: detector" in printed
+
+
+def test_detect_then_predict_with_its_boxes_on_photos_not_named_by_coco_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from metapose.models import TopDownModel
+    from metapose.models.checkpoint import save_checkpoint
+    from tests.conftest import TINY_MODEL
+
+    photo = require(COCO_MINI) / "val2017" / "000000214753.jpg"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "beach ride.jpg").write_bytes(photo.read_bytes())
+    detections = tmp_path / "det.json"
+    assert main(["detect", str(tmp_path / "in"), "--out", str(detections), "--quiet"]) == 0
+    entries = json.loads(detections.read_text())
+    assert [e["file_name"] for e in entries] == ["beach ride.jpg"] * 2
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", TopDownModel(TINY_MODEL))
+    argv = ["predict", str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--no-nms"]
+    argv += ["--boxes", str(detections), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main([*argv, "--quiet"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["file_name"] for r in results] == ["beach ride.jpg"] * 2

@@ -385,3 +385,33 @@ def test_results_are_scored_by_file_name_when_their_ids_differ(tmp_path: Path) -
     no_names = [{k: v for k, v in r.items() if k != "file_name"} for r in renumbered]
     with pytest.raises(DataError, match="no image with this id"):  # ids alone: other images
         evaluate_oks(gt_path, no_names)
+
+
+class InterruptingDetector(FixedDetector):
+    """Ctrl-C while the second picture is searched."""
+
+    def detect(self, image: np.ndarray, image_id: int = 0) -> tuple[Detection, ...]:
+        if self.calls == 1:
+            raise KeyboardInterrupt
+        return super().detect(image, image_id)
+
+
+def test_an_interrupted_run_leaves_the_old_output_and_no_staging(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    estimator = estimator_from_checkpoint(checkpoint, CPU)
+    images = write_images(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "out"
+    predict_folder(plan_prediction(images[:1], whole_image=True), estimator, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(
+            plan_prediction(images),
+            estimator,
+            out,
+            detector=InterruptingDetector(),  # type: ignore[arg-type]
+            options=PredictOptions(batch_size=1),
+        )
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
