@@ -5,7 +5,8 @@ MobileNetV2 x0.5 in Ultralight-SimplePose's: images per second of a training ste
 JointsMSE, backward, Adam step; batch 32, train mode) and of inference (batch 32, eval mode, no
 flip test), in float32 and in bfloat16 autocast + channels_last (``amp: true`` on CPUs with
 native bfloat16; the default is float32), with the median of a few timed repeats after a
-warm-up. Weights are random, which does not change the speed. Run: ``python benchmarks/architectures.py [--threads N]``.
+warm-up. Weights are random, which does not change the speed. Run:
+``python benchmarks/architectures.py [--threads N]``.
 ``benchmarks/ncnn_graph.py`` times a naive graph-interpreting conversion of the PP-TinyPose ncnn
 file beside the native Lite-HRNet.
 """

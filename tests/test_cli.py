@@ -81,7 +81,7 @@ def test_user_workflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     for folder in ("pred_torch", "pred_onnx"):
         results = json.loads((tmp_path / folder / "results.json").read_text())
         assert len(results) == 1 and len(results[0]["keypoints"]) == 51
-        assert (tmp_path / folder / "overlays" / f"{image.stem}.png").is_file()
+        assert (tmp_path / folder / "overlays" / f"{image.stem}.jpg").is_file()
 
     run(
         "evaluate",

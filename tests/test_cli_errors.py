@@ -192,7 +192,7 @@ def test_predict_skips_bad_images_with_a_count_and_keeps_same_stem_overlays(
     captured = capsys.readouterr()
     assert "skipped 2 unreadable image(s)" in captured.out
     assert "cut.jpg: truncated JPEG" in captured.err and "junk.png: cannot decode" in captured.err
-    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a-2.png", "a.png"]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a-2.jpg", "a.jpg"]
     assert len(json.loads((out / "results.json").read_text())) == 2
 
     strict = tmp_path / "strict"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from metapose.config import ModelConfig
+from metapose.data.boxes import Detection
 from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
@@ -17,6 +18,7 @@ from metapose.data.images import read_rgb, write_rgb
 from metapose.data.keypoint_results import read_keypoint_results
 from metapose.device import DeviceOptions
 from metapose.errors import DataError
+from metapose.evaluation.coco import evaluate_oks, how_results_match
 from metapose.evaluation.evaluate import evaluate
 from metapose.inference.estimators import (
     PoseEstimator,
@@ -24,7 +26,12 @@ from metapose.inference.estimators import (
     estimator_from_onnx,
 )
 from metapose.inference.export import export_onnx
-from metapose.inference.predict import PredictOptions, plan_prediction, predict_images
+from metapose.inference.predict import (
+    PredictOptions,
+    plan_prediction,
+    predict_folder,
+    predict_images,
+)
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import save_checkpoint
 from metapose.skeleton import COCO17
@@ -153,7 +160,7 @@ def test_predict_writes_results_and_overlays_independent_of_batching(
         assert summary.images == 3 and summary.people == 4
         outputs.append(read_keypoint_results(summary.results_path))
         for image, overlay in zip(images, summary.overlays, strict=True):
-            assert overlay == out / "overlays" / f"{image.stem}.png"
+            assert overlay == out / "overlays" / f"{image.stem}.jpg"  # JPEG by default
             assert read_rgb(overlay).shape == read_rgb(image).shape
     assert [r["image_id"] for r in outputs[0]] == [1, 2, 2, 3]
     raw = json.loads((tmp_path / "b1" / "results.json").read_text())
@@ -185,7 +192,7 @@ def test_overlays_draw_the_people_found_and_nothing_else(tmp_path: Path, checkpo
     estimator = estimator_from_checkpoint(checkpoint, CPU)
     summary = predict_images(
         plan, estimator, tmp_path / "r.json", overlay_dir=tmp_path / "overlays",
-        options=PredictOptions(draw_threshold=0.0),
+        options=PredictOptions(draw_threshold=0.0, overlay_format="png"),
     )  # fmt: skip
     with_person, without = (read_rgb(p) for p in summary.overlays)
     changed = np.any(with_person != read_rgb(images[0]), axis=2)
@@ -258,3 +265,153 @@ def test_scoring_from_detections_rescores_and_suppresses(tmp_path: Path, checkpo
     assert len(read_keypoint_results(saved)) == len(people)
     assert 0.0 <= score.ap <= 1.0
     assert score.pck is None  # a pose in a detected box belongs to no particular person
+
+
+# ------------------------------------------------------------------------------ detector, folders
+
+
+class FixedDetector:
+    """A stand-in detector that finds the same two people in every picture."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def detect(self, image: np.ndarray, image_id: int = 0) -> tuple[Detection, ...]:
+        self.calls += 1
+        return (
+            Detection(image_id, (2.0, 3.0, 20.0, 30.0), 0.9),
+            Detection(image_id, (25.0, 5.0, 20.0, 40.0), 0.8),
+        )
+
+
+def test_without_boxes_the_detector_finds_the_people(tmp_path: Path, checkpoint: Path) -> None:
+    images = write_images(tmp_path / "in", ["holiday.png", "beach.png"])
+    plan = plan_prediction(images)
+    assert plan.detect and [j.image_id for j in plan.jobs] == [1, 2]
+    with pytest.raises(ValueError, match="pass one"):
+        predict_images(plan, estimator_from_checkpoint(checkpoint, CPU), tmp_path / "r.json")
+    detector = FixedDetector()
+    summary = predict_images(
+        plan,
+        estimator_from_checkpoint(checkpoint, CPU),
+        tmp_path / "r.json",
+        detector=detector,  # type: ignore[arg-type]
+        options=PredictOptions(oks_nms=False),
+    )
+    assert detector.calls == 2 and summary.people == 4
+    raw = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["image_id"], r["file_name"]) for r in raw] == [(1, "holiday.png")] * 2 + [
+        (2, "beach.png")
+    ] * 2
+
+
+def test_detections_naming_files_are_matched_by_file_name(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "in", ["zebra.png", "apple.png"])
+    entries = [
+        {"image_id": 900, "category_id": 1, "bbox": [1, 2, 30, 40], "score": 0.9,
+         "file_name": "zebra.png"},
+    ]  # fmt: skip
+    (tmp_path / "d.json").write_text(json.dumps(entries))
+    plan = plan_prediction(images, boxes=tmp_path / "d.json")
+    assert [(j.file_name, j.image_id, j.boxes) for j in plan.jobs] == [
+        ("zebra.png", 1, ((1.0, 2.0, 30.0, 40.0),)),
+        ("apple.png", 2, ()),
+    ]
+    entries[0]["file_name"] = "pear.png"
+    (tmp_path / "d.json").write_text(json.dumps(entries))
+    with pytest.raises(DataError, match=r"d\.json: field '\[0\]\.file_name': no image named"):
+        plan_prediction(images, boxes=tmp_path / "d.json")
+
+
+def test_recursive_folders_name_results_and_overlays_by_their_path(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    write_images(tmp_path / "in" / "day1", ["a.png"])
+    write_images(tmp_path / "in" / "day2", ["a.png"])
+    with pytest.raises(DataError, match="no image files.*--recursive"):
+        plan_prediction([tmp_path / "in"], whole_image=True)
+    plan = plan_prediction([tmp_path / "in"], whole_image=True, recursive=True)
+    assert [j.file_name for j in plan.jobs] == ["day1/a.png", "day2/a.png"]
+    summary = predict_folder(plan, estimator_from_checkpoint(checkpoint, CPU), tmp_path / "out")
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in summary.overlays] == [
+        "overlays/day1/a.jpg",
+        "overlays/day2/a.jpg",
+    ]
+    assert all(p.is_file() for p in summary.overlays)
+
+
+def test_predict_folder_replaces_an_old_output_whole_or_not_at_all(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    estimator = estimator_from_checkpoint(checkpoint, CPU)
+    out = tmp_path / "out"
+    first = write_images(tmp_path / "one", ["first.png"])
+    predict_folder(plan_prediction(first, whole_image=True), estimator, out)
+    second = write_images(tmp_path / "two", ["second.png"])
+    predict_folder(plan_prediction(second, whole_image=True), estimator, out)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["second.jpg"]  # no mixing
+    before = (out / "results.json").read_bytes()
+    (tmp_path / "two" / "broken.png").write_text("not an image")
+    with pytest.raises(DataError, match="cannot decode"):
+        predict_folder(
+            plan_prediction([tmp_path / "two"], whole_image=True),
+            estimator,
+            out,
+            options=PredictOptions(strict=True),
+        )
+    assert (out / "results.json").read_bytes() == before  # the old output is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "out", "two"]  # no staging left
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(DataError, match="not a predict output.*thesis.tex"):
+        predict_folder(plan_prediction(second, whole_image=True), estimator, tmp_path / "mine")
+
+
+def test_results_are_scored_by_file_name_when_their_ids_differ(tmp_path: Path) -> None:
+    gt_path = require(COCO_TINY) / VAL_JSON
+    gt = load_coco(gt_path)
+    names = {i.id: i.file_name for i in gt.images}
+    results = [
+        {"image_id": a.image_id, "category_id": 1, "score": 1.0,
+         "keypoints": a.keypoints.reshape(-1).tolist(), "file_name": names[a.image_id]}
+        for a in gt.annotations if a.trainable
+    ]  # fmt: skip
+    by_id = evaluate_oks(gt_path, results)
+    numbered = {image_id: n for n, image_id in enumerate(sorted(names), start=1)}
+    renumbered = [{**r, "image_id": numbered[r["image_id"]]} for r in results]
+    (tmp_path / "r.json").write_text(json.dumps(renumbered))
+    assert how_results_match(gt_path, tmp_path / "r.json") == "file name"
+    assert evaluate_oks(gt_path, tmp_path / "r.json").ap == by_id.ap > 0.9
+    no_names = [{k: v for k, v in r.items() if k != "file_name"} for r in renumbered]
+    with pytest.raises(DataError, match="no image with this id"):  # ids alone: other images
+        evaluate_oks(gt_path, no_names)
+
+
+class InterruptingDetector(FixedDetector):
+    """Ctrl-C while the second picture is searched."""
+
+    def detect(self, image: np.ndarray, image_id: int = 0) -> tuple[Detection, ...]:
+        if self.calls == 1:
+            raise KeyboardInterrupt
+        return super().detect(image, image_id)
+
+
+def test_an_interrupted_run_leaves_the_old_output_and_no_staging(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    estimator = estimator_from_checkpoint(checkpoint, CPU)
+    images = write_images(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "out"
+    predict_folder(plan_prediction(images[:1], whole_image=True), estimator, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(
+            plan_prediction(images),
+            estimator,
+            out,
+            detector=InterruptingDetector(),  # type: ignore[arg-type]
+            options=PredictOptions(batch_size=1),
+        )
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]

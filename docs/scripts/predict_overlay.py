@@ -27,6 +27,8 @@ def main() -> None:
                 "pp-tinypose-256x192",
                 "--boxes",
                 str(ANNOTATIONS),
+                "--overlay-format",
+                "png",
                 "--out",
                 tmp,
                 "--quiet",

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from metapose.data.boxes import Detection
 from metapose.data.coco import CocoDataset
 from metapose.data.dataset import Instance
 from metapose.data.images import MAX_COORDINATE
@@ -33,15 +34,6 @@ PERSON_CATEGORY_ID = 1
 BOX_SCORE_THRESHOLD = 0.0
 # SimpleBaseline's ``TEST.IN_VIS_THRE``: keypoints scoring above it enter the instance score.
 KEYPOINT_SCORE_THRESHOLD = 0.2
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected person: ``bbox`` ``(x, y, w, h)`` in image pixels and the detector's score."""
-
-    image_id: int
-    bbox: tuple[float, float, float, float]
-    score: float
 
 
 def _parse_detection(path: Path, index: int, entry: Any) -> tuple[int, Detection]:
@@ -97,12 +89,15 @@ def load_detections(
     score_threshold: float = BOX_SCORE_THRESHOLD,
     category_id: int = PERSON_CATEGORY_ID,
     image_ids: Sequence[int] | None = None,
+    file_names: Mapping[str, int] | None = None,
 ) -> dict[int, tuple[Detection, ...]]:
     """Person boxes of a COCO detection-results JSON, by image id, in file order.
 
     Every entry is validated (a bad one raises :class:`~metapose.errors.DataError` naming the file,
     the entry's index and the field) before any is kept; boxes of other categories and boxes
-    scoring below ``score_threshold`` are dropped. With ``image_ids`` (the ground truth's images)
+    scoring below ``score_threshold`` are dropped. With ``file_names`` (image file name -> id)
+    an entry that names its image (``file_name``, as ``metapose detect`` writes) gets that
+    image's id, whatever its ``image_id`` says. With ``image_ids`` (the ground truth's images)
     a box on an unknown image is an error. Images without a kept box are absent from the result.
     """
     path = Path(path)
@@ -116,6 +111,13 @@ def load_detections(
     other_category = low_score = 0
     for index, entry in enumerate(payload):
         category, detection = _parse_detection(path, index, entry)
+        named = entry.get("file_name")
+        if file_names is not None and isinstance(named, str):
+            if Path(named).name not in file_names:
+                raise DataError(
+                    path, f"no image named {named!r} here", field=f"[{index}].file_name"
+                )
+            detection = replace(detection, image_id=file_names[Path(named).name])
         if known is not None and detection.image_id not in known:
             raise DataError(
                 path,

@@ -54,7 +54,7 @@ def validate_results(
     """Check COCO keypoint results; returns copies of the entries (pycocotools mutates them).
 
     Each entry needs an integer ``image_id`` and ``category_id``, ``keypoints`` as
-    ``3 * num_keypoints`` finite numbers and a finite ``score``.
+    ``3 * num_keypoints`` finite numbers and a finite ``score``; a ``file_name`` is kept.
     """
     if not isinstance(payload, list):
         raise DataError(path, "COCO results must be a JSON list of objects", field="(top level)")
@@ -95,14 +95,15 @@ def validate_results(
                 field=f"{where}.score",
                 image_id=image_id,
             )
-        out.append(
-            {
-                "image_id": image_id,
-                "category_id": entry["category_id"],
-                "keypoints": [float(v) for v in kps],
-                "score": float(entry["score"]),
-            }
-        )
+        copy = {
+            "image_id": image_id,
+            "category_id": entry["category_id"],
+            "keypoints": [float(v) for v in kps],
+            "score": float(entry["score"]),
+        }
+        if isinstance(entry.get("file_name"), str):  # lets evaluation match by file name
+            copy["file_name"] = entry["file_name"]
+        out.append(copy)
     return out
 
 

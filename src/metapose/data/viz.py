@@ -55,22 +55,38 @@ def _fixed(point: Sequence[float] | np.ndarray) -> tuple[int, int]:
 
 
 class _Faded:
-    """Draw onto ``out`` directly, or (``alpha < 1``) onto a layer blended in on exit."""
+    """Draw onto ``out`` directly, or (``alpha < 1``) onto a layer blended in on exit.
 
-    def __init__(self, out: np.ndarray, alpha: float) -> None:
-        self.out = out
+    The layer is only the part of ``out`` within ``reach`` pixels of ``points`` (what the
+    drawing can touch), so that drawing a joint costs its own size, not the image's. Draw at
+    ``point - offset``.
+    """
+
+    def __init__(
+        self, out: np.ndarray, alpha: float, points: Sequence[np.ndarray], reach: float
+    ) -> None:
         self.alpha = alpha
-        self.target = out if alpha >= 1.0 else out.copy()
+        self.region, self.offset = out, np.zeros(2)
+        if alpha < 1.0:
+            xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+            height, width = out.shape[:2]
+            x0, y0 = np.floor(xy.min(axis=0) - reach).astype(int)
+            x1, y1 = np.ceil(xy.max(axis=0) + reach).astype(int) + 1
+            x0, x1 = max(0, min(x0, width)), max(0, min(x1, width))
+            y0, y1 = max(0, min(y0, height)), max(0, min(y1, height))
+            if x1 > x0 and y1 > y0:
+                self.region, self.offset = out[y0:y1, x0:x1], np.array([x0, y0], np.float64)
+        self.target = self.region if alpha >= 1.0 else self.region.copy()
 
     def __enter__(self) -> np.ndarray:
         return self.target
 
     def __exit__(self, *exc: object) -> None:
-        if self.target is self.out:
+        if self.target is self.region:
             return
-        changed = (self.target != self.out).any(axis=2)
-        blended = cv2.addWeighted(self.out, 1.0 - self.alpha, self.target, self.alpha, 0.0)
-        np.copyto(self.out, blended, where=changed[..., None])
+        changed = (self.target != self.region).any(axis=2)
+        blended = cv2.addWeighted(self.region, 1.0 - self.alpha, self.target, self.alpha, 0.0)
+        np.copyto(self.region, blended, where=changed[..., None])
 
 
 def is_flags(values: np.ndarray) -> bool:
@@ -126,17 +142,19 @@ def draw_pose(
             continue
         side = sides[a] if sides[a] == sides[b] else "center"
         alpha = max(MIN_ALPHA, float(min(confidence[a], confidence[b])))
-        with _Faded(out, alpha) as target:
-            cv2.line(
-                target, _fixed(kp[a]), _fixed(kp[b]), SIDE_COLOURS[side], t, cv2.LINE_AA, SHIFT
-            )
+        ends = [kp[a, :2], kp[b, :2]]
+        layer = _Faded(out, alpha, ends, t + 2)
+        with layer as target:
+            start, end = (_fixed(p - layer.offset) for p in ends)
+            cv2.line(target, start, end, SIDE_COLOURS[side], t, cv2.LINE_AA, SHIFT)
 
     for k in np.flatnonzero(shown):
         alpha = max(MIN_ALPHA, float(confidence[k]))
         size = max(1, round(r * (0.5 + 0.5 * float(confidence[k]))))
-        centre = _fixed(kp[k])
         colour = SIDE_COLOURS[sides[k]]
-        with _Faded(out, alpha) as target:
+        layer = _Faded(out, alpha, [kp[k, :2]], size + 1 + t + 2)
+        with layer as target:
+            centre = _fixed(kp[k, :2] - layer.offset)
             if hollow[k]:
                 cv2.circle(target, centre, size << SHIFT, colour, t, cv2.LINE_AA, SHIFT)
             else:

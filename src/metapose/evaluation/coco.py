@@ -219,6 +219,43 @@ def _check_results_against_gt(
             )
 
 
+@dataclass(frozen=True)
+class MatchedResults:
+    """Result entries with the ground truth's image ids, and how they were matched."""
+
+    entries: list[dict[str, Any]]
+    by: str  # "image id" or "file name"
+
+
+def match_results(entries: list[dict[str, Any]], dataset: CocoDataset) -> MatchedResults:
+    """Give results the ground truth's image ids: by id where they agree with it, else by the
+    entries' ``file_name`` (as ``metapose predict`` writes them) where every entry names an
+    image of the ground truth. Otherwise the ids are left as they are (and checked later)."""
+    names = {Path(i.file_name).name: i.id for i in dataset.images}
+    if not entries or not all(isinstance(e.get("file_name"), str) for e in entries):
+        return MatchedResults(entries, "image id")
+    named = [str(e["file_name"]) for e in entries]
+    ids_agree = all(
+        e["image_id"] in dataset.image_by_id
+        and Path(dataset.image_by_id[e["image_id"]].file_name).name == Path(n).name
+        for e, n in zip(entries, named, strict=True)
+    )
+    if ids_agree or not all(Path(n).name in names for n in named):
+        return MatchedResults(entries, "image id")
+    remapped = [{**e, "image_id": names[Path(n).name]} for e, n in zip(entries, named, strict=True)]
+    log.info("results matched to %s by file name (their image ids differ)", dataset.annotation_file)
+    return MatchedResults(remapped, "file name")
+
+
+def how_results_match(
+    gt: CocoDataset | Mapping[str, Any] | str | Path, results: str | Path
+) -> str:
+    """How :func:`evaluate_oks` will match the entries of a results file to ``gt``'s images:
+    ``"image id"`` or ``"file name"``."""
+    dataset, _ = _as_ground_truth(gt)
+    return match_results(read_keypoint_results(results, dataset.skeleton.num_keypoints), dataset).by
+
+
 def evaluate_oks(
     gt: CocoDataset | Mapping[str, Any] | str | Path,
     results: Sequence[Mapping[str, Any]] | str | Path,
@@ -229,8 +266,10 @@ def evaluate_oks(
     """COCO OKS AP/AR of keypoint ``results`` against ``gt``, computed by pycocotools.
 
     ``gt``: a loaded dataset, a COCO ground-truth dict or its JSON file. ``results``: COCO
-    keypoint result entries (see :func:`make_result`) or their JSON file. ``keypoints``: score
-    only these keypoint names (ground truth, predictions and sigmas are sliced alike).
+    keypoint result entries (see :func:`make_result`) or their JSON file; entries naming their
+    ``file_name`` are matched to images by it where their ids disagree (:func:`match_results`).
+    ``keypoints``: score only these keypoint names (ground truth, predictions and sigmas are
+    sliced alike).
     ``sigmas``: per keypoint of the dataset's skeleton, default the skeleton's own. An empty
     results list scores 0 wherever there is ground truth. Every input is validated first; bad
     input raises :class:`~metapose.errors.DataError` naming the file, the entry and the field.
@@ -250,6 +289,7 @@ def evaluate_oks(
     else:
         source = IN_MEMORY_RESULTS
         entries = validate_results(list(results), skeleton.num_keypoints, source)
+    entries = match_results(entries, dataset).entries
     _check_results_against_gt(entries, dataset, source)
 
     payload = _gt_payload(dataset, keypoints_by_id, indices)
@@ -295,3 +335,17 @@ def format_eval_result(result: EvalResult) -> str:
     rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
     row = "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     return "\n".join((header, rule, row))
+
+
+def format_eval_results(rows: Mapping[str, EvalResult]) -> str:
+    """A markdown table of several results side by side, one row each (AP, AP50, AP75, AR)."""
+    titles = ["boxes", "AP", "AP50", "AP75", "AR"]
+    lines = [
+        [name, *(f"{v:.3f}" for v in (r.ap, r.ap50, r.ap75, r.ar))] for name, r in rows.items()
+    ]
+    widths = [max(len(row[i]) for row in (titles, *lines)) for i in range(len(titles))]
+    def show(row: Sequence[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+    return "\n".join([show(titles), rule, *(show(row) for row in lines)])

@@ -12,7 +12,8 @@ K and seed) cost only the forward passes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,16 @@ import numpy as np
 
 from metapose.config import PCK_ALPHA
 from metapose.data.batches import collate
+from metapose.data.boxes import Detection
 from metapose.data.coco import CocoDataset
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Sample, TopDownDataset, instances_from_coco
 from metapose.data.detections import detection_instances, load_detections
+from metapose.data.images import read_rgb
 from metapose.data.keypoint_results import make_result, results_to_json
 from metapose.evaluation.coco import EvalResult, evaluate_oks
 from metapose.evaluation.pck import pck, torso_diameter
+from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.postprocess import keep_poses, result_entry
 from metapose.inference.predict import PredictOptions, predict_instances
@@ -71,7 +75,7 @@ def evaluate(
     estimator: PoseEstimator,
     data: CocoDataset | EvalSet,
     *,
-    boxes: str | Path | None = None,
+    boxes: str | Path | Mapping[int, Sequence[Detection]] | None = None,
     keypoints: Sequence[str] | None = None,
     pck_alpha: float = PCK_ALPHA,
     options: PredictOptions | None = None,
@@ -82,10 +86,12 @@ def evaluate(
 
     ``data`` is a COCO-format dataset (its crops cut as they are run) or an :class:`EvalSet`
     (crops cut once; its own keypoints and PCK alpha apply). With ground-truth boxes (the
-    default) every labelled, non-crowd person is one crop; with ``boxes``, a COCO detections
-    JSON, every kept person box, the poses then rescored and OKS-NMS'd per image as SimpleBaseline
-    does (PCK, which needs the person a pose belongs to, is then not computed). ``keypoints``:
-    score only this subset (see :func:`metapose.evaluation.coco.evaluate_oks`).
+    default) every labelled, non-crowd person is one crop; with ``boxes`` (a COCO detections
+    JSON, its entries matched by ``file_name`` where they name one, or detections by image id,
+    see :func:`detect_people`) every kept person box, the poses then rescored and OKS-NMS'd per
+    image as SimpleBaseline does (PCK, which needs the person a pose belongs to, is then not
+    computed). ``keypoints``: score only this subset (see
+    :func:`metapose.evaluation.coco.evaluate_oks`).
     ``results_path``: also write the scored poses as a COCO keypoint results JSON.
     """
     options = options or PredictOptions()
@@ -114,7 +120,7 @@ def evaluate(
 def _predict_people(
     estimator: PoseEstimator,
     gt: CocoDataset,
-    boxes: str | Path | None,
+    boxes: str | Path | Mapping[int, Sequence[Detection]] | None,
     options: PredictOptions,
     progress: Progress | None,
 ) -> list[PosePrediction]:
@@ -122,8 +128,15 @@ def _predict_people(
     if boxes is None:
         instances = instances_from_coco(gt)
     else:
-        found = load_detections(
-            boxes, score_threshold=options.box_score_threshold, image_ids=[i.id for i in gt.images]
+        found = (
+            boxes
+            if isinstance(boxes, Mapping)
+            else load_detections(
+                boxes,
+                score_threshold=options.box_score_threshold,
+                image_ids=[i.id for i in gt.images],
+                file_names={Path(i.file_name).name: i.id for i in gt.images},
+            )
         )
         instances = detection_instances(gt, found, codec.input_size[0] / codec.input_size[1])
     tick = progress.stage("evaluate", len(instances)) if progress else None
@@ -142,3 +155,32 @@ def _pck(predictions: Sequence[PosePrediction], gt: CocoDataset, alpha: float) -
     pred = np.stack([p.keypoints[:, :2] for p, _ in matched])
     labels = np.stack([a.keypoints for _, a in matched])
     return float(pck(pred, labels, torso_diameter(labels, COCO17), alpha).overall)
+
+
+@dataclass(frozen=True)
+class DetectedPeople:
+    """A detector's people on every image of a dataset, and the time it took (reading and
+    decoding the images included)."""
+
+    detections: dict[int, tuple[Detection, ...]]
+    images: int
+    seconds: float
+
+
+def detect_people(
+    detector: PersonDetector, gt: CocoDataset, progress: Progress | None = None
+) -> DetectedPeople:
+    """Run ``detector`` on every image of ``gt``: boxes to score poses from detected people
+    (COCO's protocol with a detector, ``evaluate(..., boxes=detect_people(...).detections)``)."""
+    started = time.perf_counter()
+    tick = progress.stage("detect", len(gt.images)) if progress else None
+    found: dict[int, tuple[Detection, ...]] = {}
+    for image in gt.images:
+        people = detector.detect(read_rgb(gt.image_path(image.id)), image.id)
+        if people:
+            found[image.id] = people
+        if tick is not None:
+            tick(1)
+    if progress is not None:
+        progress.close_stage()
+    return DetectedPeople(found, len(gt.images), time.perf_counter() - started)
