@@ -198,3 +198,13 @@ def test_detect_then_predict_with_its_boxes_on_photos_not_named_by_coco_id(
     assert main([*argv, "--quiet"]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["file_name"] for r in results] == ["beach ride.jpg"] * 2
+
+
+def test_the_bundled_detector_is_the_published_file() -> None:
+    """The YOLOX-Nano release as published (sha256 of its ONNX file), tracked by git."""
+    import hashlib
+
+    from metapose.inference.detector import BUNDLED_DETECTOR
+
+    digest = hashlib.sha256(BUNDLED_DETECTOR.read_bytes()).hexdigest()
+    assert digest == "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14"
