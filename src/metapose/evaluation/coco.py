@@ -31,6 +31,7 @@ from pycocotools.cocoeval import COCOeval
 
 from metapose.config import PCK_ALPHA, ConfigError
 from metapose.data.coco import CocoDataset, coco_category, parse_coco, resolve_annotation_file
+from metapose.data.label_formats import to_coco_payload
 from metapose.data.keypoint_results import (
     IN_MEMORY_RESULTS,
     read_keypoint_results,
@@ -99,6 +100,7 @@ STAT_TITLES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", 
 
 def _from_payload(payload: Any, path: Path) -> tuple[CocoDataset, dict[int, np.ndarray]]:
     """Validate a COCO ground-truth payload; also returns its keypoints at full precision."""
+    payload = to_coco_payload(payload, path, COCO17)  # other tools' layouts, names in order
     images, annotations, person_id = parse_coco(payload, path)
     dataset = CocoDataset(path, path.parent, images, annotations, COCO17, person_id)
     raw = {

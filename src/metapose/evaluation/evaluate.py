@@ -100,11 +100,19 @@ def evaluate(
     else:
         gt = data
         predictions = _predict_people(estimator, gt, boxes, options, progress)
+    # The results carry the ground truth's own person category (0 in some tools' files).
+    category = gt.person_category_id
     if boxes is None:
-        results = [make_result(p.image_id, p.keypoints, p.score) for p in predictions]
+        results = [
+            make_result(p.image_id, p.keypoints, p.score, category_id=category)
+            for p in predictions
+        ]
         score = _pck(predictions, gt, pck_alpha)
     else:
-        results = [result_entry(k) for k in keep_poses(predictions, True, options.oks_nms)]
+        results = [
+            {**result_entry(k), "category_id": category}
+            for k in keep_poses(predictions, True, options.oks_nms)
+        ]
         score = None
     if results_path is not None:
         results_to_json(results_path, results)
