@@ -20,7 +20,7 @@ import torch
 from metapose.cli import main
 from metapose.data.coco import CocoDataset, load_coco
 from metapose.data.images import write_rgb
-from metapose.data.label_formats import canonical_name
+from metapose.data.keypoint_names import canonical_name
 from metapose.device import DeviceOptions
 from metapose.errors import DataError
 from metapose.evaluation.evaluate import evaluate
@@ -81,8 +81,9 @@ def synthetic_coco(tmp_path: Path, people: int = 3) -> Path:
         )
     category = {"id": 1, "name": "person", "keypoints": list(COCO17.keypoints)}
     path = tmp_path / "canonical.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [category]}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [category]})
+    )
     return path
 
 
@@ -101,12 +102,19 @@ def reordered(payload: dict[str, Any]) -> dict[str, Any]:
 def cvat(payload: dict[str, Any]) -> dict[str, Any]:
     """CVAT's "COCO Keypoints 1.0": a skeleton label of its own name and id 0, OpenPose-style
     point names in another order, CVAT's extra fields, images under images/."""
-    style = {n: re.sub(r"^(left|right)_(\w)", lambda m: m[1][0].upper() + m[2].upper(), n)
-             for n in COCO17.keypoints}  # left_shoulder -> LShoulder
+    style = {
+        n: re.sub(r"^(left|right)_(\w)", lambda m: m[1][0].upper() + m[2].upper(), n)
+        for n in COCO17.keypoints
+    }  # left_shoulder -> LShoulder
     out = reordered(payload)
     out["categories"] = [
-        {"id": 0, "name": "body", "supercategory": "", "skeleton": [[1, 2]],
-         "keypoints": [style[n] for n in out["categories"][0]["keypoints"]]}
+        {
+            "id": 0,
+            "name": "body",
+            "supercategory": "",
+            "skeleton": [[1, 2]],
+            "keypoints": [style[n] for n in out["categories"][0]["keypoints"]],
+        }
     ]
     out["licenses"] = [{"name": "", "id": 0, "url": ""}]
     for img in out["images"]:
@@ -132,28 +140,53 @@ def label_studio_json(payload: dict[str, Any], *, rectangles: bool = True) -> li
             rect = f"r{ann['id']}"
             x, y, bw, bh = ann["bbox"]
             if rectangles:
-                results.append({
-                    "id": rect, "type": "rectanglelabels", "from_name": "box", "to_name": "img",
-                    "original_width": w, "original_height": h, "image_rotation": 0,
-                    "value": {"x": 100 * x / w, "y": 100 * y / h, "width": 100 * bw / w,
-                              "height": 100 * bh / h, "rotation": 0,
-                              "rectanglelabels": ["person"]},
-                })
+                results.append(
+                    {
+                        "id": rect,
+                        "type": "rectanglelabels",
+                        "from_name": "box",
+                        "to_name": "img",
+                        "original_width": w,
+                        "original_height": h,
+                        "image_rotation": 0,
+                        "value": {
+                            "x": 100 * x / w,
+                            "y": 100 * y / h,
+                            "width": 100 * bw / w,
+                            "height": 100 * bh / h,
+                            "rotation": 0,
+                            "rectanglelabels": ["person"],
+                        },
+                    }
+                )
             kps = np.asarray(ann["keypoints"]).reshape(K, 3)
             for j, (px, py, v) in enumerate(kps):
                 if v > 0:
-                    results.append({
-                        "id": f"{rect}k{j}", "type": "keypointlabels", "from_name": "kp",
-                        "to_name": "img", "original_width": w, "original_height": h,
-                        "image_rotation": 0, **({"parentID": rect} if rectangles else {}),
-                        "value": {"x": 100 * px / w, "y": 100 * py / h, "width": 0.5,
-                                  "keypointlabels": [COCO17.keypoints[j]]},
-                    })
-        tasks.append({
-            "id": img["id"],
-            "data": {"image": f"/data/upload/1/{UPLOAD}{img['file_name']}"},
-            "annotations": [{"id": 1, "was_cancelled": False, "result": results}],
-        })
+                    results.append(
+                        {
+                            "id": f"{rect}k{j}",
+                            "type": "keypointlabels",
+                            "from_name": "kp",
+                            "to_name": "img",
+                            "original_width": w,
+                            "original_height": h,
+                            "image_rotation": 0,
+                            **({"parentID": rect} if rectangles else {}),
+                            "value": {
+                                "x": 100 * px / w,
+                                "y": 100 * py / h,
+                                "width": 0.5,
+                                "keypointlabels": [COCO17.keypoints[j]],
+                            },
+                        }
+                    )
+        tasks.append(
+            {
+                "id": img["id"],
+                "data": {"image": f"/data/upload/1/{UPLOAD}{img['file_name']}"},
+                "annotations": [{"id": 1, "was_cancelled": False, "result": results}],
+            }
+        )
     return tasks
 
 
@@ -165,10 +198,18 @@ def label_studio_coco(payload: dict[str, Any]) -> dict[str, Any]:
     for ann in payload["annotations"]:
         for j, (x, y, v) in enumerate(np.asarray(ann["keypoints"]).reshape(K, 3)):
             if v > 0:
-                anns.append({"id": len(anns), "image_id": ann["image_id"], "category_id": j,
-                             "keypoints": [float(x), float(y), 2], "num_keypoints": 1})
-    images = [{**img, "file_name": f"images/{UPLOAD}{img['file_name']}"}
-              for img in payload["images"]]
+                anns.append(
+                    {
+                        "id": len(anns),
+                        "image_id": ann["image_id"],
+                        "category_id": j,
+                        "keypoints": [float(x), float(y), 2],
+                        "num_keypoints": 1,
+                    }
+                )
+    images = [
+        {**img, "file_name": f"images/{UPLOAD}{img['file_name']}"} for img in payload["images"]
+    ]
     return {"images": images, "annotations": anns, "categories": cats}
 
 
@@ -264,12 +305,32 @@ def test_predictions_score_against_a_person_category_0(tmp_path: Path) -> None:
 
 def adapt_output(tmp_path: Path, name: str, data: Path, checkpoint: Path, capsys: Any) -> str:
     out = tmp_path / f"{name}.safetensors"
-    assert main([
-        "adapt", "--checkpoint", str(checkpoint), "--data", str(data),
-        "--images", str(COCO_TINY / "val2017"), "--shots", "3", "--epochs", "1",
-        "--eval", str(data), "--eval-images", str(COCO_TINY / "val2017"),
-        "--out", str(out), "--keep-worse", "--quiet",
-    ]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(data),
+                "--images",
+                str(COCO_TINY / "val2017"),
+                "--shots",
+                "3",
+                "--epochs",
+                "1",
+                "--eval",
+                str(data),
+                "--eval-images",
+                str(COCO_TINY / "val2017"),
+                "--out",
+                str(out),
+                "--keep-worse",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     return "\n".join(line for line in printed.splitlines() if "AP" in line)
 
@@ -283,18 +344,22 @@ def test_other_layouts_adapt_and_evaluate_to_the_same_ap(
     checkpoint = save_checkpoint(tmp_path / "start.safetensors", TopDownModel(TINY_MODEL))
     canonical = adapt_output(tmp_path, "canonical", val, checkpoint, capsys)
     for name, made in (("reordered", reordered(payload)), ("cvat", cvat(payload))):
-        got = adapt_output(tmp_path, name, write(tmp_path / f"{name}.json", made), checkpoint,
-                           capsys)
+        got = adapt_output(
+            tmp_path, name, write(tmp_path / f"{name}.json", made), checkpoint, capsys
+        )
         assert got == canonical, name
     # Label Studio keeps neither crowd regions, unlabelled people nor segmentation areas: its
     # file adapts and scores as the canonical file without them, areas taken from the boxes.
     kept = copy.deepcopy(payload)
     kept["annotations"] = [
         {**a, "area": a["bbox"][2] * a["bbox"][3]}
-        for a in kept["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0
+        for a in kept["annotations"]
+        if not a["iscrowd"] and a["num_keypoints"] > 0
     ]
-    reference = adapt_output(tmp_path, "kept", write(tmp_path / "kept.json", kept), checkpoint,
-                             capsys)
-    got = adapt_output(tmp_path, "ls", write(tmp_path / "ls.json", label_studio_json(payload)),
-                       checkpoint, capsys)
+    reference = adapt_output(
+        tmp_path, "kept", write(tmp_path / "kept.json", kept), checkpoint, capsys
+    )
+    got = adapt_output(
+        tmp_path, "ls", write(tmp_path / "ls.json", label_studio_json(payload)), checkpoint, capsys
+    )
     assert got == reference

@@ -1,8 +1,7 @@
 """Label files made by other tools, brought to metapose's COCO keypoint layout before validation.
 
-- Keypoint *names*: a file's ``categories[].keypoints`` are mapped onto the skeleton by name, with
-  a small table of synonyms (``left_shoulder`` / ``l_shoulder`` / ``LShoulder`` /
-  ``shoulder_l``) and a user's own map for the rest; coordinates move with their names.
+- Keypoint *names*: a file's ``categories[].keypoints`` are mapped onto the skeleton by name
+  (:mod:`metapose.data.keypoint_names`); coordinates move with their names.
 - CVAT's "COCO Keypoints 1.0" export: a COCO file whose keypoint category has any name and id.
 - Label Studio's COCO export: one annotation per point, the point's label its category (ids from
   0); the points of one image are one person.
@@ -18,7 +17,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,121 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from metapose.data.keypoint_names import keypoint_order
 from metapose.errors import DataError
-from metapose.files import is_number, read_json, show
+from metapose.files import is_number, show
 from metapose.skeleton import Skeleton
 
-log = logging.getLogger(__name__)
-
-# Side words and body-part words of keypoint names as labelling tools and datasets spell them.
-_SIDES = {"left": "left", "l": "left", "lft": "left", "right": "right", "r": "right", "rt": "right"}
-_PARTS = {
-    "shoulder": "shoulder",
-    "shldr": "shoulder",
-    "sho": "shoulder",
-    "elbow": "elbow",
-    "elb": "elbow",
-    "wrist": "wrist",
-    "wri": "wrist",
-    "hip": "hip",
-    "knee": "knee",
-    "kne": "knee",
-    "ankle": "ankle",
-    "ank": "ankle",
-    "eye": "eye",
-    "ear": "ear",
-    "nose": "nose",
-}
 # A box made from keypoints alone grows by this fraction of its size on each side: keypoints sit
 # inside the body (joint centres), a labelled box around its outline.
 KEYPOINT_BOX_MARGIN = 0.1
 # Label Studio prefixes uploaded files with 8 hex digits and a dash ("3f2a1b9c-frame_001.jpg").
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
-
-
-def canonical_name(name: str) -> str:
-    """``name`` as ``left_shoulder`` / ``nose`` where the synonym table knows it, else lowercased
-    with ``_`` between words."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name.strip())
-    words = [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
-    side = None
-    if len(words) >= 2 and words[0] in _SIDES:
-        side, words = _SIDES[words[0]], words[1:]
-    elif len(words) >= 2 and words[-1] in _SIDES:
-        side, words = _SIDES[words[-1]], words[:-1]
-    part = _PARTS.get("_".join(words), "_".join(words))
-    return part if side is None else f"{side}_{part}"
-
-
-def load_keypoint_map(path: str | Path) -> dict[str, str | None]:
-    """A ``--keypoint-map`` JSON object: a file's keypoint name -> a skeleton name (null: drop)."""
-    payload = read_json(path)
-    if not isinstance(payload, dict) or not all(
-        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in payload.items()
-    ):
-        raise DataError(
-            path, 'must be a JSON object of names, e.g. {"LSho": "left_shoulder", "tail": null}'
-        )
-    return dict(payload)
-
-
-def keypoint_order(
-    names: Sequence[Any],
-    skeleton: Skeleton,
-    path: Path,
-    *,
-    keypoint_map: Mapping[str, str | None] | None = None,
-    where: str = "categories[person].keypoints",
-) -> list[int | None]:
-    """For each name of a file, the skeleton index it is (None: dropped by the map).
-
-    Unknown names raise one :class:`DataError` listing them; skeleton keypoints the file does not
-    label are logged (they read as unlabelled).
-    """
-    user = dict(keypoint_map or {})
-    by_canonical = {canonical_name(k): i for i, k in enumerate(skeleton.keypoints)}
-    order: list[int | None] = []
-    unknown = []
-    for name in names:
-        if not isinstance(name, str):
-            raise DataError(path, f"keypoint names must be strings, got {show(name)}", field=where)
-        if name in user:
-            target = user[name]
-            if target is None:
-                order.append(None)
-                continue
-            if target not in skeleton.keypoints:
-                raise DataError(
-                    path,
-                    f"the keypoint map sends {name!r} to {target!r}, which is not a "
-                    f"{skeleton.name} keypoint ({', '.join(skeleton.keypoints)})",
-                    field=where,
-                )
-            order.append(skeleton.keypoints.index(target))
-            continue
-        index = by_canonical.get(canonical_name(name))
-        if index is None:
-            unknown.append(name)
-        order.append(index)
-    if unknown:
-        raise DataError(
-            path,
-            f"keypoint names not in {skeleton.name} nor known synonyms: "
-            f"{', '.join(repr(n) for n in unknown[:8])}"
-            f"{' ...' if len(unknown) > 8 else ''}; give --keypoint-map FILE, a JSON object "
-            'such as {"%s": "left_shoulder"} (null drops a keypoint)' % unknown[0],
-            field=where,
-        )
-    used = [i for i in order if i is not None]
-    repeated = sorted({skeleton.keypoints[i] for i in used if used.count(i) > 1})
-    if repeated:
-        raise DataError(
-            path, f"several names map to the same keypoint: {', '.join(repeated)}", field=where
-        )
-    missing = [k for i, k in enumerate(skeleton.keypoints) if i not in used]
-    if missing:
-        log.warning("%s labels no %s: read as unlabelled", path, ", ".join(missing))
-    return order
 
 
 def _polygons(segmentation: Any) -> list[np.ndarray]:
@@ -303,8 +196,9 @@ def _is_label_studio_coco(payload: dict[str, Any]) -> bool:
     """Categories of one keypoint each (named as it) and annotations of one point each."""
     cats = payload["categories"]
     singles = [
-        c for c in cats if isinstance(c, dict) and isinstance(c.get("keypoints"), list)
-        and len(c["keypoints"]) == 1
+        c
+        for c in cats
+        if isinstance(c, dict) and isinstance(c.get("keypoints"), list) and len(c["keypoints"]) == 1
     ]
     return len(singles) >= 2
 
@@ -360,11 +254,15 @@ def _from_label_studio_coco(
     """Label Studio's COCO export: the points of one image (one annotation each) -> one person;
     an image's only box (an annotation without keypoints) is that person's box."""
     point_cats = [
-        c for c in payload["categories"]
+        c
+        for c in payload["categories"]
         if isinstance(c, dict) and isinstance(c.get("keypoints"), list) and len(c["keypoints"]) == 1
     ]
     order = keypoint_order(
-        [c["keypoints"][0] for c in point_cats], skeleton, path, keypoint_map=keypoint_map,
+        [c["keypoints"][0] for c in point_cats],
+        skeleton,
+        path,
+        keypoint_map=keypoint_map,
         where="categories[].keypoints",
     )
     index_of = {c.get("id"): i for c, i in zip(point_cats, order, strict=True)}
@@ -381,20 +279,27 @@ def _from_label_studio_coco(
         if a.get("category_id") in index_of and isinstance(kps, list) and len(kps) >= 2:
             index = index_of[a["category_id"]]
             if not all(is_number(v) for v in kps[:2]):
-                raise DataError(path, f"must be numbers, got {show(kps)}", field="keypoints",
-                                annotation_id=show(a.get("id")))
+                raise DataError(
+                    path,
+                    f"must be numbers, got {show(kps)}",
+                    field="keypoints",
+                    annotation_id=show(a.get("id")),
+                )
             if index is not None:
                 per_image = points.setdefault(image_id, {})
-                _add_point(per_image, index, (float(kps[0]), float(kps[1])), skeleton, path,
-                           image_id)
+                _add_point(
+                    per_image, index, (float(kps[0]), float(kps[1])), skeleton, path, image_id
+                )
         elif isinstance(a.get("bbox"), list) and not kps:
             boxes.setdefault(image_id, []).append(a["bbox"])
     people = []
     for n, (image_id, found) in enumerate(points.items(), start=1):
         box = boxes.get(image_id, [])
-        people.append(_person_annotation(
-            n, image_id, found, box[0] if len(box) == 1 else None, skeleton.num_keypoints, path
-        ))
+        people.append(
+            _person_annotation(
+                n, image_id, found, box[0] if len(box) == 1 else None, skeleton.num_keypoints, path
+            )
+        )
     category = {"id": 1, "name": "person", "keypoints": list(skeleton.keypoints)}
     return {**payload, "annotations": people, "categories": [category]}
 
@@ -430,7 +335,8 @@ def _from_label_studio_json(
             raise DataError(path, "must be a Label Studio task object", field=f"[{i}]")
         image = _task_image(task, i, path)
         kept = [
-            a for a in task.get("annotations") or []
+            a
+            for a in task.get("annotations") or []
             if isinstance(a, dict) and not a.get("was_cancelled")
         ]
         results = kept[0].get("result", []) if kept else []
@@ -444,9 +350,15 @@ def _from_label_studio_json(
                 names.extend(n for n in labels if n not in names)
         images.append(image)
         parsed.append((image["id"], [r for r in results if isinstance(r, dict)]))
-    order = dict(zip(names, keypoint_order(
-        names, skeleton, path, keypoint_map=keypoint_map, where="keypointlabels"
-    ), strict=True))
+    order = dict(
+        zip(
+            names,
+            keypoint_order(
+                names, skeleton, path, keypoint_map=keypoint_map, where="keypointlabels"
+            ),
+            strict=True,
+        )
+    )
     people: list[dict[str, Any]] = []
     for image, (image_id, results) in zip(images, parsed, strict=True):
         width, height = image.get("width"), image.get("height")
@@ -462,7 +374,8 @@ def _from_label_studio_json(
                 raise DataError(
                     path,
                     "a keypoint needs value.x, value.y and original_width/original_height",
-                    image_id=image_id, field="result",
+                    image_id=image_id,
+                    field="result",
                 )
             owner = r.get("parentID")
             if owner not in rects:
@@ -483,11 +396,17 @@ def _from_label_studio_json(
             if owner in rects:
                 v = rects[owner].get("value") or {}
                 if all(is_number(v.get(k)) for k in ("x", "y", "width", "height")):
-                    box = [v["x"] / 100 * width, v["y"] / 100 * height,
-                           v["width"] / 100 * width, v["height"] / 100 * height]
-            people.append(_person_annotation(
-                len(people) + 1, image_id, found, box, skeleton.num_keypoints, path
-            ))
+                    box = [
+                        v["x"] / 100 * width,
+                        v["y"] / 100 * height,
+                        v["width"] / 100 * width,
+                        v["height"] / 100 * height,
+                    ]
+            people.append(
+                _person_annotation(
+                    len(people) + 1, image_id, found, box, skeleton.num_keypoints, path
+                )
+            )
     category = {"id": 1, "name": "person", "keypoints": list(skeleton.keypoints)}
     return {"images": images, "annotations": people, "categories": [category]}
 
