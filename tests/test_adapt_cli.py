@@ -128,3 +128,23 @@ def test_a_worse_model_is_reported_and_not_written(
         adapt(*args, "--keep-worse", data=val, checkpoint=Path("pp-tinypose-128x96"), out=out) == 0
     )
     assert read_metadata(out)["verdict"]["oks_change"] < 0
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    for text in (
+        "adapted from:  pp-tinypose-128x96",
+        "shots:         2 images",
+        "lr 0.05",
+        "before adapting: AP",
+        "verdict:       per-person OKS -",
+    ):
+        assert text in shown, text
+
+
+def test_inspect_a_zoo_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "pp-tinypose-128x96"]) == 0
+    shown = capsys.readouterr().out
+    assert "lite_hrnet" in shown and "96x128 pixels" in shown and "crop udp" in shown
+    assert "17 keypoints (nose, left_eye" in shown and "PaddleDetection" in shown
+    assert main(["inspect", "pp-tinypose-128x96", "--json"]) == 0
+    assert '"format": "metapose-checkpoint/2"' in capsys.readouterr().out
