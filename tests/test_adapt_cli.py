@@ -4,9 +4,11 @@ fine-tune bit-identical."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,6 +18,7 @@ from metapose.cli.adapt import Verdict, out_path, paired_verdict
 from metapose.evaluation.coco import EvalResult
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import read_metadata, save_checkpoint
+from metapose.skeleton import COCO17
 from tests.conftest import COCO_TINY, TINY_MODEL, require
 
 VAL = "annotations/person_keypoints_val2017.json"
@@ -148,3 +151,23 @@ def test_inspect_a_zoo_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert "17 keypoints (nose, left_eye" in shown and "PaddleDetection" in shown
     assert main(["inspect", "pp-tinypose-128x96", "--json"]) == 0
     assert '"format": "metapose-checkpoint/2"' in capsys.readouterr().out
+
+
+def test_labels_with_left_and_right_exchanged_are_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Coordinates mirrored under the canonical names: the pretrained model's poses disagree."""
+    val = require(COCO_TINY / VAL)
+    payload = json.loads(val.read_text())
+    flip = COCO17.flip_index
+    for ann in payload["annotations"]:
+        ann["keypoints"] = np.asarray(ann["keypoints"]).reshape(-1, 3)[flip].reshape(-1).tolist()
+    swapped = tmp_path / "swapped.json"
+    swapped.write_text(json.dumps(payload))
+    common = ["--shots", "4", "--quiet", "--images", str(COCO_TINY / "val2017")]
+    zoo = Path("pp-tinypose-128x96")
+    assert adapt(*common, data=swapped, checkpoint=zoo, out=tmp_path / "a.safetensors") == 0
+    err = capsys.readouterr().err
+    assert "fit the model's poses better with left and right exchanged" in err
+    assert adapt(*common, data=val, checkpoint=zoo, out=tmp_path / "b.safetensors") == 0
+    assert "left and right exchanged" not in capsys.readouterr().err
