@@ -226,9 +226,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     else:
         print("no held-out split (--eval or --eval-ids): the adapted model is not checked")
     if verdict is not None and verdict.worse and not args.keep_worse:
+        kept = f"; {target} is left as it was" if target.exists() else ""
         print(
             f"not written: the adapted model is worse than {args.checkpoint} on the held-out "
-            f"split ({target} left as it was; --keep-worse writes it anyway)"
+            f"split (--keep-worse writes it anyway{kept})"
         )
         return 1
     path = save_checkpoint(

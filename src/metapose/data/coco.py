@@ -190,7 +190,7 @@ def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
         )
     for key in ("width", "height"):
         if entry.get(key) is None:
-            continue  # read from the image file's header by load_coco
+            continue  # read from the image file by load_coco
         if not is_integer(entry[key]) or entry[key] <= 0:
             raise DataError(
                 path,
