@@ -363,3 +363,14 @@ def test_other_layouts_adapt_and_evaluate_to_the_same_ap(
         tmp_path, "ls", write(tmp_path / "ls.json", label_studio_json(payload)), checkpoint, capsys
     )
     assert got == reference
+
+
+def test_a_file_without_categories_boxes_or_areas_parses() -> None:
+    from metapose.data.coco import parse_coco
+
+    payload = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 40}],
+        "annotations": [{"id": 1, "image_id": 1, "keypoints": [10, 20, 2] * 16 + [30, 5, 2]}],
+    }
+    _, (ann,), person = parse_coco(payload, Path("plain.json"))
+    assert person == 1 and ann.bbox[2] > 20 and ann.area == ann.bbox[2] * ann.bbox[3]

@@ -139,7 +139,7 @@ def to_coco_payload(
     categories = payload.get("categories")
     categories = categories if isinstance(categories, list) else []
     person = _keypoint_category(categories, path)
-    if person is None and _is_label_studio_coco(payload):
+    if person is None and _is_label_studio_coco(categories):
         return _from_label_studio_coco(payload, path, skeleton, keypoint_map)
     if person is None or not isinstance(person.get("keypoints"), list):
         if isinstance(payload.get("annotations"), list):  # plain COCO: boxes and areas only
@@ -192,9 +192,8 @@ def _in_order(
 # ------------------------------------------------------------------------------ Label Studio
 
 
-def _is_label_studio_coco(payload: dict[str, Any]) -> bool:
+def _is_label_studio_coco(cats: list[Any]) -> bool:
     """Categories of one keypoint each (named as it) and annotations of one point each."""
-    cats = payload["categories"]
     singles = [
         c
         for c in cats
