@@ -15,7 +15,9 @@ augmentation and batch order, where ``random`` also draws other shots.
         --pool 1000 --shots 16 32 --seeds 0 1 2 3 4 --test-limit 400 --methods kcenter random
 
 ``--out`` keeps the converted data, ``select.json`` (rewritten after every run; a rerun skips
-the runs it holds) and ``select.md``.
+the runs it holds) and ``select.md``. Measured with the command above (2-core CPU, one thread,
+about 28 minutes): k-center - random AP +0.008 ± 0.020 at K=16 and +0.008 ± 0.017 at K=32
+(PCK@0.2 +0.001 ± 0.014, +0.005 ± 0.011): within noise (README, "Your own data").
 """
 
 from __future__ import annotations
