@@ -44,11 +44,13 @@ def test_user_workflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         "1",
         "--eval",
         str(val),
+        "--keep-worse",  # a toy model may well get worse: written anyway
         "--out",
         str(tmp_path / "adapted.safetensors"),
     )
     printed = capsys.readouterr().out
     assert "before: AP" in printed and "after:  AP" in printed and "loss per epoch" in printed
+    assert "verdict: " in printed and "paired t over the" in printed
     adapted = tmp_path / "adapted.safetensors"
     meta = read_metadata(adapted)
     assert len(meta["shot_image_ids"]) == 2 and "ap" in meta["metrics"]

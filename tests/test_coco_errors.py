@@ -22,6 +22,7 @@ from metapose.data.images import write_rgb
 from metapose.data.keypoint_results import read_keypoint_results
 from metapose.errors import DataError
 from metapose.evaluation.coco import evaluate_oks
+from metapose.skeleton import COCO17
 
 K = 17
 IMAGE_SIZE = (8, 6)  # width, height
@@ -46,7 +47,7 @@ def person(ann_id: int = 1, image_id: int = 1) -> dict[str, Any]:
 VALID: dict[str, Any] = {
     "images": [{"id": 1, "file_name": "a.png", "width": IMAGE_SIZE[0], "height": IMAGE_SIZE[1]}],
     "annotations": [person()],
-    "categories": [{"id": 1, "name": "person", "keypoints": [f"k{i}" for i in range(K)]}],
+    "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17.keypoints)}],
 }
 
 
@@ -127,14 +128,6 @@ GT_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] = 
         _delete("annotations.0.keypoints"),
         ("annotation id 1", "annotations[0].keypoints", "missing key"),
     ),
-    "annotation without bbox": (
-        _delete("annotations.0.bbox"),
-        ("annotation id 1", "annotations[0].bbox"),
-    ),
-    "annotation without area": (
-        _delete("annotations.0.area"),
-        ("annotation id 1", "annotations[0].area"),
-    ),
     "annotation without id": (_delete("annotations.0.id"), ("annotations[0].id", "missing key")),
     "non-integer annotation id": (
         _set("annotations.0.id", "one"),
@@ -142,7 +135,11 @@ GT_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] = 
     ),
     "keypoints of wrong length": (
         _set("annotations.0.keypoints", [0.0] * (3 * K - 3)),
-        ("annotation id 1", "field 'keypoints'", f"has {3 * K - 3} values, expected {3 * K}"),
+        (
+            "annotation id 1",
+            "field 'keypoints'",
+            f"has {3 * K - 3} values, but categories[person].keypoints lists {K} names",
+        ),
     ),
     "keypoints not numbers": (
         _set("annotations.0.keypoints.4", "x"),
@@ -178,8 +175,12 @@ GT_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] = 
         ("annotation id 1", "annotation id repeats"),
     ),
     "category with wrong keypoint count": (
-        _set("categories.0.keypoints", ["a", "b"]),
-        ("categories[person].keypoints", "lists 2 keypoints, expected 17"),
+        _set("categories.0.keypoints", ["nose", "left_eye"]),
+        ("annotation id 1", "has 51 values, but categories[person].keypoints lists 2 names"),
+    ),
+    "unknown keypoint names": (
+        _set("categories.0.keypoints", ["a", *COCO17.keypoints[1:]]),
+        ("categories[person].keypoints", "not in coco17 nor known synonyms: 'a'", "--keypoint-map"),
     ),
     "no images (empty dataset)": (
         lambda p: p.update(images=[], annotations=[]),

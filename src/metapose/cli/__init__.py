@@ -13,12 +13,22 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from metapose.cli import data, evaluation, experiment, inference, models, synth, training
+from metapose.cli import (
+    adapt,
+    data,
+    evaluation,
+    experiment,
+    inference,
+    labels,
+    models,
+    synth,
+    training,
+)
 from metapose.cli.common import Parser, document, version_string
 from metapose.config import ConfigError
 from metapose.errors import CheckFailed, DataError
 
-GROUPS = (synth, experiment, training, data, inference, models, evaluation)
+GROUPS = (synth, experiment, training, adapt, data, inference, models, labels, evaluation)
 
 
 def build_parser() -> argparse.ArgumentParser:

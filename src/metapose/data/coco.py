@@ -10,7 +10,7 @@ the file, the field and the annotation id.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from metapose.data.images import read_rgb
+from metapose.data.label_formats import resolve_file_name, to_coco_payload
 from metapose.errors import DataError, cut
 from metapose.files import is_integer, is_number, read_json, show
 from metapose.skeleton import COCO17, Skeleton
@@ -163,7 +164,7 @@ def _guess_image_dir(annotation_file: Path, first_file: str | None) -> Path:
         candidates.append(annotation_file.parent.parent / stem[len("person_keypoints_") :])
     candidates += [annotation_file.parent / "images", annotation_file.parent]
     for cand in candidates:
-        if cand.is_dir() and (first_file is None or _is_file(cand / first_file)):
+        if cand.is_dir() and (first_file is None or resolve_file_name(cand, first_file)):
             return cand
     raise DataError(
         annotation_file,
@@ -177,7 +178,7 @@ def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
     where = f"images[{index}]"
     if not isinstance(entry, dict):
         raise DataError(path, "must be an object", field=where)
-    for key in ("id", "file_name", "width", "height"):
+    for key in ("id", "file_name"):
         if key not in entry:
             raise DataError(path, "missing key", field=f"{where}.{key}", image_id=entry.get("id"))
     image_id = entry["id"]
@@ -188,6 +189,8 @@ def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
             path, "must be a non-empty string", field=f"{where}.file_name", image_id=image_id
         )
     for key in ("width", "height"):
+        if entry.get(key) is None:
+            continue  # read from the image file by load_coco
         if not is_integer(entry[key]) or entry[key] <= 0:
             raise DataError(
                 path,
@@ -195,7 +198,9 @@ def _parse_image(path: Path, index: int, entry: Any) -> CocoImage:
                 field=f"{where}.{key}",
                 image_id=image_id,
             )
-    return CocoImage(image_id, entry["file_name"], entry["width"], entry["height"])
+    return CocoImage(
+        image_id, entry["file_name"], entry.get("width") or 0, entry.get("height") or 0
+    )
 
 
 def _parse_annotation(
@@ -327,9 +332,16 @@ def parse_coco(
     *,
     skeleton: Skeleton = COCO17,
     require_area: bool = True,
+    keypoint_map: Mapping[str, str | None] | None = None,
 ) -> tuple[tuple[CocoImage, ...], tuple[Annotation, ...], int]:
-    """Validate a COCO keypoint payload; returns images, person annotations and the category id."""
+    """Validate a COCO keypoint payload; returns images, person annotations and the category id.
+
+    Other tools' layouts (CVAT, Label Studio) and keypoint names in another order are first
+    brought to COCO in ``skeleton``'s order (:func:`metapose.data.label_formats.to_coco_payload`,
+    ``keypoint_map`` naming what its synonyms do not know).
+    """
     path = annotation_file
+    payload = to_coco_payload(payload, path, skeleton, keypoint_map=keypoint_map)
     if not isinstance(payload, dict):
         raise DataError(path, "top level must be a JSON object")
     for key in ("images", "annotations"):
@@ -357,13 +369,6 @@ def parse_coco(
                 raise DataError(
                     path,
                     f"must be a list of keypoint names, got {show(names)}",
-                    field="categories[person].keypoints",
-                )
-            if names is not None and len(names) != skeleton.num_keypoints:
-                raise DataError(
-                    path,
-                    f"lists {len(names)} keypoints, expected "
-                    f"{skeleton.num_keypoints} ({skeleton.name})",
                     field="categories[person].keypoints",
                 )
 
@@ -405,6 +410,31 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _locate_images(
+    path: Path, image_dir: Path, images: tuple[CocoImage, ...]
+) -> tuple[CocoImage, ...]:
+    """``images`` with file names resolved under ``image_dir`` (a prefix such as ``images/``
+    dropped where only that finds the file) and missing sizes read from the files."""
+    out = []
+    for img in images:
+        found = resolve_file_name(image_dir, img.file_name)
+        if found is not None and found != img.file_name:
+            img = replace(img, file_name=found)
+        if img.width == 0 or img.height == 0:
+            file = image_dir / img.file_name
+            if not _is_file(file):
+                raise DataError(
+                    path,
+                    f"no width/height and no image file to read them from: {cut(str(file), 200)}",
+                    field="images[].width",
+                    image_id=img.id,
+                )
+            height, width = read_rgb(file).shape[:2]
+            img = replace(img, width=int(width), height=int(height))
+        out.append(img)
+    return tuple(out)
+
+
 def check_image_files(dataset: CocoDataset, mode: ImageCheck) -> None:
     """Check every image exists (``"exists"``) or also decodes at its size (``"decode"``)."""
     if mode == "none":
@@ -437,6 +467,7 @@ def load_coco(
     skeleton: Skeleton = COCO17,
     check_images: ImageCheck = "exists",
     require_trainable: bool = True,
+    keypoint_map: Mapping[str, str | None] | None = None,
 ) -> CocoDataset:
     """Load and validate a COCO person-keypoint dataset.
 
@@ -445,14 +476,20 @@ def load_coco(
     ``image_dir`` defaults to the COCO layout (``annotations/person_keypoints_val2017.json`` →
     ``val2017/``), then ``images/`` beside the JSON, then the JSON's own folder.
     With ``require_trainable`` a dataset without one labelled, non-crowd person is an error.
+    Files of CVAT and Label Studio are read too (:mod:`metapose.data.label_formats`); a
+    ``file_name`` with a folder prefix is found under ``image_dir``, and a missing image size
+    is read from the image file.
     """
     path = resolve_annotation_file(annotation_file)
     payload = read_json(path)
-    images, annotations, person_id = parse_coco(payload, path, skeleton=skeleton)
+    images, annotations, person_id = parse_coco(
+        payload, path, skeleton=skeleton, keypoint_map=keypoint_map
+    )
     if not images:
         raise DataError(path, "the dataset has no images", field="images")
     if image_dir is None:
         image_dir = _guess_image_dir(path, images[0].file_name)
+    images = _locate_images(path, Path(image_dir), images)
     dataset = CocoDataset(
         annotation_file=path,
         image_dir=Path(image_dir),

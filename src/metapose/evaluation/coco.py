@@ -21,7 +21,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from metapose.data.keypoint_results import (
     read_keypoint_results,
     validate_results,
 )
+from metapose.data.label_formats import to_coco_payload
 from metapose.errors import DataError
 from metapose.files import read_json
 from metapose.skeleton import COCO17, Skeleton
@@ -66,6 +67,11 @@ class EvalResult:
     ar_m: float
     ar_l: float
     pck: float | None = None
+    # (annotation id, OKS of its pose) per person posed in a ground-truth box, for paired
+    # comparisons of two models on the same people; not part of the metrics.
+    person_oks: tuple[tuple[int, float], ...] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __str__(self) -> str:
         """One line of the headline numbers: ``AP 0.565  AP50 0.795  AR 0.593  PCK@0.2 0.912``."""
@@ -78,7 +84,8 @@ class EvalResult:
     def from_stats(cls, stats: Sequence[float], pck: float | None = None) -> EvalResult:
         if len(stats) != len(STAT_NAMES):
             raise ValueError(f"expected {len(STAT_NAMES)} COCOeval stats, got {len(stats)}")
-        return cls(**{name: float(s) for name, s in zip(STAT_NAMES, stats, strict=True)}, pck=pck)
+        ap, ap50, ap75, ap_m, ap_l, ar, ar50, ar75, ar_m, ar_l = (float(s) for s in stats)
+        return cls(ap, ap50, ap75, ap_m, ap_l, ar, ar50, ar75, ar_m, ar_l, pck=pck)
 
     @property
     def stats(self) -> tuple[float, ...]:
@@ -87,7 +94,9 @@ class EvalResult:
 
     def as_dict(self) -> dict[str, float]:
         """Name -> value; ``pck`` only when it was computed."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {
+            k: v for k, v in asdict(self).items() if v is not None and k != "person_oks"
+        }
 
 
 STAT_NAMES = ("ap", "ap50", "ap75", "ap_m", "ap_l", "ar", "ar50", "ar75", "ar_m", "ar_l")
@@ -99,6 +108,7 @@ STAT_TITLES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", 
 
 def _from_payload(payload: Any, path: Path) -> tuple[CocoDataset, dict[int, np.ndarray]]:
     """Validate a COCO ground-truth payload; also returns its keypoints at full precision."""
+    payload = to_coco_payload(payload, path, COCO17)  # other tools' layouts, names in order
     images, annotations, person_id = parse_coco(payload, path)
     dataset = CocoDataset(path, path.parent, images, annotations, COCO17, person_id)
     raw = {

@@ -28,7 +28,8 @@ from metapose.data.dataset import Sample, TopDownDataset, instances_from_coco
 from metapose.data.detections import detection_instances, load_detections
 from metapose.data.images import read_rgb
 from metapose.data.keypoint_results import make_result, results_to_json
-from metapose.evaluation.coco import EvalResult, evaluate_oks
+from metapose.data.oks import oks
+from metapose.evaluation.coco import EvalResult, evaluate_oks, keypoint_indices
 from metapose.evaluation.pck import pck, torso_diameter
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
@@ -100,21 +101,57 @@ def evaluate(
             raise ValueError("an EvalSet is cropped at ground-truth boxes; pass the dataset")
         gt, pck_alpha = data.gt, data.pck_alpha
         keypoints = data.keypoints if keypoints is None else keypoints
+        tick = progress.stage("evaluate", data.size) if progress else None
         predictions = predict_batches(
-            estimator.fn, data.batches, data.codec, flip=options.flip, skeleton=estimator.skeleton
+            estimator.fn,
+            data.batches,
+            data.codec,
+            flip=options.flip,
+            skeleton=estimator.skeleton,
+            on_batch=tick,
         )
+        if progress is not None:
+            progress.close_stage()
     else:
         gt = data
         predictions = _predict_people(estimator, gt, boxes, options, progress)
+    # The results carry the ground truth's own person category (0 in some tools' files).
+    category = gt.person_category_id
     if boxes is None:
-        results = [make_result(p.image_id, p.keypoints, p.score) for p in predictions]
+        results = [
+            make_result(p.image_id, p.keypoints, p.score, category_id=category)
+            for p in predictions
+        ]
         score = _pck(predictions, gt, pck_alpha)
+        people = _person_oks(predictions, gt, keypoints)
     else:
-        results = [result_entry(k) for k in keep_poses(predictions, True, options.oks_nms)]
-        score = None
+        results = [
+            {**result_entry(k), "category_id": category}
+            for k in keep_poses(predictions, True, options.oks_nms)
+        ]
+        score, people = None, None
     if results_path is not None:
         results_to_json(results_path, results)
-    return dataclasses.replace(evaluate_oks(gt, results, keypoints=keypoints), pck=score)
+    return dataclasses.replace(
+        evaluate_oks(gt, results, keypoints=keypoints), pck=score, person_oks=people
+    )
+
+
+def _person_oks(
+    predictions: Sequence[PosePrediction], gt: CocoDataset, keypoints: Sequence[str] | None
+) -> tuple[tuple[int, float], ...]:
+    """Each labelled, non-crowd person's OKS (over ``keypoints``) with the pose predicted in its
+    ground-truth box, in the order of ``predictions``."""
+    by_ann = {a.id: a for a in gt.annotations if a.trainable}
+    index = keypoint_indices(gt.skeleton, keypoints)
+    sigmas = gt.skeleton.sigmas_array()[index]
+    out = []
+    for p in predictions:
+        ann = by_ann.get(p.annotation_id)
+        if ann is not None:
+            value = oks(ann.keypoints[index], p.keypoints[index], ann.area, sigmas)
+            out.append((ann.id, float(value)))
+    return tuple(out)
 
 
 def _predict_people(
