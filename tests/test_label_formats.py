@@ -268,6 +268,15 @@ def test_missing_box_area_and_size_are_derived(tmp_path: Path) -> None:
     assert (loaded.images[0].width, loaded.images[0].height) == (40, 60)  # read from the file
 
 
+def test_far_off_keypoints_are_refused_once_a_missing_size_is_read(tmp_path: Path) -> None:
+    payload = json.loads(synthetic_coco(tmp_path).read_text())
+    del payload["images"][0]["width"], payload["images"][0]["height"]
+    ann = next(a for a in payload["annotations"] if a["image_id"] == payload["images"][0]["id"])
+    ann["keypoints"][0:3] = [1e6, -1e6, 2]
+    with pytest.raises(DataError, match=r"keypoints.*outside its 40 x 60 image"):
+        load_coco(write(tmp_path / "far.json", payload), tmp_path / "images")
+
+
 def test_unknown_names_are_one_line_and_a_map_resolves_them(tmp_path: Path) -> None:
     payload = json.loads(synthetic_coco(tmp_path).read_text())
     names = payload["categories"][0]["keypoints"]
