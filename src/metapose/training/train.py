@@ -24,7 +24,6 @@ from metapose.models import TopDownModel
 from metapose.models.checkpoint import optimizer_state_from_json, scheduler_state_from_json
 from metapose.training import distributed
 from metapose.training.run_folder import History, RunFolder, StepLog
-from metapose.training.runlog import RunLog
 from metapose.training.step import build_optimizer, step_on_batch, train_mode
 
 
@@ -86,7 +85,7 @@ def train(
             "scheduler": scheduler.state_dict(),
             "history": history.to_dict(),
         }
-        folder.save(model, step, own, extra={"step": step})
+        folder.save(model, step, own)
 
     t0 = time.perf_counter()
     images = history.images_seen
@@ -111,8 +110,7 @@ def train(
         ):
             metrics = {"step": step + 1, **validate(model)}
             history.evals.append(metrics)
-            if folder.writes and folder.out is not None:
-                RunLog(folder.out, "val", tensorboard=False).write(metrics)
+            folder.write_val(metrics)
             train_mode(model, config.batchnorm == "frozen")
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
@@ -122,6 +120,9 @@ def train(
     if folder.writes:
         save(config.steps)
     folder.finish(
-        model, extra={"step": config.steps, "images_seen": images}, steps_run=config.steps - start
+        model,
+        config.steps,
+        extra={"step": config.steps, "images_seen": images},
+        steps_run=config.steps - start,
     )
     return history
