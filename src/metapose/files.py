@@ -261,8 +261,8 @@ def output_lock(output: str | Path) -> Iterator[None]:
             try:
                 lock.parent.mkdir(parents=True, exist_ok=True)
                 _held[lock] = (_lock(output, lock), 1)
-            except OSError as err:
-                raise _write_error(lock, err) from None
+            except OSError as err:  # named for the output: its folder refuses the lock file
+                raise _write_error(output, err) from None
     try:
         yield
     finally:
