@@ -118,3 +118,12 @@ def test_300_concurrent_saves_to_one_path_all_succeed(tmp_path: Path) -> None:
     assert [e for e in errors if e is not None] == []
     assert load_checkpoint(path).meta["writer"] in range(300)
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_folders_made_for_a_lock_alone_go_with_it(tmp_path: Path) -> None:
+    with output_lock(tmp_path / "a" / "b" / "out"):
+        assert (tmp_path / "a" / "b" / ".out.lock").is_file()
+    assert list(tmp_path.iterdir()) == []  # a command refused later leaves no empty folder
+    with output_lock(tmp_path / "a" / "out"):
+        (tmp_path / "a" / "out").write_text("written")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["out"]

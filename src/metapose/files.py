@@ -198,8 +198,11 @@ _held_guard = threading.Lock()
 
 def lock_path(output: str | Path) -> Path:
     """The lock file of ``output`` (a file or a folder): ``.<name>.lock`` beside it, so that an
-    output replaced whole (a folder swapped in) keeps its lock."""
-    output = Path(output).absolute()
+    output replaced whole (a folder swapped in) keeps its lock. Every spelling of one output
+    (relative, through a link) has the same lock."""
+    output = Path(output).resolve()
+    if not output.name:  # the root folder
+        return output / ".metapose.lock"
     return output.with_name(f".{output.name[:200]}.lock")
 
 
@@ -253,6 +256,8 @@ def output_lock(output: str | Path) -> Iterator[None]:
     if fcntl is None:
         yield
         return
+    # Folders made for the lock alone are removed with it if the command left them empty.
+    made = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]
     with _held_guard:
         if lock in _held:
             fd, depth = _held[lock]
@@ -273,3 +278,6 @@ def output_lock(output: str | Path) -> Iterator[None]:
             else:
                 lock.unlink(missing_ok=True)  # before the lock is let go: see _lock
                 os.close(fd)
+                for folder in made:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
