@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file
 
-from metapose.training.run_folder import STALE_PATTERNS
+from metapose.files import STALE_PATTERNS
 
 MODEL = "model: {depth: 18, input_size: [32, 64], deconv_channels: [16, 16, 16]}\n"
 CONFIGS = {

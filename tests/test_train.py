@@ -55,6 +55,37 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path: Path) -> No
     assert (tmp_path / "b" / FINAL_FILE).exists() and (tmp_path / "b" / "train.csv").exists()
 
 
+def test_resuming_rewrites_the_validation_log_after_the_checkpoint(tmp_path: Path) -> None:
+    """val.csv, like train.csv, shows each validation once after a resume."""
+    data = tiny_dataset(8)
+    cfg = TrainConfig(steps=4, batch_size=4, checkpoint_every=2, log_every=1)
+    calls = [0]
+
+    def validate(model: TopDownModel) -> dict[str, float]:
+        calls[0] += 1
+        if calls[0] == 4:  # the validation of step 4 in the first run, after step 3's
+            raise KeyboardInterrupt
+        return {"ap": 0.5}
+
+    def run() -> None:
+        train(
+            fresh_model(),
+            EpochBatches(data, 4, seed=1),
+            cfg,
+            CPU,
+            out_dir=tmp_path,
+            validate=validate,
+            validate_every=1,
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        run()  # validations of steps 1-3 logged, state saved at step 2
+    run()  # resumes at step 2: validates steps 3 and 4 again
+    for log in ("train.csv", "val.csv"):
+        rows = (tmp_path / log).read_text().split()[1:]
+        assert [row.split(",")[0] for row in rows] == ["1", "2", "3", "4"], log
+
+
 def test_training_reduces_the_loss_on_a_fixed_batch() -> None:
     model = fresh_model()
     batch = collate([tiny_dataset(4)[i] for i in range(4)])

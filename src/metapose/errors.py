@@ -73,3 +73,30 @@ def check_finite_loss(loss: float, step: int, what: str = "loss") -> None:
     """Raise DivergedError when ``loss`` (taken at ``step``, 1-based) is NaN or infinite."""
     if not math.isfinite(loss):
         raise diverged(loss, f"step {step}", what, step=step)
+
+
+class WriteError(OSError):
+    """An output could not be written (disk full, read-only file system, no permission).
+
+    Raised with the temporary file already removed and the earlier output (if any) untouched.
+    """
+
+    def __init__(self, path: str | Path, err: OSError) -> None:
+        super().__init__(err.errno, err.strerror or str(err), str(path))
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.strerror}"
+
+
+class OutputInUse(RuntimeError):
+    """Another process is writing the same output (it holds the output's lock file)."""
+
+    def __init__(self, path: str | Path, pid: int | None) -> None:
+        who = f"pid {pid}" if pid is not None else "pid unknown"
+        super().__init__(
+            f"{path} is being written by another metapose process ({who}); wait for it to "
+            "finish or choose another --out"
+        )
+        self.path = Path(path)
+        self.pid = pid

@@ -1,16 +1,38 @@
-"""JSON files: reading with errors that name the file, the checks of JSON values the readers
-share, and atomic writing (a reader never sees half a file)."""
+"""Files: JSON reading with errors that name the file, the checks of JSON values the readers
+share, atomic writing (a reader never sees half a file) and the lock of an output.
+
+Every output goes through :func:`atomic_write`: a temporary file with a name unique to the
+process and the call (``.<name>.<pid>.<random>.tmp``, so concurrent writers never collide) in the
+output's folder, renamed over the output once complete. Whatever stops the write (a full or
+read-only disk, Ctrl-C, SIGTERM) removes the temporary and leaves the earlier output as it was; a
+failed write becomes one :class:`~metapose.errors.WriteError` naming the output.
+:func:`output_lock` makes a second process writing the same output stop with a line naming the
+first one's pid.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import math
 import os
-import tempfile
+import re
+import secrets
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from metapose.errors import DataError
+from metapose.errors import DataError, OutputInUse, WriteError
+
+try:
+    import fcntl
+except ImportError:  # Windows: outputs are not locked
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 
 def is_number(value: Any) -> bool:
@@ -110,26 +132,201 @@ def _finite_or_null(value: Any) -> Any:
     return value
 
 
-def _umask() -> int:
+# Errors of a write that no retry fixes: the output's disk or folder refuses it.
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+)
+TMP_SUFFIX = ".tmp"
+# Temporaries of writes a killed process never finished: ours (``.<name>.<pid>.<hex>.tmp``, or
+# ``.<name>.tmp`` from earlier versions) and the ones safetensors' own atomic write leaves
+# (Rust's tempfile crate: ``.tmp`` + 6 characters).
+STALE_PATTERNS = (f".*{TMP_SUFFIX}", ".tmp??????")
+_OWNER = re.compile(r"\.(\d+)\.[0-9a-f]+\.tmp$")
+
+
+def temporary_path(path: Path) -> Path:
+    """A new, empty file beside ``path`` named for this process and call, with the mode a plain
+    ``open`` would give it (0666 less the umask)."""
+    stem = path.name[:180]  # the name must stay under the file system's 255 bytes
+    while True:
+        tmp = path.with_name(f".{stem}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def current_umask() -> int:
+    """The process's umask (the mode bits ``open`` and ``mkdir`` leave out)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def write_json_atomic(path: str | Path, payload: Any, *, indent: int | None = None) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file.
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends it replaces ``path``.
 
-    The file gets the user's umask (as ``open`` would give it, not mkstemp's 0600), and a NaN or
-    infinite number is written as ``null``: the output is strict JSON any reader parses.
+    The block writes the file (any writer that takes a path: safetensors, ONNX, matplotlib). If
+    it raises (or is interrupted) the temporary is removed and ``path`` keeps what it held. A
+    full, read-only or forbidden disk becomes a :class:`WriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite_or_null(payload), f, indent=indent, allow_nan=False)
-        os.chmod(tmp, 0o666 & ~_umask())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_path(path)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    try:
+        mode = tmp.stat().st_mode & 0o777
+        yield tmp
+        os.chmod(tmp, mode)  # writers that replace the file (safetensors) leave 0600
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:
+        raise _write_error(path, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, err: OSError) -> OSError:
+    """``err`` as a WriteError naming ``path`` when the disk refused the write, else as is."""
+    if isinstance(err, WriteError) or err.errno not in WRITE_ERRNOS:
+        return err
+    return WriteError(path, err)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``text`` as UTF-8, line ends as they are in it, through :func:`atomic_write`."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
+
+
+def write_json_atomic(path: str | Path, payload: Any, *, indent: int | None = None) -> None:
+    """Write JSON through :func:`atomic_write`, so a reader never sees half a file.
+
+    The file gets the user's umask (as ``open`` would give it), and a NaN or infinite number is
+    written as ``null``: the output is strict JSON any reader parses.
+    """
+    text = json.dumps(_finite_or_null(payload), indent=indent, allow_nan=False)
+    write_text_atomic(path, text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete the temporaries left in ``folder`` by writes that were killed (those of a process
+    still running are kept)."""
+    for pattern in STALE_PATTERNS:
+        for tmp in Path(folder).glob(pattern):
+            owner = _OWNER.search(tmp.name)
+            if owner and int(owner.group(1)) != os.getpid() and _alive(int(owner.group(1))):
+                continue
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ output locks
+
+_held: dict[Path, tuple[int, int]] = {}  # lock file -> (descriptor, times entered)
+_held_guard = threading.Lock()
+
+
+def lock_path(output: str | Path) -> Path:
+    """The lock file of ``output`` (a file or a folder): ``.<name>.lock`` beside it, so that an
+    output replaced whole (a folder swapped in) keeps its lock. Every spelling of one output
+    (relative, through a link) has the same lock."""
+    output = Path(output).resolve()
+    if not output.name:  # the root folder
+        return output / ".metapose.lock"
+    return output.with_name(f".{output.name[:200]}.lock")
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _lock(output: Path, lock: Path) -> int:
+    """A descriptor of ``lock`` holding its exclusive lock, with this process's pid in it."""
+    assert fcntl is not None
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise OutputInUse(output, pid) from None
+        # The holder before us removes the file as it lets go: lock the file at the path now.
+        try:
+            now = os.stat(lock)
+        except FileNotFoundError:
+            now = None
+        mine = os.fstat(fd)
+        if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            break
+        os.close(fd)
+    before = _read_pid(fd)
+    if before is not None:
+        # A process killed while writing leaves its lock file; the kernel released its lock.
+        log.info("%s: taking over the lock of pid %d, which has ended", output, before)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+@contextlib.contextmanager
+def output_lock(output: str | Path) -> Iterator[None]:
+    """Hold ``output``'s lock for the block: another process (another ``metapose`` writing the
+    same ``--out``) gets :class:`OutputInUse` naming this one's pid.
+
+    The kernel releases the lock when its process ends, however it ends, so the lock of a killed
+    run is taken over without asking. Entering it again in the same process is allowed.
+    """
+    output = Path(output)
+    lock = lock_path(output)
+    if fcntl is None:
+        yield
+        return
+    # Folders made for the lock alone are removed with it if the command left them empty.
+    made = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]
+    with _held_guard:
+        if lock in _held:
+            fd, depth = _held[lock]
+            _held[lock] = (fd, depth + 1)
+        else:
+            try:
+                lock.parent.mkdir(parents=True, exist_ok=True)
+                _held[lock] = (_lock(output, lock), 1)
+            except OSError as err:  # named for the output: its folder refuses the lock file
+                raise _write_error(output, err) from None
+    try:
+        yield
+    finally:
+        with _held_guard:
+            fd, depth = _held.pop(lock)
+            if depth > 1:
+                _held[lock] = (fd, depth - 1)
+            else:
+                lock.unlink(missing_ok=True)  # before the lock is let go: see _lock
+                os.close(fd)
+                for folder in made:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()

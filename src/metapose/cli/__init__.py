@@ -6,6 +6,7 @@ One module a command group; :mod:`.common` holds what they share.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -24,9 +25,17 @@ from metapose.cli import (
     synth,
     training,
 )
-from metapose.cli.common import Parser, document, version_string
+from metapose.cli.common import (
+    Parser,
+    Terminated,
+    document,
+    nothing_written,
+    sigterm_as_interrupt,
+    version_string,
+)
 from metapose.config import ConfigError
-from metapose.errors import CheckFailed, DataError
+from metapose.errors import CheckFailed, DataError, OutputInUse, WriteError
+from metapose.files import output_lock
 
 GROUPS = (synth, experiment, training, adapt, data, inference, models, labels, evaluation)
 
@@ -50,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from metapose.training.distributed import init_from_env
 
-    if not init_from_env().is_main:
+    is_main = init_from_env().is_main
+    if not is_main:
         # Under torchrun only rank 0 talks: no progress bars or tables from the other ranks.
         os.environ["TQDM_DISABLE"] = "1"
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
@@ -59,12 +69,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args))
-    except (DataError, ConfigError, CheckFailed, FileExistsError) as err:
-        for bar in list(getattr(tqdm, "_instances", ())):
-            bar.close()  # an open progress bar would swallow the line
-        print(f"error: {err}", file=sys.stderr)
+        with sigterm_as_interrupt(), contextlib.ExitStack() as held:
+            if getattr(args, "out", None) and is_main:
+                # One writer per output: a second process writing the same --out is refused.
+                # (Under torchrun only rank 0 writes.)
+                held.enter_context(output_lock(args.out))
+            return int(args.func(args))
+    except KeyboardInterrupt as stop:
+        # Ctrl-C (130) or SIGTERM (143): temporaries are gone by now, earlier outputs intact.
+        note = getattr(args, "interrupted", nothing_written)(args)
+        _say(f"interrupted: {note}")
+        return 143 if isinstance(stop, Terminated) else 130
+    except (DataError, ConfigError, CheckFailed, FileExistsError, OutputInUse, WriteError) as err:
+        _say(f"error: {err}")
         return 2
+    except OSError as err:
+        # The system refused a read or write: one line naming the file, not a traceback.
+        logging.getLogger("metapose").debug("%s", err, exc_info=True)
+        where = f"{err.filename}: " if err.filename else ""
+        _say(f"error: {where}{err.strerror or err}")
+        return 2
+
+
+def _say(line: str) -> None:
+    """``line`` on stderr, after closing the progress bars (an open bar would swallow it)."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(line, file=sys.stderr)
 
 
 __all__ = ["build_parser", "main"]

@@ -1,12 +1,17 @@
-"""What every command shares: progress bars, the device option, run configs, help texts."""
+"""What every command shares: progress bars, the device option, run configs, help texts, and
+what a command says when it is interrupted."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TypeAlias, TypeVar
 
 import torch
@@ -58,9 +63,51 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# ------------------------------------------------------------------------------ interrupts
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that the same clean-up runs
+    (temporary files removed, earlier outputs left as they were)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def nothing_written(args: argparse.Namespace) -> str:
+    """What an interrupted command that writes its output at the end leaves: nothing new."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return "nothing was written; run the command again"
+    return f"nothing written to {out} (what was there is unchanged); run the command again"
+
+
+def run_kept(args: argparse.Namespace) -> str:
+    """What an interrupted ``train`` or ``meta`` leaves: the last resume state."""
+    from metapose.training.run_folder import saved_step
+
+    step = saved_step(args.out)
+    if step is None:
+        return f"no checkpoint in {args.out} yet; run the same command again to start over"
+    again = "the same command again" + (" without --no-resume" if args.no_resume else "")
+    return f"{args.out} keeps the state of step {step}; run {again} to resume from it"
+
+
 # ------------------------------------------------------------------------------ commands
-
-
 
 
 def run_config(path: str | None, cls: type[T]) -> T:

@@ -29,6 +29,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def stages_kept(args: argparse.Namespace) -> str:
+    return f"{args.out} keeps every finished stage; run the same command again to resume"
+
+
 def register(sub: Commands) -> None:
     """Add the group's commands to the ``metapose`` parser."""
     p = sub.add_parser(
@@ -38,4 +42,4 @@ def register(sub: Commands) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_experiment)
+    p.set_defaults(func=cmd_experiment, interrupted=stages_kept)

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from metapose.cli.common import (
     Commands,
+    nothing_written,
 )
 from metapose.config import MAX_COUNT, check_int
 from metapose.synth.writer import write_synth_dataset
@@ -48,6 +49,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def synth_interrupted(args: argparse.Namespace) -> str:
+    if args.preview:
+        return f"the previews finished before are in {args.out}; run the command again"
+    return nothing_written(args)
+
+
 def register(sub: Commands) -> None:
     """Add the group's commands to the ``metapose`` parser."""
     p = sub.add_parser("synth", help="render a synthetic COCO-format dataset, or preview grids")
@@ -61,4 +68,4 @@ def register(sub: Commands) -> None:
     p.add_argument("--split", default=defaults["split"].default)
     p.add_argument("--workers", type=int, default=defaults["workers"].default)
     p.add_argument("--preview", action="store_true", help="write one labelled grid PNG per domain")
-    p.set_defaults(func=cmd_synth)
+    p.set_defaults(func=cmd_synth, interrupted=synth_interrupted)

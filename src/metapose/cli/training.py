@@ -17,6 +17,7 @@ from metapose.cli.common import (
     metrics_line,
     resolve_device,
     run_config,
+    run_kept,
     step_bar,
 )
 from metapose.config import (
@@ -171,7 +172,7 @@ def register(sub: Commands) -> None:
     p.add_argument(
         "--no-resume", action="store_true", help="ignore a training state found in --out"
     )
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, interrupted=run_kept)
 
     p = sub.add_parser("meta", help="Reptile meta-training of initial weights")
     p.add_argument("--config", help="MetaRunConfig YAML")
@@ -184,4 +185,4 @@ def register(sub: Commands) -> None:
     p.add_argument("--init", help=f"start from this checkpoint ({CHECKPOINT_HELP})")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=cmd_meta)
+    p.set_defaults(func=cmd_meta, interrupted=run_kept)

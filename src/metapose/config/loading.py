@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from metapose.errors import cut
-from metapose.files import show
+from metapose.files import show, write_text_atomic
 
 T = TypeVar("T")
 
@@ -337,7 +337,8 @@ def load_config(path: str | Path, cls: type[T]) -> T:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write ``config`` as YAML, atomically (a reader never sees half a file)."""
+    write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def replace(config: T, **changes: Any) -> T:

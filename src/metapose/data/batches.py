@@ -8,8 +8,11 @@ stream's content never depends on how many workers make it.
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from types import TracebackType
 from typing import Protocol
 
 import torch
@@ -32,6 +35,28 @@ class BatchStream(Protocol):
 
 def collate(samples: list[Sample]) -> Sample:
     return torch.utils.data.default_collate(samples)
+
+
+def worker_init(worker_id: int) -> None:
+    """Every DataLoader worker: leave stopping to the main process.
+
+    A SIGTERM sent to the whole process group would otherwise kill the workers first, and
+    PyTorch turns a killed worker into an error in the main process, which is stopping cleanly
+    on its own SIGTERM; the workers end when the main process shuts them down or is gone. A
+    batch being handed over (a thread of the worker) as the main process stops finds the
+    connection closed: that says nothing the main process's own line does not.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # multiprocessing's resource sharer reports through sys.excepthook (errors of the worker's
+    # own work reach the main process through PyTorch, not this hook).
+    sys.excepthook = _quiet_handover
+
+
+def _quiet_handover(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    if not issubclass(kind, ConnectionError | EOFError):
+        sys.__excepthook__(kind, error, trace)
 
 
 @dataclass
@@ -85,6 +110,7 @@ class EpochBatches:
                 num_workers=self.num_workers,
                 collate_fn=collate,
                 persistent_workers=False,
+                worker_init_fn=worker_init,
             )
             yield from loader
             epoch, offset = epoch + 1, 0
@@ -130,5 +156,6 @@ class IndexedBatches:
             batch_size=None,
             num_workers=self.num_workers,
             prefetch_factor=2 if self.num_workers else None,
+            worker_init_fn=worker_init,
         )
         yield from loader

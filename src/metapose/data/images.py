@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from metapose.errors import DataError
+from metapose.files import write_bytes_atomic
 
 # Radiometric (16-bit or float) images are stretched per image between these percentiles, so a
 # few saturated hot pixels do not flatten the rest of the scene to black.
@@ -125,8 +126,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def write_rgb(path: str | Path, image: np.ndarray) -> None:
-    """Write an RGB uint8 image (format from the suffix: .png, .jpg, ...)."""
+    """Write an RGB uint8 image (format from the suffix: .png, .jpg, ...), atomically."""
     path = Path(path)
-    ok = cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise OSError(f"{path}: could not write image")
+        raise ValueError(f"{path}: OpenCV cannot encode an image of this kind")
+    write_bytes_atomic(path, encoded.tobytes())

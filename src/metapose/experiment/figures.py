@@ -32,6 +32,7 @@ from metapose.data.viz import DRAW_THRESHOLD, draw_pose  # noqa: E402
 from metapose.experiment.report import METRIC_TITLES, MODEL_TITLES, SummaryRow, is_difference  # noqa: E402
 from metapose.experiment.results import RunResult, select  # noqa: E402
 from metapose.experiment.statistics import mean_ci  # noqa: E402
+from metapose.files import atomic_write  # noqa: E402
 
 MODEL_COLOURS = {
     "as-is": "tab:green",
@@ -46,9 +47,11 @@ DPI = 110
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip("."))
+    finally:
+        plt.close(fig)
     return path
 
 

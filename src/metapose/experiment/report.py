@@ -18,6 +18,7 @@ from typing import Any
 from metapose.config import PCK_ALPHA
 from metapose.experiment.results import RunResult, select
 from metapose.experiment.statistics import Estimate, mean_ci
+from metapose.files import write_text_atomic
 
 TABLE_METRICS = ("ap", "ap50", "ap75", "ar", "ar50", "ar75")
 METRIC_TITLES = {
@@ -278,5 +279,5 @@ split.</p>
 </body></html>
 """
     path = Path(path)
-    path.write_text(page)
+    write_text_atomic(path, page)
     return path

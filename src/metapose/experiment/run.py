@@ -51,7 +51,7 @@ from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss
 from metapose.experiment.report import format_table, summarize, verdicts, write_index_html
 from metapose.experiment.results import UNADAPTED, RunResult, load_result, save_result
 from metapose.experiment.targets import Target, derived_seed, prepare_target
-from metapose.files import write_json_atomic
+from metapose.files import write_json_atomic, write_text_atomic
 from metapose.inference.estimators import torch_estimator
 from metapose.inference.predict import PredictOptions
 from metapose.models import TopDownModel
@@ -358,12 +358,13 @@ def write_report(
     rows = summarize(results)
     table = format_table(rows)
     notes = verdicts(rows)
-    (report / "table.md").write_text(
+    write_text_atomic(
+        report / "table.md",
         f"# {cfg.name}: few-shot adaptation, mean ± 95 % CI over {len(cfg.seeds)} seeds\n\n"
         + table
         + "\n"
         + "\n".join(f"- {n}" for n in notes)
-        + "\n"
+        + "\n",
     )
     write_json_atomic(
         report / "table.json", {"rows": [r.to_dict() for r in rows], "verdicts": notes}, indent=1

@@ -29,6 +29,7 @@ from metapose.data.coco import CocoDataset
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
 from metapose.errors import CheckFailed, DataError
+from metapose.files import atomic_write
 from metapose.inference.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
 from metapose.models import TopDownModel
 from metapose.progress import Progress
@@ -90,16 +91,22 @@ def export_onnx(
     The batch axis is dynamic; height and width are fixed at the model's input size. The file is
     written through a temporary name, so ``path`` never holds a half-written model.
     """
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        _write_onnx(model, tmp, opset, skeleton)
+    log.info("exported %s (opset %d)", path, opset)
+    return path
+
+
+def _write_onnx(model: TopDownModel, file: Path, opset: int, skeleton: Skeleton) -> None:
+    """Export ``model`` into ``file`` with its metadata and run ``onnx.checker`` on it."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(f"--opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = model_metadata(model, skeleton)
     # A copy, so the caller's model keeps its device, dtype and train/eval mode.
     network = copy.deepcopy(model).to("cpu", torch.float32).eval()
     width, height = model.config.input_size
     example = torch.zeros(1, 3, height, width)
-    tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings():
         # The TorchScript exporter warns that it is deprecated; it is the one that works without
         # onnxscript (see the module docstring), so the warning says nothing actionable here.
@@ -108,7 +115,7 @@ def export_onnx(
         torch.onnx.export(
             network,
             (example,),
-            str(tmp),
+            str(file),
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
@@ -116,13 +123,10 @@ def export_onnx(
             dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}},
             do_constant_folding=True,
         )
-    proto = onnx.load(str(tmp))
+    proto = onnx.load(str(file))
     onnx.helper.set_model_props(proto, {METADATA_KEY: metadata.to_json()})
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(tmp))
-    tmp.replace(path)
-    log.info("exported %s (opset %d, input %dx%d)", path, opset, width, height)
-    return path
+    onnx.save(proto, str(file))
 
 
 def check_parity(model: TopDownModel, onnx_path: str | Path, inputs: np.ndarray) -> float:
@@ -179,22 +183,47 @@ def export_checked(
 ) -> ExportReport:
     """:func:`export_onnx`, then :func:`check_parity` on random and (when given) real crops.
 
-    Raises :class:`ParityError` (and removes the file) when a difference exceeds ``tolerance``.
+    The file is exported and checked under a temporary name and renamed to ``path`` only once
+    it passed, so ``path`` never holds an unchecked model (an earlier file there stays as it was
+    when the export fails or is interrupted). Raises :class:`ParityError` when a difference
+    exceeds ``tolerance``.
     ``progress`` gets two stages: the export (one step), then the parity checks (one step per
     crop, checked ``PARITY_BATCH`` at a time).
     """
-    advance = progress.stage("export ONNX", 1) if progress is not None else None
-    path = export_onnx(model, path, opset=opset)
-    if advance is not None:
-        advance(1)
-    if progress is not None:
-        progress.close_stage()
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        # Exported and checked under a temporary name: ``path`` gets a checked file or nothing.
+        advance = progress.stage("export ONNX", 1) if progress is not None else None
+        _write_onnx(model, tmp, opset, COCO17)
+        if advance is not None:
+            advance(1)
+        if progress is not None:
+            progress.close_stage()
+        try:
+            diff_random, diff_real = _checked_parity(
+                model, tmp, rng, real_crops, tolerance, progress
+            )
+        except ParityError as err:
+            raise ParityError(f"{path}: {err}; nothing written") from None
+    log.info("exported %s; parity: max |diff| %.3g random, %s real", path, diff_random, diff_real)
+    return ExportReport(path, opset, diff_random, diff_real)
+
+
+def _checked_parity(
+    model: TopDownModel,
+    onnx_file: Path,
+    rng: np.random.Generator,
+    real_crops: np.ndarray | None,
+    tolerance: float,
+    progress: Progress | None,
+) -> tuple[float, float | None]:
+    """Max |difference| on random and real crops; ParityError beyond ``tolerance``."""
     width, height = model.config.input_size
     random_crops = rng.standard_normal((PARITY_BATCH, 3, height, width)).astype(np.float32)
     total = len(random_crops) + (0 if real_crops is None else len(real_crops))
     advance = progress.stage("parity checks", total) if progress is not None else None
     network = copy.deepcopy(model).to("cpu", torch.float32).eval()
-    runtime = OnnxHeatmapModel(path)
+    runtime = OnnxHeatmapModel(onnx_file)
 
     def checked(crops: np.ndarray) -> float:
         worst = 0.0
@@ -205,18 +234,11 @@ def export_checked(
                 advance(len(chunk))
         return worst
 
-    try:
-        diff_random = checked(random_crops)
-        diff_real = None if real_crops is None else checked(real_crops)
-        if progress is not None:
-            progress.close_stage()
-        worst = max(diff_random, diff_real or 0.0)
-        if not worst <= tolerance:
-            raise ParityError(
-                f"onnxruntime differs from PyTorch by {worst:.3g} (> {tolerance:g})"
-            )
-    except ParityError as err:
-        path.unlink(missing_ok=True)
-        raise ParityError(f"{path}: {err}; file removed") from None
-    log.info("parity: max |diff| %.3g random, %s real", diff_random, diff_real)
-    return ExportReport(path, opset, diff_random, diff_real)
+    diff_random = checked(random_crops)
+    diff_real = None if real_crops is None else checked(real_crops)
+    if progress is not None:
+        progress.close_stage()
+    worst = max(diff_random, diff_real or 0.0)
+    if not worst <= tolerance:
+        raise ParityError(f"onnxruntime differs from PyTorch by {worst:.3g} (> {tolerance:g})")
+    return diff_random, diff_real

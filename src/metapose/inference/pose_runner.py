@@ -28,7 +28,7 @@ from metapose.data.dataset import Instance, TopDownDataset
 from metapose.data.detections import BOX_SCORE_THRESHOLD, box_instance
 from metapose.data.viz import DRAW_THRESHOLD, draw_box, draw_pose
 from metapose.errors import DataError
-from metapose.files import _umask
+from metapose.files import current_umask, temporary_path
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.postprocess import ScoredPose, keep_poses, result_entry
@@ -253,9 +253,8 @@ class ResultsStream:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        self.partial = Path(partial)
-        self.file = os.fdopen(fd, "w", encoding="utf-8")
+        self.partial = temporary_path(self.path)  # the mode ``open`` gives, a name of its own
+        self.file = self.partial.open("w", encoding="utf-8")
         self.file.write("[")
         self.count = 0
 
@@ -267,7 +266,6 @@ class ResultsStream:
     def close(self) -> None:
         self.file.write("\n]\n" if self.count else "]\n")
         self.file.close()
-        os.chmod(self.partial, 0o666 & ~_umask())  # as ``open`` would make it, not mkstemp's 0600
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
@@ -317,7 +315,7 @@ def staged_folder(out: str | Path, known: frozenset[str] = OUTPUT_NAMES) -> Iter
             raise DataError(parent, "exists and is not a folder: give a folder for --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    os.chmod(staged, 0o777 & ~_umask())
+    os.chmod(staged, 0o777 & ~current_umask())  # as mkdir would, not mkdtemp's 0700
     try:
         yield staged
         old = None

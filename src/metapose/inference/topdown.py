@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from metapose.data.batches import collate
+from metapose.data.batches import collate, worker_init
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
 from metapose.data.detections import rescore
@@ -110,7 +110,12 @@ def eval_batches(
     if dataset.augment is not None or dataset.crop_transform is not None:
         raise ValueError("prediction needs a dataset without augmentation")
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        worker_init_fn=worker_init,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from torch import nn
 
 from metapose.config import ConfigError, ModelConfig, from_dict, to_dict
 from metapose.errors import DataError, cut
-from metapose.files import parse_json
+from metapose.files import atomic_write, parse_json
 from metapose.models import TopDownModel
 from metapose.models.zoo import resolve_model
 from metapose.provenance import provenance
@@ -71,26 +72,23 @@ def _atomic_save_tensors(
     *,
     compact: bool = False,
 ) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(
-            {
-                k: _storage_dtype(v.detach().contiguous().cpu(), compact)
-                for k, v in tensors.items()
-            },
-            str(tmp),
-            metadata=metadata,
-        )
-        os.chmod(tmp, 0o666 & ~_umask())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``tensors`` to ``path`` through :func:`~metapose.files.atomic_write` (a unique
+    temporary name, so concurrent saves to one path never collide)."""
+    cpu = {k: _storage_dtype(v.detach().contiguous().cpu(), compact) for k, v in tensors.items()}
+    with atomic_write(path) as tmp:
+        try:
+            save_file(cpu, str(tmp), metadata=metadata)
+        except SafetensorError as err:
+            raise _os_error(err, tmp) from None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _os_error(err: SafetensorError, path: Path) -> Exception:
+    """safetensors reports a failed write as text ("... (os error 28) ..."): the OSError in it."""
+    code = re.search(r"os error (\d+)", str(err))
+    if code is None:
+        return err
+    number = int(code.group(1))
+    return OSError(number, os.strerror(number), str(path))
 
 
 def save_checkpoint(
@@ -113,7 +111,6 @@ def save_checkpoint(
     path = Path(path)
     if path.suffix != WEIGHTS_SUFFIX:
         path = path.with_suffix(WEIGHTS_SUFFIX)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT,
         "model": to_dict(model.config),
@@ -277,7 +274,6 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
     previous state or the new one, never a mix of two steps.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split_tensors(state, "s", tensors)
     _atomic_save_tensors(tensors, path, {STATE_KEY: json.dumps(skeleton, allow_nan=False)})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +70,9 @@ def _render(job: tuple[Domain, int, int, Mode, tuple[int, int]]) -> LabelledImag
 def _init_worker() -> None:
     # The pool already uses every core; OpenCV's own threads would only compete.
     cv2.setNumThreads(1)
+    # Ctrl-C reaches the whole process group: the parent stops the pool and reports it once,
+    # instead of every worker printing its own traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _labelled_images(

@@ -130,7 +130,7 @@ def meta_train(
         start = state["step"]
 
     def save(step: int) -> None:
-        folder.save(model, step, {"history": history.to_dict()}, extra={"meta_step": step})
+        folder.save(model, step, {"history": history.to_dict()})
 
     stream: Iterator[Sample] = tasks.batches(start * config.tasks_per_step)
     images = history.images_seen
@@ -158,6 +158,7 @@ def meta_train(
         save(config.meta_steps)
     folder.finish(
         model,
+        config.meta_steps,
         extra={"meta_steps": config.meta_steps, "images_seen": images},
         steps_run=config.meta_steps - start,
     )

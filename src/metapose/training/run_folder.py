@@ -21,7 +21,7 @@ from torch import nn
 
 from metapose.config import MAX_STEPS, ConfigError, to_dict
 from metapose.errors import DataError, DivergedError, cut
-from metapose.files import parse_json, show
+from metapose.files import parse_json, remove_stale_temporaries, show
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import (
     first_non_finite,
@@ -60,8 +60,8 @@ def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
     return [] if saved == now else [f"{prefix or 'value'}: {show(saved)} -> {show(now)}"]
 
 
-def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
-    """The identity stored in ``out_dir``'s resume state, or None without a (new-style) state."""
+def _saved_skeleton(out_dir: str | Path) -> dict[str, Any] | None:
+    """The non-tensor part of ``out_dir``'s resume state, or None without a readable one."""
     path = Path(out_dir) / STATE_FILE
     if not path.is_file():
         return None
@@ -71,10 +71,21 @@ def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
         with safe_open(str(path), framework="pt") as handle:
             text = (handle.metadata() or {}).get("metapose_state")
         skeleton = parse_json(text, path) if text else {}
-    except (SafetensorError, OSError, ValueError):  # DataError included
+    except (SafetensorError, OSError, ValueError, RecursionError):  # DataError included
         return None  # load_state names the problem when the run is resumed
-    identity = skeleton.get("identity") if isinstance(skeleton, dict) else None
+    return skeleton if isinstance(skeleton, dict) else None
+
+
+def saved_identity(out_dir: str | Path) -> dict[str, Any] | None:
+    """The identity stored in ``out_dir``'s resume state, or None without a (new-style) state."""
+    identity = (_saved_skeleton(out_dir) or {}).get("identity")
     return identity if isinstance(identity, dict) else None
+
+
+def saved_step(out_dir: str | Path) -> int | None:
+    """The step ``out_dir``'s resume state was saved at, or None without a readable state."""
+    step = (_saved_skeleton(out_dir) or {}).get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def check_resume(out_dir: str | Path, identity: dict[str, Any], run_config: Any = None) -> None:
@@ -105,19 +116,6 @@ def check_finite_weights(model: TopDownModel, step: int) -> None:
             f"weight {key} is not finite after step {step}: training diverged (try a "
             "smaller learning rate); stopped without saving (the last good checkpoint is kept)"
         )
-
-
-# Temporary files of a write a killed process never finished: ours (``.<name>.tmp``) and the
-# ones safetensors' own atomic write leaves (Rust's tempfile crate: ``.tmp`` + 6 characters).
-STALE_PATTERNS = (".*.tmp", ".tmp??????")
-
-
-def remove_stale_temporaries(out_dir: Path) -> None:
-    """Delete temporary files left in ``out_dir`` by a write that was killed."""
-    for pattern in STALE_PATTERNS:
-        for tmp in out_dir.glob(pattern):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -251,6 +249,7 @@ class RunFolder:
         if self.writes and self.out is not None and self.out.is_dir():
             remove_stale_temporaries(self.out)
         self.runlog: RunLog | None = None
+        self.val_log: RunLog | None = None  # validation metrics (train's ``validate``)
 
     @property
     def state_path(self) -> Path:
@@ -273,19 +272,18 @@ class RunFolder:
             check_step(self.out / STATE_FILE, state, total)
         if self.writes and self.out is not None:
             self.runlog = RunLog(self.out, self.name)
+            self.val_log = RunLog(self.out, "val", tensorboard=False)
         if state is None:
             return None
         assert self.out is not None
-        if self.runlog is not None:
-            self.runlog.truncate_after(int(state["step"]))
+        for runlog in (self.runlog, self.val_log):
+            if runlog is not None:
+                runlog.truncate_after(int(state["step"]))
         log.info("resuming from %s at step %d", self.out / STATE_FILE, int(state["step"]))
         return state
 
-    def save(
-        self, model: TopDownModel, step: int, state: dict[str, Any], extra: dict[str, Any]
-    ) -> None:
+    def save(self, model: TopDownModel, step: int, state: dict[str, Any]) -> None:
         """The resume state at ``step``: the model, the loop's ``state`` and the identity."""
-        del extra  # the state file holds the step; kept for callers' symmetry with finish()
         if not self.writes or self.out is None:
             return
         check_finite_weights(model, step)
@@ -296,8 +294,10 @@ class RunFolder:
         for old in OLD_FILES:
             (self.out / old).unlink(missing_ok=True)
 
-    def finish(self, model: TopDownModel, extra: dict[str, Any], *, steps_run: int = 1) -> None:
-        """The final model, then close the log.
+    def finish(
+        self, model: TopDownModel, step: int, extra: dict[str, Any], *, steps_run: int = 1
+    ) -> None:
+        """The final model (after ``step`` steps, ``extra`` in its metadata), then close the log.
 
         A resumed run that had already finished (``steps_run`` 0, final model present) keeps
         its final model and provenance as they are.
@@ -305,7 +305,7 @@ class RunFolder:
         if self.writes and self.out is not None:
             final = self.out / FINAL_FILE
             if steps_run or not final.exists():
-                check_finite_weights(model, int(extra.get("step", extra.get("meta_steps", 0))))
+                check_finite_weights(model, step)
                 save_checkpoint(final, model, run_config=self.run_config, extra=extra)
         if self.runlog is not None:
             self.runlog.close()
@@ -313,6 +313,11 @@ class RunFolder:
     def write_log(self, row: dict[str, Any]) -> None:
         if self.runlog is not None:
             self.runlog.write(row)
+
+    def write_val(self, metrics: dict[str, Any]) -> None:
+        """One validation (``metrics`` with its ``step``) to ``val.csv``."""
+        if self.val_log is not None:
+            self.val_log.write(metrics)
 
     def record_step(self, history: History, entry: StepLog, *, total: int, log_every: int) -> None:
         """Add ``entry`` to ``history``; write it to the log every ``log_every`` steps and at

@@ -23,7 +23,6 @@ from metapose.errors import check_finite_loss
 from metapose.models import TopDownModel
 from metapose.training import distributed
 from metapose.training.run_folder import History, RunFolder, StepLog, restore_state
-from metapose.training.runlog import RunLog
 from metapose.training.step import build_optimizer, step_on_batch, train_mode
 
 
@@ -82,7 +81,7 @@ def train(
             "scheduler": scheduler.state_dict(),
             "history": history.to_dict(),
         }
-        folder.save(model, step, own, extra={"step": step})
+        folder.save(model, step, own)
 
     t0 = time.perf_counter()
     images = history.images_seen
@@ -107,8 +106,7 @@ def train(
         ):
             metrics = {"step": step + 1, **validate(model)}
             history.evals.append(metrics)
-            if folder.writes and folder.out is not None:
-                RunLog(folder.out, "val", tensorboard=False).write(metrics)
+            folder.write_val(metrics)
             train_mode(model, config.batchnorm == "frozen")
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
@@ -118,6 +116,9 @@ def train(
     if folder.writes:
         save(config.steps)
     folder.finish(
-        model, extra={"step": config.steps, "images_seen": images}, steps_run=config.steps - start
+        model,
+        config.steps,
+        extra={"step": config.steps, "images_seen": images},
+        steps_run=config.steps - start,
     )
     return history

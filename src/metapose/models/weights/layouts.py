@@ -373,7 +373,7 @@ def import_layout(
         config = infer_config(mapped.tensors, fmt, source, input_size=input_size)
     elif input_size is not None:
         config = replace(config, input_size=input_size)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         model = TopDownModel(config)
     own = model.state_dict()

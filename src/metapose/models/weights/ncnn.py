@@ -125,7 +125,7 @@ def import_ncnn(
         )
     except ConfigError as err:
         raise DataError(graph.param_path, f"the graph does not fit a TopDownModel: {err}") from None
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         model = TopDownModel(config)
     model.eval()

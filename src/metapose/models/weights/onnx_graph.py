@@ -409,7 +409,7 @@ def import_onnx(
     )
     backbone_config = config.backbone
     assert isinstance(backbone_config, MobileNetV2Config)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         model = TopDownModel(config)
     mine, residuals = _model_layers(model)
