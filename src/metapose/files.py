@@ -177,19 +177,19 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_path(path)
     except OSError as err:
-        raise _write_error(path, err) from None
+        raise write_error(path, err) from None
     try:
         mode = tmp.stat().st_mode & 0o777
         yield tmp
         os.chmod(tmp, mode)  # writers that replace the file (safetensors) leave 0600
         os.replace(tmp, path)
     except OSError as err:
-        raise _write_error(path, err) from None
+        raise write_error(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _write_error(path: Path, err: OSError) -> OSError:
+def write_error(path: Path, err: OSError) -> OSError:
     """``err`` as a WriteError naming ``path`` when the disk refused the write, else as is."""
     if isinstance(err, WriteError) or err.errno not in WRITE_ERRNOS:
         return err
@@ -316,7 +316,7 @@ def output_lock(output: str | Path) -> Iterator[None]:
                 lock.parent.mkdir(parents=True, exist_ok=True)
                 _held[lock] = (_lock(output, lock), 1)
             except OSError as err:  # named for the output: its folder refuses the lock file
-                raise _write_error(output, err) from None
+                raise write_error(output, err) from None
     try:
         yield
     finally:

@@ -28,7 +28,7 @@ from metapose.data.dataset import Instance, TopDownDataset
 from metapose.data.detections import BOX_SCORE_THRESHOLD, box_instance
 from metapose.data.viz import DRAW_THRESHOLD, draw_box, draw_pose
 from metapose.errors import DataError
-from metapose.files import current_umask, temporary_path
+from metapose.files import current_umask, temporary_path, write_error
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.postprocess import ScoredPose, keep_poses, result_entry
@@ -325,5 +325,8 @@ def staged_folder(out: str | Path, known: frozenset[str] = OUTPUT_NAMES) -> Iter
         os.replace(staged, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        # A full or read-only disk names the output the user asked for, not the staged folder.
+        raise write_error(out, err) from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)
