@@ -25,6 +25,7 @@ from metapose.cli.common import (
     run_config,
 )
 from metapose.config import AdaptConfig
+from metapose.config.training import SemiConfig
 from metapose.evaluation.coco import EvalResult
 
 CHECKPOINT_NAME = "model.safetensors"  # the file written when --out is a folder
@@ -127,6 +128,71 @@ def _adapt_config(args: argparse.Namespace) -> AdaptConfig:
     )
 
 
+def _semi_config(args: argparse.Namespace) -> SemiConfig:
+    options = (
+        ("method", args.semi),
+        ("steps", args.semi_steps),
+        ("weight", args.semi_weight),
+        ("ema_decay", args.ema_decay),
+        ("threshold", args.confidence),
+    )
+    return SemiConfig(**{k: v for k, v in options if v is not None})
+
+
+def _adapt_with_unlabelled(
+    args: argparse.Namespace,
+    model: Any,
+    data: Any,
+    shots: list[int],
+    config: AdaptConfig,
+    options: Any,
+    codec: Any,
+    progress: TqdmProgress,
+) -> tuple[tuple[float, ...], dict[str, Any]]:
+    """``--unlabelled``: the shots (possibly none) plus unlabelled people
+    (:func:`metapose.training.semi.fine_tune_with_unlabelled`); the epoch losses on the shots and
+    what to save beside the checkpoint."""
+    from metapose.config import TopDownAugmentConfig, to_dict
+    from metapose.data.dataset import TopDownDataset, instances_from_coco
+    from metapose.data.unlabelled import unlabelled_instances
+    from metapose.training.semi import fine_tune_with_unlabelled
+
+    semi = _semi_config(args)
+    people = unlabelled_instances(args.unlabelled, image_dir=args.unlabelled_images)
+    support = None
+    if shots:
+        support = TopDownDataset(
+            instances_from_coco(data, image_ids=shots),
+            codec,
+            augment=TopDownAugmentConfig(),
+            seed=args.seed,
+            cache_images=True,
+        )
+    steps = semi.steps if semi.method == "mean_teacher" else 0
+    advance = progress.stage(f"{semi.method} on {len(people)} unlabelled people", steps)
+    result = fine_tune_with_unlabelled(
+        model,
+        support,
+        people,
+        config,
+        semi,
+        options,
+        codec=codec,
+        seed=args.seed,
+        flip=model.config.codec.flip_test,
+        on_step=lambda step, loss: advance(1),
+    )
+    progress.close_stage()
+    losses = () if result.shots is None else result.shots.epoch_losses
+    extra = {
+        "unlabelled": str(args.unlabelled),
+        "unlabelled_people": result.unlabelled_crops,
+        "semi": to_dict(semi),
+        "semi_losses": list(result.losses),
+    }
+    return losses, extra
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     from metapose.config import to_dict
     from metapose.data.coco import load_coco
@@ -138,6 +204,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from metapose.evaluation.label_check import check_sides
     from metapose.inference.estimators import torch_estimator
     from metapose.models.checkpoint import load_checkpoint, save_checkpoint
+    from metapose.skeleton import COCO17
     from metapose.training.few_shot import choose_shots, fine_tune_on_shots
     from metapose.training.run_folder import check_finite_weights
 
@@ -151,29 +218,40 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     options.prepare(model)
     codec = HeatmapCodec.for_model(model.config)
     keypoint_map = load_keypoint_map(args.keypoint_map) if args.keypoint_map else None
-    data = load_coco(args.data, args.images, check_images="decode", keypoint_map=keypoint_map)
+    if args.data is None and args.unlabelled is None:
+        raise SystemExit("error: give --data (labelled shots), --unlabelled (images), or both")
+    if args.data is None and (args.eval_ids or args.pool_ids or args.shots is not None):
+        raise SystemExit("error: --eval-ids, --pool-ids and --shots choose images of --data")
+    data = (
+        None
+        if args.data is None
+        else load_coco(args.data, args.images, check_images="decode", keypoint_map=keypoint_map)
+    )
     config = _adapt_config(args)
     if args.eval and args.eval_ids:
         raise SystemExit("error: give --eval (another file) or --eval-ids (of --data), not both")
     keypoints = keypoint_names(args.keypoints)
     if keypoints is not None:
-        keypoint_indices(data.skeleton, keypoints)  # unknown names: one line, before training
+        keypoint_indices(
+            COCO17 if data is None else data.skeleton, keypoints
+        )  # unknown names: one line, before training
         if not (args.eval or args.eval_ids):
             raise SystemExit("error: --keypoints chooses what is scored: give --eval or --eval-ids")
     pool = id_range(args.pool_ids)
-    pool_ids = None if pool is None else [i.id for i in data.images if pool[0] <= i.id <= pool[1]]
+    images = [] if data is None else data.images
+    pool_ids = None if pool is None else [i.id for i in images if pool[0] <= i.id <= pool[1]]
     held_out = id_range(args.eval_ids)
     eval_ids = (
-        []
-        if held_out is None
-        else [i.id for i in data.images if held_out[0] <= i.id <= held_out[1]]
+        [] if held_out is None else [i.id for i in images if held_out[0] <= i.id <= held_out[1]]
     )
     if held_out is not None and not eval_ids:
         raise SystemExit(f"error: --eval-ids {args.eval_ids}: no image of --data in this range")
     if held_out is not None and pool_ids is None:
         held = set(eval_ids)
-        pool_ids = [i.id for i in data.images if i.id not in held]
-    if args.shots is None:  # every labelled image of the pool
+        pool_ids = [i.id for i in images if i.id not in held]
+    if data is None:  # K = 0: unlabelled images only
+        shots: list[int] = []
+    elif args.shots is None:  # every labelled image of the pool
         allowed = None if pool_ids is None else set(pool_ids)
         shots = sorted(
             {a.image_id for a in data.trainable() if allowed is None or a.image_id in allowed}
@@ -187,15 +265,21 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             "choose disjoint --pool-ids and --eval-ids"
         )
     target = out_path(args.out)
-    say(f"adapting {args.checkpoint} on {len(shots)} labelled images of {data.annotation_file}")
+    data_name = "no labels" if data is None else str(data.annotation_file)
+    say(f"adapting {args.checkpoint} on {len(shots)} labelled images of {data_name}")
+    if args.unlabelled is not None:
+        say(f"with unlabelled images of {args.unlabelled} ({_semi_config(args).method})")
 
-    with isolated_rng(device):
-        sides = check_sides(torch_estimator(model, options), data.subset(shots[:SIDE_CHECK_IMAGES]))
-    if sides.mostly_swapped:
+    sides = None
+    if data is not None:
+        with isolated_rng(device):
+            subset = data.subset(shots[:SIDE_CHECK_IMAGES])
+            sides = check_sides(torch_estimator(model, options), subset)
+    if sides is not None and sides.mostly_swapped:
         print(
             f"warning: {sides.swapped} of {sides.people} labelled people in the shots fit the "
             "model's poses better with left and right exchanged: check the keypoint names of "
-            f"{data.annotation_file} (image ids {list(sides.swapped_image_ids[:5])})",
+            f"{data_name} (image ids {list(sides.swapped_image_ids[:5])})",
             file=sys.stderr,
         )
     test = None
@@ -203,19 +287,27 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if args.eval or held_out is not None:
         held_set = (
             load_coco(args.eval, args.eval_images, check_images="decode", keypoint_map=keypoint_map)
-            if args.eval
+            if args.eval or data is None
             else data.subset(eval_ids)
         )
         with isolated_rng(device):
             test = make_eval_set(held_set, codec, keypoints=keypoints)
             before = evaluate(torch_estimator(model, options), test, progress=progress)
         say(f"before: {metrics_line(before.as_dict())}")
-    tuned = fine_tune_on_shots(
-        model, data, shots, config, options, codec=codec, seed=args.seed, progress=progress
-    )
-    result = tuned.adapt
-    check_finite_weights(model, len(result.losses))
-    say("loss per epoch: " + " ".join(f"{v:.2e}" for v in result.epoch_losses))
+    semi_extra: dict[str, Any] = {}
+    if args.unlabelled is not None:
+        epoch_losses, semi_extra = _adapt_with_unlabelled(
+            args, model, data, shots, config, options, codec, progress
+        )
+    else:
+        assert data is not None
+        tuned = fine_tune_on_shots(
+            model, data, shots, config, options, codec=codec, seed=args.seed, progress=progress
+        )
+        epoch_losses = tuned.adapt.epoch_losses
+    check_finite_weights(model, len(epoch_losses))
+    if epoch_losses:
+        say("loss per epoch: " + " ".join(f"{v:.2e}" for v in epoch_losses))
     verdict = None
     metrics: dict[str, float] = {}
     if test is not None and before is not None:
@@ -241,14 +333,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         metrics=metrics,
         extra={
             "adapted_from": str(args.checkpoint),
-            "data": str(data.annotation_file),
+            "data": data_name,
             "shot_image_ids": list(shots),
             "adapt": to_dict(config),
             "seed": args.seed,
-            "epoch_losses": list(result.epoch_losses),
+            "epoch_losses": list(epoch_losses),
             "scored_keypoints": None if keypoints is None else list(keypoints),
             "metrics_before": {} if before is None else before.as_dict(),
             "verdict": None if verdict is None else verdict.as_dict(),
+            **semi_extra,
         },
     )
     print(f"adapted model written to {path}")
@@ -269,9 +362,8 @@ def register(sub: Commands) -> None:
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument(
         "--data",
-        required=True,
         help="labels of the shot pool: COCO keypoints JSON, CVAT's COCO Keypoints export or "
-        "Label Studio's JSON/COCO export",
+        "Label Studio's JSON/COCO export (may be left out with --unlabelled: K = 0)",
     )
     p.add_argument("--images", help="image folder of --data")
     p.add_argument(
@@ -318,6 +410,31 @@ def register(sub: Commands) -> None:
         required=True,
         help=f"the adapted checkpoint: a .safetensors file, or a folder (ending in / or "
         f"existing) to hold {CHECKPOINT_NAME}",
+    )
+    semi = SemiConfig()
+    p.add_argument(
+        "--unlabelled",
+        help="unlabelled images of the domain, learnt from without labels: a folder, a list "
+        "file (one path a line) or a COCO JSON of person boxes (else one whole-image box per "
+        "image: single-person photos)",
+    )
+    p.add_argument("--unlabelled-images", help="image folder of a --unlabelled COCO JSON")
+    p.add_argument(
+        "--semi",
+        choices=("adabn", "mean_teacher"),
+        help=f"method with --unlabelled (default {semi.method})",
+    )
+    p.add_argument("--semi-steps", type=int, help=f"mean-teacher steps (default {semi.steps})")
+    p.add_argument(
+        "--semi-weight", type=float, help=f"weight of the unlabelled loss (default {semi.weight})"
+    )
+    p.add_argument(
+        "--ema-decay", type=float, help=f"mean teacher's EMA decay (default {semi.ema_decay})"
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        help=f"teacher peak below which a joint is not learnt (default {semi.threshold})",
     )
     p.add_argument("--quiet", action="store_true", help="only the verdict and the path written")
     p.add_argument("--device", default="auto")

@@ -47,6 +47,7 @@ class OptimizerConfig:
         if self.weight_decay < 0:
             raise ConfigError(f"optimizer weight_decay must be >= 0, got {self.weight_decay}")
 
+
 Amp = bool | Literal["auto"]
 """bfloat16 autocast: ``"auto"`` (CUDA only), ``True`` (CUDA and native-bf16 CPUs), ``False``
 (float32 everywhere); :class:`metapose.device.DeviceOptions` holds the rule and its reasons."""
@@ -265,3 +266,56 @@ class MetaRunConfig:
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
         """Read configurations with a root ``task_sampler`` or the earlier ``data`` keys."""
         return read_data_folder(move_task_sampler(data))
+
+
+SemiMethod = Literal["adabn", "mean_teacher"]
+
+
+@dataclass(frozen=True)
+class SemiConfig:
+    """Semi-supervised few-shot adaptation with unlabelled target images
+    (:func:`metapose.training.semi.fine_tune_with_unlabelled`).
+
+    ``adabn``: BatchNorm statistics re-measured on ``adabn_batches`` batches of unlabelled crops
+    (AdaBN, Li et al. 2017), then the usual fine-tune on the shots. ``mean_teacher``: the model is
+    first fine-tuned on the shots (when there are any); an EMA copy of it (decay ``ema_decay``)
+    predicts flip-averaged heatmaps on plain unlabelled crops; the student learns, for ``steps``
+    steps, on a hard view: the crop and the teacher's heatmaps warped by one random affine
+    (rotation up to ``rotation`` degrees, scale in ``1 +- scale``) plus ``cutouts`` patches of
+    ``cutout_size`` (a fraction of the crop side) filled with zeros on its image only. Joints whose
+    warped teacher peak is below ``threshold`` are left out. The loss is JointsMSE on a batch of
+    the shots plus ``weight`` times the masked MSE to the teacher's heatmaps; ``final``: which of
+    the two models is returned.
+    """
+
+    method: SemiMethod = "mean_teacher"
+    steps: int = 200
+    unlabelled_batch: int = 16
+    weight: float = 1.0
+    ema_decay: float = 0.99
+    threshold: float = 0.3
+    rotation: float = 30.0  # degrees
+    scale: float = 0.25
+    cutouts: int = 1
+    cutout_size: float = 0.25
+    adabn_batches: int = 8
+    final: Literal["teacher", "student"] = "teacher"
+
+    def __post_init__(self) -> None:
+        check_finite(self, "semi")
+        check_int("semi", "steps", self.steps, 1, MAX_STEPS)
+        check_int("semi", "unlabelled_batch", self.unlabelled_batch, 1, MAX_BATCH)
+        check_int("semi", "cutouts", self.cutouts, 0, 64)
+        check_int("semi", "adabn_batches", self.adabn_batches, 1, MAX_STEPS)
+        if self.weight < 0:
+            raise ConfigError(f"semi.weight must be >= 0, got {self.weight}")
+        if not 0 <= self.ema_decay <= 1:
+            raise ConfigError(f"semi.ema_decay must be in [0, 1], got {self.ema_decay}")
+        if not 0 <= self.threshold < 1:
+            raise ConfigError(f"semi.threshold must be in [0, 1), got {self.threshold}")
+        if not 0 <= self.rotation <= 180:
+            raise ConfigError(f"semi.rotation must be in [0, 180] degrees, got {self.rotation}")
+        if not 0 <= self.scale < 1:
+            raise ConfigError(f"semi.scale must be in [0, 1), got {self.scale}")
+        if not 0 < self.cutout_size <= 1:
+            raise ConfigError(f"semi.cutout_size must be in (0, 1], got {self.cutout_size}")

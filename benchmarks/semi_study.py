@@ -1,0 +1,264 @@
+"""Semi-supervised few-shot adaptation on LSPet: shots only, AdaBN and a mean teacher, seed-paired.
+
+The LSPet block of configs/lspet_cpu.yaml (pool ids 1-4000, test ids 4001-5000, 12 body
+keypoints; the first ``--test-limit`` test photos). For each K and seed the shots are drawn as
+``metapose experiment`` and ``benchmarks/recipes.py`` draw them (``choose_shots`` with
+``derived_seed(0, "shots", "lspet", K, seed)``, augmented with ``derived_seed(0, "support", ...)``)
+and fine-tuned on with the default :class:`AdaptConfig`. The unlabelled set is ``--unlabelled``
+photos drawn once from the pool (``derived_seed(0, "unlabelled", "lspet")``), less that seed's
+shots, each one person in a whole-image box (LSPet photos are single-person crops), their labels
+never read. Methods, all from the same start on the same shots and the same unlabelled crops:
+
+- ``shots``: the default fine-tune on the K shots (K = 0: the unadapted model);
+- ``adabn``: BatchNorm statistics re-measured on unlabelled crops, then the same fine-tune;
+- ``mean_teacher``: the fine-tune, then ``--steps`` mean-teacher steps (SemiConfig defaults
+  otherwise).
+
+Every model is scored on the test photos (OKS AP over the 12 keypoints, flip test); the report
+gives mean +- 95 % t-interval over seeds and the seed-paired differences against ``shots`` and
+against the unadapted model, and the mean teacher's time per 1,000 unlabelled crops seen.
+
+    OMP_NUM_THREADS=1 python benchmarks/semi_study.py --shots 0 32 --seeds 0 1 2 \\
+        --out runs/semi_lspet
+
+Rows are saved after each run; a second run into the same folder skips the rows it holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metapose.cli.common import TqdmProgress
+from metapose.config import (
+    AdaptConfig,
+    ExperimentConfig,
+    TopDownAugmentConfig,
+    load_config,
+    replace,
+)
+from metapose.config.training import SemiConfig
+from metapose.data.codec import HeatmapCodec
+from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
+from metapose.data.unlabelled import whole_image_box
+from metapose.device import DeviceOptions
+from metapose.evaluation.evaluate import evaluate
+from metapose.experiment.statistics import mean_ci
+from metapose.experiment.targets import Target, derived_seed, prepare_target
+from metapose.inference.estimators import torch_estimator
+from metapose.inference.predict import PredictOptions
+from metapose.models import TopDownModel
+from metapose.models.checkpoint import load_checkpoint
+from metapose.training.adapt import fine_tune
+from metapose.training.few_shot import choose_shots
+from metapose.training.semi import fine_tune_with_unlabelled
+
+ROOT = Path(__file__).resolve().parents[1]
+LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
+BASE_SEED = 0
+NAME = "lspet"
+METHODS = ("shots", "adabn", "mean_teacher")
+UNADAPTED = "unadapted"
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    shots: int
+    seed: int
+    ap: float
+    metrics: dict[str, float]
+    train_seconds: float
+    unlabelled_seen: int  # unlabelled crops the method passed through the model
+    confident: float  # mean teacher: mean share of joints above the threshold
+
+
+def support_set(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDownDataset | None:
+    if k == 0:
+        return None
+    shots = choose_shots(
+        target.dataset, k, derived_seed(BASE_SEED, "shots", NAME, k, seed), pool=target.pool_ids
+    )
+    return TopDownDataset(
+        instances_from_coco(target.dataset, image_ids=shots),
+        codec,
+        augment=TopDownAugmentConfig(),
+        seed=derived_seed(BASE_SEED, "support", NAME, k, seed),
+        cache_images=True,
+    )
+
+
+def unlabelled_people(target: Target, count: int, skeleton_size: int) -> list[Instance]:
+    """``count`` pool photos, drawn once, as unlabelled whole-image people."""
+    rng = np.random.default_rng(derived_seed(BASE_SEED, "unlabelled", NAME))
+    ids = sorted(int(i) for i in rng.choice(target.pool_ids, size=count, replace=False))
+    unknown = np.zeros((skeleton_size, 3), np.float32)
+    out = []
+    for image_id in ids:
+        path = target.dataset.image_path(image_id)
+        out.append(Instance(path, whole_image_box(path), unknown, image_id, -image_id))
+    return out
+
+
+def paired(rows: dict[int, Row], other: dict[int, Row]) -> str:
+    seeds = sorted(set(rows) & set(other))
+    if not seeds or rows is other:
+        return "-"
+    return mean_ci([100 * (rows[s].ap - other[s].ap) for s in seeds]).format(1)
+
+
+def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
+    unadapted = next(r for r in rows if r.method == UNADAPTED)
+    lines = [
+        f"# Semi-supervised adaptation on LSPet ({meta['init']})",
+        "",
+        f"Test: {meta['test_people']} people (first {meta['test_limit']} photos of 4001-5000), "
+        f"12 body keypoints, OKS AP x 100. Unlabelled: {meta['unlabelled']} pool photos "
+        f"(whole-image boxes), mean teacher {meta['steps']} steps. Unadapted: "
+        f"{100 * unadapted.ap:.1f}.",
+        "",
+        "| K | method | AP (mean +- 95 % CI) | vs shots only (paired) | vs unadapted (paired) "
+        "| train s/seed | unlabelled crops seen | confident joints |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    shots_k = sorted({r.shots for r in rows if r.method != UNADAPTED})
+    for k in shots_k:
+        by_method = {
+            m: {r.seed: r for r in rows if r.method == m and r.shots == k} for m in METHODS
+        }
+        base = {s: unadapted for s in by_method["shots"]} or {
+            s: unadapted for m in METHODS for s in by_method[m]
+        }
+        for m in METHODS:
+            got = by_method[m]
+            if not got:
+                continue
+            aps = [100 * r.ap for r in got.values()]
+            train = np.mean([r.train_seconds for r in got.values()])
+            seen = int(np.mean([r.unlabelled_seen for r in got.values()]))
+            conf = np.mean([r.confident for r in got.values()])
+            lines.append(
+                f"| {k} | {m} | {mean_ci(aps).format(1)} | {paired(got, by_method['shots'])} "
+                f"| {paired(got, base)} | {train:.0f} | {seen} | "
+                f"{'-' if m != 'mean_teacher' else f'{conf:.2f}'} |"
+            )
+    lines += ["", f"Wall time of the runs that wrote this folder: {seconds / 60:.1f} min."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init", default="pp-tinypose-128x96")
+    parser.add_argument("--shots", type=int, nargs="+", default=[0, 32])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--test-limit", type=int, default=200)
+    parser.add_argument("--unlabelled", type=int, default=500, help="pool photos used unlabelled")
+    parser.add_argument("--steps", type=int, default=SemiConfig().steps, help="mean-teacher steps")
+    parser.add_argument("--ema-decay", type=float, default=SemiConfig().ema_decay)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    t_start = time.perf_counter()
+    device = torch.device("cpu")
+    options = DeviceOptions(device, amp=False)
+    start = load_checkpoint(args.init, device).model
+    options.prepare(start)
+    codec = HeatmapCodec.for_model(start.config)
+    flip = start.config.codec.flip_test
+    target_config = load_config(LSPET_CONFIG, ExperimentConfig).targets[0]
+    target_config = replace(target_config, test_limit=args.test_limit)
+    experiment = ExperimentConfig(
+        name="semi", seed=BASE_SEED, init=args.init, arms=("as-is",), targets=(target_config,)
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = prepare_target(experiment, target_config, args.out / "data", codec, TqdmProgress())
+    unlabelled = unlabelled_people(target, args.unlabelled, start.config.num_keypoints)
+    adapt_config, semi = AdaptConfig(), SemiConfig(steps=args.steps, ema_decay=args.ema_decay)
+    meta: dict[str, object] = {
+        "init": args.init,
+        "test_limit": args.test_limit,
+        "test_people": target.test.size,
+        "unlabelled": args.unlabelled,
+        "steps": args.steps,
+        "adapt": asdict(adapt_config),
+        "semi": asdict(semi),
+    }
+    json_path, md_path = args.out / "semi.json", args.out / "semi.md"
+    rows: list[Row] = []
+    earlier = 0.0
+    if json_path.exists():
+        saved = json.loads(json_path.read_text())
+        if saved["meta"] != meta:
+            raise SystemExit(f"error: {json_path} holds another study; choose another --out")
+        rows, earlier = [Row(**r) for r in saved["rows"]], float(saved["wall_seconds"])
+    done = {(r.method, r.shots, r.seed) for r in rows}
+
+    def save() -> None:
+        wall = earlier + time.perf_counter() - t_start
+        json_path.write_text(
+            json.dumps({"meta": meta, "wall_seconds": wall, "rows": [asdict(r) for r in rows]})
+        )
+        md_path.write_text(report(rows, meta, wall))
+
+    def score(model: TopDownModel) -> dict[str, float]:
+        result = evaluate(
+            torch_estimator(model, options), target.test, options=PredictOptions(flip=flip)
+        )
+        return result.as_dict()
+
+    if (UNADAPTED, 0, 0) not in done:
+        metrics = score(start)
+        rows.append(Row(UNADAPTED, 0, 0, metrics["ap"], metrics, 0.0, 0, 0.0))
+        save()
+    for k in args.shots:
+        for seed in args.seeds:
+            support = support_set(target, codec, k, seed)
+            shot_ids = set() if support is None else {i.image_id for i in support.instances}
+            people = [p for p in unlabelled if p.image_id not in shot_ids]
+            for method in args.methods:
+                if (method, k, seed) in done or (method == "shots" and k == 0):
+                    continue
+                model = copy.deepcopy(start)
+                t0 = time.perf_counter()
+                seen, confident = 0, 0.0
+                if method == "shots":
+                    assert support is not None
+                    fine_tune(model, support, adapt_config, options, seed=seed)
+                else:
+                    config = replace(semi, method=method)
+                    result = fine_tune_with_unlabelled(
+                        model,
+                        support,
+                        people,
+                        adapt_config,
+                        config,
+                        options,
+                        codec=codec,
+                        seed=seed,
+                    )
+                    if method == "adabn":
+                        seen = min(len(people), config.adabn_batches * config.unlabelled_batch)
+                    else:
+                        seen = config.steps * config.unlabelled_batch
+                        confident = float(np.mean(result.confident))
+                seconds = time.perf_counter() - t0
+                metrics = score(model)
+                rows.append(Row(method, k, seed, metrics["ap"], metrics, seconds, seen, confident))
+                save()
+                print(f"K={k} seed={seed} {method}: AP {metrics['ap']:.3f} ({seconds:.0f} s)")
+    save()
+    print(md_path.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""``metapose adapt --unlabelled``: K = 0 without --data, shots plus unlabelled images, and one
+clear line for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metapose.cli import main
+from metapose.data.images import write_rgb
+from metapose.models import TopDownModel
+from metapose.models.checkpoint import read_metadata, save_checkpoint
+from tests.conftest import COCO_TINY, TINY_MODEL, require
+
+VAL = "annotations/person_keypoints_val2017.json"
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "start.safetensors", TopDownModel(TINY_MODEL))
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_rgb(folder / f"p{i}.png", rng.integers(0, 255, (70, 40, 3), dtype=np.uint8))
+    return folder
+
+
+SEMI = ["--semi-steps", "2", "--confidence", "0", "--batch-size", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("method", ["adabn", "mean_teacher"])
+def test_k0_adapts_on_unlabelled_images_alone(
+    tmp_path: Path, start: Path, photos: Path, method: str
+) -> None:
+    out = tmp_path / "m.safetensors"
+    args = ["adapt", "--checkpoint", str(start), "--unlabelled", str(photos), "--out", str(out)]
+    assert main([*args, "--semi", method, *SEMI]) == 0
+    meta = read_metadata(out)
+    assert meta["shot_image_ids"] == [] and meta["unlabelled_people"] == 4
+    assert meta["semi"]["method"] == method and meta["data"] == "no labels"
+
+
+def test_shots_and_unlabelled_images(tmp_path: Path, start: Path, photos: Path) -> None:
+    val = require(COCO_TINY / VAL)
+    out = tmp_path / "m.safetensors"
+    args = ["adapt", "--checkpoint", str(start), "--data", str(val), "--shots", "2"]
+    assert (
+        main([*args, "--epochs", "1", "--unlabelled", str(photos), "--out", str(out), *SEMI]) == 0
+    )
+    meta = read_metadata(out)
+    assert len(meta["shot_image_ids"]) == 2 and len(meta["semi_losses"]) == 2
+
+
+def test_bad_unlabelled_input_is_one_line(
+    tmp_path: Path, start: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.safetensors"
+    missing = tmp_path / "nowhere"
+    code = main(
+        ["adapt", "--checkpoint", str(start), "--unlabelled", str(missing), "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "nowhere" in err and "Traceback" not in err and not out.exists()
+    with pytest.raises(SystemExit, match="give --data"):
+        main(["adapt", "--checkpoint", str(start), "--out", str(out)])
