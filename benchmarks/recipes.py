@@ -61,7 +61,6 @@ from metapose.evaluation.evaluate import evaluate
 from metapose.experiment.statistics import mean_ci
 from metapose.experiment.targets import Target, derived_seed, prepare_target
 from metapose.inference.estimators import torch_estimator
-from metapose.inference.predict import PredictOptions
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.training.adapt import EpochChoice, choose_epochs, fine_tune
@@ -411,7 +410,6 @@ def main() -> None:
     options = DeviceOptions(device, amp=args.amp)
     start = load_checkpoint(args.init, device).model
     codec = HeatmapCodec.for_model(start.config)
-    flip = start.config.codec.flip_test
     target_config = (
         lspet_target(args.test_limit)
         if args.target == "lspet"
@@ -443,9 +441,7 @@ def main() -> None:
     done = {r.key for r in rows}
 
     def score(model: TopDownModel) -> dict[str, float]:
-        return evaluate(
-            torch_estimator(model, options), target.test, options=PredictOptions(flip=flip)
-        ).as_dict()
+        return evaluate(torch_estimator(model, options), target.test).as_dict()
 
     recipes = [BY_NAME[n] for n in args.recipes]
     total = 1 + len(recipes) * len(args.shots) * len(args.seeds)

@@ -56,7 +56,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         estimator = estimator_from_checkpoint(args.checkpoint, options, codec=codec_override(args))
     progress = TqdmProgress(not args.quiet)
     predict_options = PredictOptions(
-        flip=not args.no_flip, batch_size=args.batch_size, box_score_threshold=args.box_threshold
+        flip=False if args.no_flip else None,
+        batch_size=args.batch_size,
+        box_score_threshold=args.box_threshold,
     )
     boxes = args.boxes
     if detector is not None:
@@ -140,7 +142,11 @@ def register(sub: Commands) -> None:
         default=PredictOptions().box_score_threshold,
         help="minimum score of a --boxes detection",
     )
-    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument(
+        "--no-flip",
+        action="store_true",
+        help="no flip test (default: as the checkpoint's codec.flip_test says)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=PredictOptions().batch_size)
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")

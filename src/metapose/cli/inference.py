@@ -86,7 +86,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         options = PredictOptions(
             batch_size=args.batch_size,
-            flip=not args.no_flip,
+            flip=False if args.no_flip else None,
             box_score_threshold=args.box_threshold,
             draw_threshold=args.threshold,
             oks_nms=not args.no_nms,
@@ -247,7 +247,11 @@ def register(sub: Commands) -> None:
     p.add_argument("--recursive", action="store_true", help="also images in sub-folders")
     p.add_argument("--frame-stride", type=int, default=1, help="video: run every n-th frame")
     p.add_argument("--batch-size", type=int, default=PredictOptions().batch_size)
-    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument(
+        "--no-flip",
+        action="store_true",
+        help="no flip test (default: as the checkpoint's codec.flip_test says)",
+    )
     p.add_argument("--no-nms", action="store_true", help="keep duplicate detections")
     p.add_argument("--no-overlays", action="store_true", help="results JSON only")
     p.add_argument(

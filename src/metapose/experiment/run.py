@@ -53,7 +53,6 @@ from metapose.experiment.results import UNADAPTED, RunResult, load_result, save_
 from metapose.experiment.targets import Target, derived_seed, prepare_target
 from metapose.files import write_json_atomic
 from metapose.inference.estimators import torch_estimator
-from metapose.inference.predict import PredictOptions
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import resolve_model
@@ -330,7 +329,6 @@ def run_job(
     scores = evaluate(
         torch_estimator(model, options),
         job.target.test,
-        options=PredictOptions(flip=model.config.codec.flip_test),
         results_path=None if predictions_dir is None else predictions_dir / f"{job.key}.json",
     )
     return RunResult(
