@@ -46,13 +46,12 @@ from metapose.data.dataset import (
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.topdown import apply_affine
 from metapose.device import DeviceOptions
-from metapose.evaluation.evaluate import evaluate
+from metapose.evaluation.few_shot import UNADAPTED, adapt_and_score
 from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
 from metapose.experiment.report import format_table, summarize, verdicts, write_index_html
-from metapose.experiment.results import UNADAPTED, RunResult, load_result, save_result
-from metapose.experiment.targets import Target, derived_seed, prepare_target
+from metapose.experiment.results import RunResult, load_result, save_result
+from metapose.experiment.targets import Target, derived_seed, prepare_target, shot_seeds
 from metapose.files import write_json_atomic
-from metapose.inference.estimators import torch_estimator
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import resolve_model
@@ -61,7 +60,6 @@ from metapose.provenance import provenance
 from metapose.synth.domains import get_domain
 from metapose.synth.scene import render_crop
 from metapose.training import distributed
-from metapose.training.few_shot import fine_tune_on_shots
 from metapose.training.meta import meta_train
 from metapose.training.run_folder import FINAL_FILE
 from metapose.training.sources import mixed_batches, person_instance
@@ -309,37 +307,32 @@ def run_job(
     else:  # "scratch": random weights, the same for every K of a seed
         config = next(iter(models.values())).config
         model = random_model(config, derived_seed(cfg.seed, "scratch", job.seed))
-    losses: tuple[float, ...] = ()
-    shots: tuple[int, ...] = ()
-    if job.shots != UNADAPTED:
-        tuned = fine_tune_on_shots(
-            model,
-            job.target.dataset,
-            job.shots,
-            cfg.adapt,
-            options,
-            codec=codec,
-            seed=job.seed,
-            shot_seed=derived_seed(cfg.seed, "shots", name, job.shots, job.seed),
-            support_seed=derived_seed(cfg.seed, "support", name, job.shots, job.seed),
-            pool=job.target.pool_ids,
-            augment=cfg.augment,
-        )
-        losses, shots = tuned.adapt.epoch_losses, tuned.shot_image_ids
-    scores = evaluate(
-        torch_estimator(model, options),
+    shot_seed, support_seed = shot_seeds(cfg.seed, name, job.shots, job.seed)
+    score = adapt_and_score(
+        model,
+        job.target.dataset,
+        job.shots,
+        cfg.adapt,
+        options,
         job.target.test,
+        codec=codec,
+        seed=job.seed,
+        shot_seed=shot_seed,
+        support_seed=support_seed,
+        pool=job.target.pool_ids,
+        augment=cfg.augment,
         results_path=None if predictions_dir is None else predictions_dir / f"{job.key}.json",
     )
+    assert score.after is not None
     return RunResult(
         name,
         job.model,
         job.shots,
         job.seed,
-        scores.as_dict(),
-        epoch_losses=losses,
+        score.after.as_dict(),
+        epoch_losses=score.epoch_losses,
         seconds=time.perf_counter() - t0,
-        shot_image_ids=shots,
+        shot_image_ids=score.shot_image_ids,
     )
 
 
