@@ -135,6 +135,7 @@ def adapt(
     A NaN or infinite loss raises :class:`~metapose.errors.DivergedError`.
     """
     train_mode(model, frozen_batchnorm)
+    trainable = [p.requires_grad for p in model.parameters()]  # restored afterwards
     if (head_only or backbone_lr_scale != 1.0) and not isinstance(model, TopDownModel):
         raise TypeError("head-only or backbone learning-rate scaling needs a TopDownModel")
     if head_only:
@@ -161,9 +162,9 @@ def adapt(
             if on_step is not None:
                 on_step(step, loss)
     finally:
-        if head_only:
-            for p in model.parameters():
-                p.requires_grad_(True)
+        if head_only:  # the caller's choice of trainable parameters, not all of them
+            for p, flag in zip(model.parameters(), trainable, strict=True):
+                p.requires_grad_(flag)
     return AdaptResult(tuple(losses), images)
 
 
