@@ -230,3 +230,25 @@ def test_adapt_and_score_scores_before_and_after_and_leaves_torch_rng_alone(
     assert job.before is not None and job.after is not None
     assert job.before.as_dict() == as_is.after.as_dict()
     assert not all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in start.items())
+
+
+def test_the_fine_tune_progress_stage_counts_the_steps_select_epochs_takes(
+    tiny_model: TopDownModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``select_epochs`` fewer epochs than ``config.epochs`` may run: the stage's total is
+    the steps actually taken, so a progress bar ends full."""
+    from metapose.data.coco import load_coco
+    from metapose.training.adapt import EpochChoice
+    from metapose.training.few_shot import fine_tune_on_shots
+    from tests.conftest import COCO_TINY, require
+    from tests.helpers import RecordingProgress
+
+    data = load_coco(require(COCO_TINY) / "annotations/person_keypoints_val2017.json")
+    monkeypatch.setattr(
+        adapt_module, "choose_epochs", lambda *a, **k: EpochChoice(1, (1.0, 0.5), (1,))
+    )
+    progress = RecordingProgress()
+    config = replace(QUICK, epochs=3, select_epochs=True)
+    tuned = fine_tune_on_shots(tiny_model, data, 2, config, CPU, progress=progress)
+    stages = dict(progress.finished())  # every stage reached its total
+    assert stages["adapt on 2 images"] == len(tuned.adapt.losses) == tuned.adapt.steps_per_epoch

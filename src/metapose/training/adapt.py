@@ -279,13 +279,15 @@ def fine_tune(
     options: DeviceOptions,
     *,
     seed: int = 0,
+    on_start: Callable[[int], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> AdaptResult:
     """The meta-test: ``config.epochs`` epochs of shuffled batches over the support set.
 
     With ``config.select_epochs`` the count is first chosen on held-out shots
     (:func:`choose_epochs`), then that many epochs are taken from ``model``'s own weights on all
-    the shots; a choice of 0 leaves ``model`` unchanged (and takes no step).
+    the shots; a choice of 0 leaves ``model`` unchanged (and takes no step). ``on_start`` gets
+    the number of steps about to be taken (after the choice), ``on_step`` each step and loss.
     """
     key = first_non_finite(model.state_dict())
     if key is not None:
@@ -295,13 +297,19 @@ def fine_tune(
             "before fine-tuning; check the checkpoint"
         )
     if not config.select_epochs:
-        return _fine_tune(model, support, config, options, seed=seed, on_step=on_step)
+        return _fine_tune(
+            model, support, config, options, seed=seed, on_start=on_start, on_step=on_step
+        )
     choice = choose_epochs(model, support, config, options, seed=seed)
     if choice.epochs == 0:
+        if on_start is not None:
+            on_start(0)
         steps_per_epoch = EpochBatches(support, config.batch_size).batches_per_epoch
         return AdaptResult((), 0, steps_per_epoch, choice)
     chosen = replace(config, epochs=choice.epochs, select_epochs=False)
-    result = _fine_tune(model, support, chosen, options, seed=seed, on_step=on_step)
+    result = _fine_tune(
+        model, support, chosen, options, seed=seed, on_start=on_start, on_step=on_step
+    )
     return replace(result, chosen=choice)
 
 
@@ -312,12 +320,15 @@ def _fine_tune(
     options: DeviceOptions,
     *,
     seed: int,
+    on_start: Callable[[int], None] | None = None,
     on_step: Callable[[int, float], None] | None,
 ) -> AdaptResult:
     """``config.epochs`` epochs over ``support``, whatever ``config.select_epochs`` says."""
     stream = EpochBatches(support, config.batch_size, seed=seed)
     steps = config.epochs * stream.batches_per_epoch
     log.info("fine-tuning on %d crops: %d steps", len(support), steps)
+    if on_start is not None:
+        on_start(steps)
     if config.batchnorm == "reestimate":
         options.prepare(model)
         reestimate_batchnorm(model, list(itertools.islice(stream.batches(), 1)), options)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from metapose.config import AdaptConfig, ConfigError, TopDownAugmentConfig, check_seed
-from metapose.data.batches import EpochBatches
 from metapose.data.coco import CocoDataset
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import TopDownDataset, instances_from_coco
@@ -121,16 +120,21 @@ def fine_tune_on_shots(
         augment=augment,
         seed=seed if support_seed is None else support_seed,
     )
+    on_start: Callable[[int], None] | None = None
     on_step: Callable[[int, float], None] | None = None
     if progress is not None:
         support.preload(progress)
-        steps = config.epochs * EpochBatches(support, config.batch_size).batches_per_epoch
-        advance = progress.stage(f"adapt on {len(shots)} images", steps)
+        advance: list[Callable[[int], None]] = []
+
+        def on_start(steps: int) -> None:  # the steps taken: fewer when select_epochs chose
+            advance.append(progress.stage(f"adapt on {len(shots)} images", steps))
 
         def on_step(step: int, loss: float) -> None:
-            advance(1)
+            advance[-1](1)
 
-    result = fine_tune(model, support, config, options, seed=seed, on_step=on_step)
+    result = fine_tune(
+        model, support, config, options, seed=seed, on_start=on_start, on_step=on_step
+    )
     if progress is not None:
         progress.close_stage()
     return FewShotResult(tuple(shots), result)
