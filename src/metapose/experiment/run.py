@@ -29,7 +29,6 @@ from metapose.config import (
     PCK_ALPHA,
     ConfigError,
     ExperimentConfig,
-    ModelConfig,
     load_config,
     save_config,
 )
@@ -52,7 +51,7 @@ from metapose.experiment.report import format_table, summarize, verdicts, write_
 from metapose.experiment.results import RunResult, load_result, save_result
 from metapose.experiment.targets import Target, derived_seed, prepare_target, shot_seeds
 from metapose.files import write_json_atomic
-from metapose.models import TopDownModel
+from metapose.models import TopDownModel, seeded_model
 from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import resolve_model
 from metapose.progress import Progress, SilentProgress
@@ -108,18 +107,11 @@ def _known_domain(name: str, where: str) -> None:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def random_model(config: ModelConfig, seed: int) -> TopDownModel:
-    """Randomly initialised weights that depend on ``seed`` only."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return TopDownModel(config)
-
-
 def starting_model(cfg: ExperimentConfig, device: torch.device) -> TopDownModel:
     """``cfg.init``'s weights (a zoo name or a checkpoint), else random ones from the seed."""
     if cfg.init is not None:
         return load_checkpoint(cfg.init, device).model
-    return random_model(cfg.model, derived_seed(cfg.seed, "init"))
+    return seeded_model(cfg.model, derived_seed(cfg.seed, "init"))
 
 
 # ------------------------------------------------------------------------------ source data
@@ -306,7 +298,7 @@ def run_job(
         model = copy.deepcopy(models[job.model])
     else:  # "scratch": random weights, the same for every K of a seed
         config = next(iter(models.values())).config
-        model = random_model(config, derived_seed(cfg.seed, "scratch", job.seed))
+        model = seeded_model(config, derived_seed(cfg.seed, "scratch", job.seed))
     shot_seed, support_seed = shot_seeds(cfg.seed, name, job.shots, job.seed)
     score = adapt_and_score(
         model,

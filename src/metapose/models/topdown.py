@@ -34,11 +34,6 @@ class TopDownModel(nn.Module):
         self.final_layer = nn.Conv2d(head_channels, config.num_keypoints, kernel_size=1)
         self.reset_head()
 
-    @property
-    def stride(self) -> int:
-        backbone_stride: int = self.backbone.stride  # type: ignore[assignment]
-        return backbone_stride // 2 ** len(self.config.deconv_channels)
-
     def reset_head(self) -> None:
         reset_head(self.deconv_layers, self.final_layer)
 
@@ -64,8 +59,12 @@ class TopDownModel(nn.Module):
         return [*self.deconv_layers.parameters(), *self.final_layer.parameters()]
 
 
-def build_model(config: ModelConfig) -> TopDownModel:
-    return TopDownModel(config)
+def seeded_model(config: ModelConfig, seed: int) -> TopDownModel:
+    """A model of ``config`` whose random weights depend on ``seed`` only; torch's own random
+    state (CPU; no GPU is touched) is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TopDownModel(config)
 
 
 def count_parameters(model: nn.Module) -> int:
