@@ -24,6 +24,7 @@ from metapose.data.detections import rescore
 from metapose.data.topdown import BOX_PADDING
 from metapose.device import DeviceOptions
 from metapose.inference.heatmaps import HeatmapFn, heatmaps_with_flip, to_image_keypoints
+from metapose.models.topdown import forward_on
 from metapose.skeleton import COCO17, Skeleton
 
 
@@ -33,16 +34,8 @@ def torch_heatmap_fn(model: nn.Module, options: DeviceOptions) -> HeatmapFn:
     options.prepare(model)
 
     def run(images: np.ndarray) -> np.ndarray:
-        x = (
-            torch.from_numpy(images)
-            .to(options.device)
-            .contiguous(memory_format=options.memory_format)
-        )
-        with (
-            torch.inference_mode(),
-            torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp),
-        ):
-            return model(x).float().cpu().numpy()
+        with torch.inference_mode():
+            return forward_on(model, torch.from_numpy(images), options).float().cpu().numpy()
 
     return run
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from metapose.config import ModelConfig
+from metapose.device import DeviceOptions
 from metapose.models.backbones import build_backbone
 from metapose.models.heads import deconv_layers, reset_head
 
@@ -57,6 +58,15 @@ class TopDownModel(nn.Module):
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [*self.deconv_layers.parameters(), *self.final_layer.parameters()]
+
+
+def forward_on(model: nn.Module, images: Tensor, options: DeviceOptions) -> Tensor:
+    """``model(images)`` on ``options.device``: the images moved there in ``options``'
+    memory format, run under bfloat16 autocast when ``options.use_amp``."""
+    x = images.to(options.device, non_blocking=True).contiguous(memory_format=options.memory_format)
+    with torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
+        out: Tensor = model(x)
+    return out
 
 
 def seeded_model(config: ModelConfig, seed: int) -> TopDownModel:

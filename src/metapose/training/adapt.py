@@ -26,6 +26,7 @@ from metapose.device import DeviceOptions
 from metapose.errors import CheckFailed, check_finite_loss
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import first_non_finite
+from metapose.models.topdown import forward_on
 from metapose.training.step import (
     batch_loss,
     batchnorms,
@@ -90,9 +91,7 @@ def reestimate_batchnorm(
     model.train()
     with torch.no_grad():
         for batch in batches:
-            images = batch.image.to(options.device).contiguous(memory_format=options.memory_format)
-            with torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
-                model(images)
+            forward_on(model, batch.image, options)
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
