@@ -61,8 +61,6 @@ def resolve_device(name: str) -> torch.device:
 # ------------------------------------------------------------------------------ commands
 
 
-
-
 def run_config(path: str | None, cls: type[T]) -> T:
     from metapose.config import load_config
 
@@ -204,8 +202,6 @@ def version_string() -> str:
         return version("metapose")
     except PackageNotFoundError:
         return metapose.__version__
-
-
 
 
 Commands: TypeAlias = "argparse._SubParsersAction[Parser]"

@@ -47,6 +47,7 @@ class OptimizerConfig:
         if self.weight_decay < 0:
             raise ConfigError(f"optimizer weight_decay must be >= 0, got {self.weight_decay}")
 
+
 Amp = bool | Literal["auto"]
 """bfloat16 autocast: ``"auto"`` (CUDA only), ``True`` (CUDA and native-bf16 CPUs), ``False``
 (float32 everywhere); :class:`metapose.device.DeviceOptions` holds the rule and its reasons."""

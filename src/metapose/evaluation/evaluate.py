@@ -128,8 +128,7 @@ def evaluate(
     category = gt.person_category_id
     if boxes is None:
         results = [
-            make_result(p.image_id, p.keypoints, p.score, category_id=category)
-            for p in predictions
+            make_result(p.image_id, p.keypoints, p.score, category_id=category) for p in predictions
         ]
         score = _pck(predictions, gt, pck_alpha)
         people = _person_oks(predictions, gt, keypoints)

@@ -103,4 +103,3 @@ def torch_estimator(
         Path("<model>"),
         flip=config.codec.flip_test,
     )
-

@@ -49,6 +49,7 @@ BATCH_AXIS = "batch"
 PARITY_TOLERANCE = 1e-4  # max |heatmap difference| allowed between PyTorch and onnxruntime
 PARITY_BATCH = 4  # random crops per parity check
 
+
 class ExportReport(NamedTuple):
     """An exported file and its measured parity with the PyTorch model."""
 
@@ -212,9 +213,7 @@ def export_checked(
             progress.close_stage()
         worst = max(diff_random, diff_real or 0.0)
         if not worst <= tolerance:
-            raise ParityError(
-                f"onnxruntime differs from PyTorch by {worst:.3g} (> {tolerance:g})"
-            )
+            raise ParityError(f"onnxruntime differs from PyTorch by {worst:.3g} (> {tolerance:g})")
     except ParityError as err:
         path.unlink(missing_ok=True)
         raise ParityError(f"{path}: {err}; file removed") from None

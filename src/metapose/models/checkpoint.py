@@ -74,10 +74,7 @@ def _atomic_save_tensors(
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         save_file(
-            {
-                k: _storage_dtype(v.detach().contiguous().cpu(), compact)
-                for k, v in tensors.items()
-            },
+            {k: _storage_dtype(v.detach().contiguous().cpu(), compact) for k, v in tensors.items()},
             str(tmp),
             metadata=metadata,
         )
