@@ -3,7 +3,8 @@ import pytest
 
 from metapose.data.dataset import TopDownDataset
 from metapose.inference.heatmaps import heatmaps_with_flip
-from metapose.inference.topdown import PosePrediction, predict
+from metapose.inference.postprocess import PosePrediction
+from metapose.inference.topdown import predict
 from metapose.skeleton import COCO17
 from tests.helpers import TINY_CODEC, random_instances
 

@@ -34,9 +34,9 @@ from metapose.evaluation.pck import pck, torso_diameter
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.pose_runner import flip_test
-from metapose.inference.postprocess import keep_poses, result_entry
+from metapose.inference.postprocess import PosePrediction, keep_poses, result_entry
 from metapose.inference.predict import PredictOptions, predict_instances
-from metapose.inference.topdown import PosePrediction, predict_batches
+from metapose.inference.topdown import predict_batches
 from metapose.progress import Progress
 from metapose.skeleton import COCO17
 

@@ -31,8 +31,8 @@ from metapose.errors import DataError
 from metapose.files import _umask
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
-from metapose.inference.postprocess import ScoredPose, keep_poses, result_entry
-from metapose.inference.topdown import PosePrediction, predict
+from metapose.inference.postprocess import PosePrediction, ScoredPose, keep_poses, result_entry
+from metapose.inference.topdown import predict
 from metapose.skeleton import Skeleton
 
 Box = tuple[float, float, float, float]
