@@ -24,10 +24,10 @@ from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.device import DeviceOptions
 from metapose.evaluation.evaluate import evaluate
+from metapose.inference.crop_runner import torch_heatmap_fn
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.heatmaps import HeatmapFn
 from metapose.inference.predict import PredictOptions
-from metapose.inference.topdown import torch_heatmap_fn
 from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import ZOO
 from metapose.skeleton import COCO17

@@ -18,9 +18,9 @@ import numpy as np
 
 from metapose.data.boxes import Detection
 from metapose.data.coco import CocoDataset
+from metapose.data.crops import box_to_center_scale
 from metapose.data.dataset import Instance
 from metapose.data.images import MAX_COORDINATE
-from metapose.data.topdown import box_to_center_scale
 from metapose.errors import DataError
 from metapose.files import is_integer, is_number, read_json, show
 

@@ -31,12 +31,12 @@ from metapose.data.keypoint_results import make_result, results_to_json
 from metapose.data.oks import oks
 from metapose.evaluation.coco import EvalResult, evaluate_oks, keypoint_indices
 from metapose.evaluation.pck import pck, torso_diameter
+from metapose.inference.crop_runner import predict_batches
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.pose_runner import flip_test
 from metapose.inference.postprocess import PosePrediction, keep_poses, result_entry
 from metapose.inference.predict import PredictOptions, predict_instances
-from metapose.inference.topdown import predict_batches
 from metapose.progress import Progress
 from metapose.skeleton import COCO17
 

@@ -37,13 +37,13 @@ from metapose.data.augment_figure import figure2
 from metapose.data.batches import IndexedBatches
 from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
+from metapose.data.crops import apply_affine
 from metapose.data.dataset import (
     crop_params_of,
     instances_from_coco,
     make_sample,
 )
 from metapose.data.images import read_rgb, write_rgb
-from metapose.data.topdown import apply_affine
 from metapose.device import DeviceOptions
 from metapose.evaluation.few_shot import UNADAPTED, adapt_and_score
 from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid

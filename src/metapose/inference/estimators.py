@@ -18,9 +18,9 @@ from metapose.config import CodecConfig, Normalization, replace
 from metapose.data.codec import HeatmapCodec
 from metapose.device import DeviceOptions
 from metapose.errors import DataError
+from metapose.inference.crop_runner import torch_heatmap_fn
 from metapose.inference.heatmaps import HeatmapFn
 from metapose.inference.onnx_runtime import OnnxHeatmapModel
-from metapose.inference.topdown import torch_heatmap_fn
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.skeleton import COCO17, Skeleton

@@ -29,10 +29,10 @@ from metapose.data.detections import BOX_SCORE_THRESHOLD, box_instance
 from metapose.data.viz import DRAW_THRESHOLD, draw_box, draw_pose
 from metapose.errors import DataError
 from metapose.files import _umask
+from metapose.inference.crop_runner import predict
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.postprocess import PosePrediction, ScoredPose, keep_poses, result_entry
-from metapose.inference.topdown import predict
 from metapose.skeleton import Skeleton
 
 Box = tuple[float, float, float, float]

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from metapose.data.batches import collate
 from metapose.data.codec import HeatmapCodec
+from metapose.data.crops import BOX_PADDING
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
-from metapose.data.topdown import BOX_PADDING
 from metapose.device import DeviceOptions
 from metapose.inference.heatmaps import HeatmapFn, heatmaps_with_flip, to_image_keypoints
 from metapose.inference.postprocess import PosePrediction
