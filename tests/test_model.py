@@ -28,7 +28,7 @@ def test_heatmap_size_follows_the_derived_stride(input_size: tuple[int, int]) ->
     )
     model = TopDownModel(config).eval()
     out = model(torch.zeros(1, 3, input_size[1], input_size[0]))
-    assert config.stride == 4
+    assert model.stride == config.stride == 4
     assert tuple(out.shape) == (1, 17, *reversed(config.heatmap_size))
 
 

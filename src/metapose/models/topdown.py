@@ -35,6 +35,12 @@ class TopDownModel(nn.Module):
         self.final_layer = nn.Conv2d(head_channels, config.num_keypoints, kernel_size=1)
         self.reset_head()
 
+    @property
+    def stride(self) -> int:
+        """Input pixels per heatmap pixel of the built network (tests hold it to the config's)."""
+        backbone_stride: int = self.backbone.stride  # type: ignore[assignment]
+        return backbone_stride // 2 ** len(self.config.deconv_channels)
+
     def reset_head(self) -> None:
         reset_head(self.deconv_layers, self.final_layer)
 
