@@ -10,7 +10,7 @@ is the K=0 row. The table gives mean ± 95 % CI over seeds and the seed-paired d
 
 Exact shortcuts (fine-tuning is the cost): recipes that differ only in ``epochs`` share one run,
 scored from snapshots taken after each one's epoch count (Adam at a constant rate: the first E
-epochs of a longer run are an E-epoch run; ``tests/test_adapt.py`` checks it), and a
+epochs of a longer run are an E-epoch run; ``tests/training/test_adapt.py`` checks it), and a
 ``select_epochs`` recipe is ``choose_epochs`` on its held-out shots plus the snapshot of its base
 run at the chosen count: what ``fine_tune`` with ``select_epochs`` returns (checked there too).
 
