@@ -61,7 +61,9 @@ def variants(meta: ReptileConfig, budget: int, coco: Path) -> dict[str, Variant]
         "as configured": (meta, "mixed", None),
         "paper beta 0.05": (replace(meta, meta_step=0.05, meta_step_final=None), "mixed", None),
         "beta 1 -> 0.1 (Nichol)": (
-            replace(meta, meta_step=1.0, meta_step_final=0.1), "mixed", None
+            replace(meta, meta_step=1.0, meta_step_final=0.1),
+            "mixed",
+            None,
         ),
         "2 inner steps": (inner(2), "mixed", None),
         "10 inner steps": (inner(10), "mixed", None),
@@ -71,7 +73,9 @@ def variants(meta: ReptileConfig, budget: int, coco: Path) -> dict[str, Variant]
         "style tasks": (meta, "style", None),
         "source: real COCO train people": (meta, "mixed", SourceConfig(domains=(), coco=real)),
         "source: synthetic rgb + unique + real COCO": (
-            meta, "mixed", SourceConfig(domains=("rgb", "unique"), coco=real)
+            meta,
+            "mixed",
+            SourceConfig(domains=("rgb", "unique"), coco=real),
         ),
     }
 
@@ -144,9 +148,7 @@ def main() -> None:
                     codec,
                     options,
                 )
-                base = load_result(
-                    args.run / "results", Job(target, against, args.shots, seed).key
-                )
+                base = load_result(args.run / "results", Job(target, against, args.shots, seed).key)
                 assert base is not None, "run the experiment first"
                 ap.append(result.metrics["ap"])
                 pck.append(result.metrics["pck"])

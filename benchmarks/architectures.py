@@ -106,8 +106,14 @@ def main() -> None:
             for mode, options in modes:
                 train, infer = measure(config, options, args.repeats)
                 rows.append(
-                    {"model": name, "input": f"{h}x{w}", "params_m": round(params, 2),
-                     "mode": mode, "train": round(train, 1), "infer": round(infer, 1)}
+                    {
+                        "model": name,
+                        "input": f"{h}x{w}",
+                        "params_m": round(params, 2),
+                        "mode": mode,
+                        "train": round(train, 1),
+                        "infer": round(infer, 1),
+                    }
                 )
                 print(
                     f"{name:32s} {h}x{w:<5d} {params:7.2f}M {mode:8s} {train:8.1f} {infer:8.1f}",

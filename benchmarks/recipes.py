@@ -10,7 +10,7 @@ is the K=0 row. The table gives mean ± 95 % CI over seeds and the seed-paired d
 
 Exact shortcuts (fine-tuning is the cost): recipes that differ only in ``epochs`` share one run,
 scored from snapshots taken after each one's epoch count (Adam at a constant rate: the first E
-epochs of a longer run are an E-epoch run; ``tests/test_adapt.py`` checks it), and a
+epochs of a longer run are an E-epoch run; ``tests/training/test_adapt.py`` checks it), and a
 ``select_epochs`` recipe is ``choose_epochs`` on its held-out shots plus the snapshot of its base
 run at the chosen count: what ``fine_tune`` with ``select_epochs`` returns (checked there too).
 
@@ -49,23 +49,21 @@ from metapose.config import (
     ExperimentConfig,
     OptimizerConfig,
     TargetConfig,
-    TopDownAugmentConfig,
     load_config,
     replace,
 )
 from metapose.data.batches import EpochBatches
 from metapose.data.codec import HeatmapCodec
-from metapose.data.dataset import TopDownDataset, instances_from_coco
+from metapose.data.dataset import TopDownDataset
 from metapose.device import DeviceOptions
 from metapose.evaluation.evaluate import evaluate
 from metapose.experiment.statistics import mean_ci
-from metapose.experiment.targets import Target, derived_seed, prepare_target
+from metapose.experiment.targets import Target, prepare_target, shot_seeds
 from metapose.inference.estimators import torch_estimator
-from metapose.inference.predict import PredictOptions
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.training.adapt import EpochChoice, choose_epochs, fine_tune
-from metapose.training.few_shot import choose_shots
+from metapose.training.few_shot import choose_shots, support_set
 
 ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
@@ -215,19 +213,11 @@ def load_rows(path: Path, meta: dict[str, object]) -> tuple[list[Row], float]:
 # ------------------------------------------------------------------------------ running
 
 
-def support_set(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDownDataset:
+def shots_of(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDownDataset:
     """The K shots of ``seed`` as the experiment draws them, augmented as it augments them."""
-    name = target.config.name
-    shots = choose_shots(
-        target.dataset, k, derived_seed(BASE_SEED, "shots", name, k, seed), pool=target.pool_ids
-    )
-    return TopDownDataset(
-        instances_from_coco(target.dataset, image_ids=shots),
-        codec,
-        augment=TopDownAugmentConfig(),
-        seed=derived_seed(BASE_SEED, "support", name, k, seed),
-        cache_images=True,
-    )
+    shot_seed, support_seed = shot_seeds(BASE_SEED, target.config.name, k, seed)
+    shots = choose_shots(target.dataset, k, shot_seed, pool=target.pool_ids)
+    return support_set(target.dataset, shots, codec, seed=support_seed)
 
 
 @dataclass(frozen=True)
@@ -411,7 +401,6 @@ def main() -> None:
     options = DeviceOptions(device, amp=args.amp)
     start = load_checkpoint(args.init, device).model
     codec = HeatmapCodec.for_model(start.config)
-    flip = start.config.codec.flip_test
     target_config = (
         lspet_target(args.test_limit)
         if args.target == "lspet"
@@ -443,9 +432,7 @@ def main() -> None:
     done = {r.key for r in rows}
 
     def score(model: TopDownModel) -> dict[str, float]:
-        return evaluate(
-            torch_estimator(model, options), target.test, options=PredictOptions(flip=flip)
-        ).as_dict()
+        return evaluate(torch_estimator(model, options), target.test).as_dict()
 
     recipes = [BY_NAME[n] for n in args.recipes]
     total = 1 + len(recipes) * len(args.shots) * len(args.seeds)
@@ -468,7 +455,7 @@ def main() -> None:
             todo = [r for r in recipes if (r.name, k, seed) not in done]
             bar.update(len(recipes) - len(todo))
             if todo:
-                support = support_set(target, codec, k, seed)
+                support = shots_of(target, codec, k, seed)
                 run_recipes(start, support, todo, k, seed, score, options, emit)
     bar.close()
     save()

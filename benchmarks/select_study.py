@@ -116,7 +116,9 @@ def main() -> None:
                 t0 = time.time()
                 if method == "random":
                     shots = choose_shots(
-                        target.dataset, k, derived_seed(0, "shots", "lspet", k, seed),
+                        target.dataset,
+                        k,
+                        derived_seed(0, "shots", "lspet", k, seed),
                         pool=pool_ids,
                     )
                 else:
@@ -124,15 +126,32 @@ def main() -> None:
                     shots = sorted(select_images(feats, k, method, rng))  # type: ignore[arg-type]
                 model = copy.deepcopy(start)
                 fine_tune_on_shots(
-                    model, target.dataset, shots, config, options, seed=seed,
+                    model,
+                    target.dataset,
+                    shots,
+                    config,
+                    options,
+                    seed=seed,
                     support_seed=derived_seed(0, "support", "lspet", k, seed),
                 )
                 result = evaluate(torch_estimator(model, options), target.test)
-                rows.append({"method": method, "k": k, "seed": seed, "ap": result.ap,
-                             "pck": result.pck, "shots": shots, "seconds": time.time() - t0})
+                rows.append(
+                    {
+                        "method": method,
+                        "k": k,
+                        "seed": seed,
+                        "ap": result.ap,
+                        "pck": result.pck,
+                        "shots": shots,
+                        "seconds": time.time() - t0,
+                    }
+                )
                 results_path.write_text(json.dumps(rows, indent=1))
-                print(f"K={k} seed={seed} {method}: AP {result.ap:.4f} PCK {result.pck:.4f} "
-                      f"({time.time() - t0:.0f} s)", flush=True)
+                print(
+                    f"K={k} seed={seed} {method}: AP {result.ap:.4f} PCK {result.pck:.4f} "
+                    f"({time.time() - t0:.0f} s)",
+                    flush=True,
+                )
     report = table(rows, args)
     (args.out / "select.md").write_text(report)
     print(report)
@@ -159,15 +178,19 @@ def table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
             pck = mean_ci([float(r["pck"]) for r in got])  # type: ignore[arg-type]
             paired = ["", ""]
             if method != "random":
-                pairs = [(by[(method, k, s)], by[("random", k, s)]) for s in args.seeds
-                         if (method, k, s) in by and ("random", k, s) in by]
+                pairs = [
+                    (by[(method, k, s)], by[("random", k, s)])
+                    for s in args.seeds
+                    if (method, k, s) in by and ("random", k, s) in by
+                ]
                 if pairs:
                     paired = [
                         mean_ci([float(a[m]) - float(b[m]) for a, b in pairs]).format(3)  # type: ignore[arg-type]
                         for m in ("ap", "pck")
                     ]
-            lines.append(f"| {k} | {method} | {ap.format(3)} | {pck.format(3)} | "
-                         f"{paired[0]} | {paired[1]} |")
+            lines.append(
+                f"| {k} | {method} | {ap.format(3)} | {pck.format(3)} | {paired[0]} | {paired[1]} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -24,10 +24,10 @@ from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.device import DeviceOptions
 from metapose.evaluation.evaluate import evaluate
+from metapose.inference.crop_runner import torch_heatmap_fn
 from metapose.inference.estimators import PoseEstimator
 from metapose.inference.heatmaps import HeatmapFn
 from metapose.inference.predict import PredictOptions
-from metapose.inference.topdown import torch_heatmap_fn
 from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import ZOO
 from metapose.skeleton import COCO17
@@ -91,11 +91,18 @@ def main() -> None:
             estimator = PoseEstimator(fn, HeatmapCodec.for_model(config), COCO17, entry.path)
             for flip in (False, True):
                 score = evaluate(estimator, gt, options=PredictOptions(flip=flip))
-                row = {"model": name, "variant": variant, "flip": flip,
-                       **{k: round(v, 4) for k, v in score.as_dict().items()}}
+                row = {
+                    "model": name,
+                    "variant": variant,
+                    "flip": flip,
+                    **{k: round(v, 4) for k, v in score.as_dict().items()},
+                }
                 rows.append(row)
-                print(f"{name:20s} {variant:28s} flip={flip!s:5s} AP {row['ap']:.3f} "
-                      f"AP50 {row['ap50']:.3f} AR {row['ar']:.3f}", flush=True)
+                print(
+                    f"{name:20s} {variant:28s} flip={flip!s:5s} AP {row['ap']:.3f} "
+                    f"AP50 {row['ap50']:.3f} AR {row['ar']:.3f}",
+                    flush=True,
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

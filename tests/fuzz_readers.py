@@ -3,7 +3,7 @@
 Each mutation is written to disk and read the way the commands read it (``load_coco`` for
 training and adaptation data, ``evaluate_oks`` of ``read_keypoint_results`` for scoring). A reader
 may accept the file (a valid result) or refuse it with a DataError/ConfigError; anything else (a
-traceback) is a bug. Used by tests/test_fuzz_readers.py and runnable to print the counts:
+traceback) is a bug. Used by tests/data/test_fuzz_readers.py and runnable to print the counts:
 ``python -m tests.fuzz_readers [N]``.
 """
 

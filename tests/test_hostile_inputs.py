@@ -40,7 +40,7 @@ from metapose.training.adapt import fine_tune
 from metapose.training.meta import meta_train
 from metapose.training.run_folder import STATE_FILE, StepLog
 from metapose.training.train import train
-from tests.conftest import TINY_MODEL
+from tests.conftest import REPO, TINY_MODEL
 from tests.helpers import tiny_dataset
 
 CPU = torch.device("cpu")
@@ -106,7 +106,7 @@ def test_config_values_out_of_range_are_refused(
 
 
 def test_the_shipped_configs_still_load() -> None:
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = REPO / "configs"
     for path in sorted(configs.glob("*.yaml")):
         load_config(path, ExperimentConfig)
 

@@ -6,13 +6,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from metapose.cli.common import (
     CHECKPOINT_HELP,
@@ -28,19 +24,17 @@ from metapose.config import AdaptConfig
 from metapose.config.training import SemiConfig
 from metapose.evaluation.coco import EvalResult
 
+if TYPE_CHECKING:
+    from metapose.data.coco import CocoDataset
+    from metapose.device import DeviceOptions
+    from metapose.models import TopDownModel
+    from metapose.training.adapt import AdaptResult
+
 CHECKPOINT_NAME = "model.safetensors"  # the file written when --out is a folder
 CONFIDENCE = 0.95
 # The left/right check looks at this many of the shots: enough to see a file-wide swap, cheap
 # beside the fine-tune when every image of a large label file is a shot.
 SIDE_CHECK_IMAGES = 100
-
-
-@contextmanager
-def isolated_rng(device: torch.device) -> Iterator[None]:
-    """Run a block (an evaluation) without touching torch's random state (CPU and ``device``),
-    the state the fine-tune would draw from; the library's own draws take explicit generators."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        yield
 
 
 def out_path(out: str) -> Path:
@@ -148,10 +142,10 @@ def _adapt_with_unlabelled(
     options: Any,
     codec: Any,
     progress: TqdmProgress,
-) -> tuple[tuple[float, ...], dict[str, Any]]:
+) -> tuple[AdaptResult | None, dict[str, Any]]:
     """``--unlabelled``: the shots (possibly none) plus unlabelled people
-    (:func:`metapose.training.semi.fine_tune_with_unlabelled`); the epoch losses on the shots and
-    what to save beside the checkpoint."""
+    (:func:`metapose.training.semi.fine_tune_with_unlabelled`); the fine-tune on the shots (None
+    without shots) and what to save beside the checkpoint."""
     from metapose.config import TopDownAugmentConfig, to_dict
     from metapose.data.dataset import TopDownDataset, instances_from_coco
     from metapose.data.unlabelled import unlabelled_instances
@@ -183,14 +177,13 @@ def _adapt_with_unlabelled(
         on_step=lambda step, loss: advance(1),
     )
     progress.close_stage()
-    losses = () if result.shots is None else result.shots.epoch_losses
     extra = {
         "unlabelled": str(args.unlabelled),
         "unlabelled_people": result.unlabelled_crops,
         "semi": to_dict(semi),
         "semi_losses": list(result.losses),
     }
-    return losses, extra
+    return result.shots, extra
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -200,13 +193,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from metapose.data.keypoint_names import load_keypoint_map
     from metapose.device import DeviceOptions
     from metapose.evaluation.coco import keypoint_indices
-    from metapose.evaluation.evaluate import evaluate, make_eval_set
-    from metapose.evaluation.label_check import check_sides
-    from metapose.inference.estimators import torch_estimator
+    from metapose.evaluation.evaluate import make_eval_set
+    from metapose.evaluation.few_shot import adapt_and_score, split_by_ids
     from metapose.models.checkpoint import load_checkpoint, save_checkpoint
     from metapose.skeleton import COCO17
-    from metapose.training.few_shot import choose_shots, fine_tune_on_shots
-    from metapose.training.run_folder import check_finite_weights
+    from metapose.training.few_shot import choose_shots
 
     say = (lambda *a: None) if args.quiet else print
     progress = TqdmProgress(enabled=not args.quiet)
@@ -237,27 +228,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         )  # unknown names: one line, before training
         if not (args.eval or args.eval_ids):
             raise SystemExit("error: --keypoints chooses what is scored: give --eval or --eval-ids")
-    pool = id_range(args.pool_ids)
-    images = [] if data is None else data.images
-    pool_ids = None if pool is None else [i.id for i in images if pool[0] <= i.id <= pool[1]]
     held_out = id_range(args.eval_ids)
-    eval_ids = (
-        [] if held_out is None else [i.id for i in images if held_out[0] <= i.id <= held_out[1]]
-    )
-    if held_out is not None and not eval_ids:
-        raise SystemExit(f"error: --eval-ids {args.eval_ids}: no image of --data in this range")
-    if held_out is not None and pool_ids is None:
-        held = set(eval_ids)
-        pool_ids = [i.id for i in images if i.id not in held]
-    if data is None:  # K = 0: unlabelled images only
-        shots: list[int] = []
-    elif args.shots is None:  # every labelled image of the pool
-        allowed = None if pool_ids is None else set(pool_ids)
-        shots = sorted(
-            {a.image_id for a in data.trainable() if allowed is None or a.image_id in allowed}
-        )
-    else:
-        shots = choose_shots(data, args.shots, args.seed, pool=pool_ids)
+    pool_ids: list[int] | None = None
+    eval_ids: list[int] = []
+    shots: list[int] = []  # K = 0 without --data: unlabelled images only
+    if data is not None:
+        pool_ids, eval_ids = split_by_ids(data, id_range(args.pool_ids), held_out)
+        if held_out is not None and not eval_ids:
+            raise SystemExit(f"error: --eval-ids {args.eval_ids}: no image of --data in this range")
+        shots = choose_shots(data, args.shots, args.seed, pool=pool_ids)  # None: every image
     overlap = sorted(set(shots) & set(eval_ids))
     if overlap:
         raise SystemExit(
@@ -269,53 +248,46 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     say(f"adapting {args.checkpoint} on {len(shots)} labelled images of {data_name}")
     if args.unlabelled is not None:
         say(f"with unlabelled images of {args.unlabelled} ({_semi_config(args).method})")
-
-    sides = None
     if data is not None:
-        with isolated_rng(device):
-            subset = data.subset(shots[:SIDE_CHECK_IMAGES])
-            sides = check_sides(torch_estimator(model, options), subset)
-    if sides is not None and sides.mostly_swapped:
-        print(
-            f"warning: {sides.swapped} of {sides.people} labelled people in the shots fit the "
-            "model's poses better with left and right exchanged: check the keypoint names of "
-            f"{data_name} (image ids {list(sides.swapped_image_ids[:5])})",
-            file=sys.stderr,
-        )
+        _warn_if_swapped(model, options, data, shots)
     test = None
-    before = None
     if args.eval or held_out is not None:
         held_set = (
             load_coco(args.eval, args.eval_images, check_images="decode", keypoint_map=keypoint_map)
             if args.eval or data is None
             else data.subset(eval_ids)
         )
-        with isolated_rng(device):
-            test = make_eval_set(held_set, codec, keypoints=keypoints)
-            before = evaluate(torch_estimator(model, options), test, progress=progress)
-        say(f"before: {metrics_line(before.as_dict())}")
+        test = make_eval_set(held_set, codec, keypoints=keypoints)
     semi_extra: dict[str, Any] = {}
+    tune = None
     if args.unlabelled is not None:
-        epoch_losses, semi_extra = _adapt_with_unlabelled(
-            args, model, data, shots, config, options, codec, progress
-        )
-    else:
-        assert data is not None
-        tuned = fine_tune_on_shots(
-            model, data, shots, config, options, codec=codec, seed=args.seed, progress=progress
-        )
-        epoch_losses = tuned.adapt.epoch_losses
-    check_finite_weights(model, len(epoch_losses))
-    if epoch_losses:
-        say("loss per epoch: " + " ".join(f"{v:.2e}" for v in epoch_losses))
+
+        def tune(m: TopDownModel) -> AdaptResult | None:
+            adapted, extra = _adapt_with_unlabelled(
+                args, m, data, shots, config, options, codec, progress
+            )
+            semi_extra.update(extra)
+            return adapted
+
+    job = adapt_and_score(
+        model,
+        data,
+        shots,
+        config,
+        options,
+        test,
+        seed=args.seed,
+        score_before=True,
+        progress=progress,
+        tune=tune,
+    )
+    if job.epoch_losses:
+        say("loss per epoch: " + " ".join(f"{v:.2e}" for v in job.epoch_losses))
     verdict = None
-    metrics: dict[str, float] = {}
-    if test is not None and before is not None:
-        with isolated_rng(device):
-            after = evaluate(torch_estimator(model, options), test, progress=progress)
-        metrics = after.as_dict()
-        say(f"after:  {metrics_line(metrics)}")
-        verdict = paired_verdict(before, after)
+    if job.before is not None and job.after is not None:
+        say(f"before: {metrics_line(job.before.as_dict())}")
+        say(f"after:  {metrics_line(job.after.as_dict())}")
+        verdict = paired_verdict(job.before, job.after)
         for line in verdict.lines():
             print(line)
     else:
@@ -330,22 +302,42 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     path = save_checkpoint(
         target,
         model,
-        metrics=metrics,
+        metrics={} if job.after is None else job.after.as_dict(),
         extra={
             "adapted_from": str(args.checkpoint),
             "data": data_name,
             "shot_image_ids": list(shots),
             "adapt": to_dict(config),
             "seed": args.seed,
-            "epoch_losses": list(epoch_losses),
+            "epoch_losses": list(job.epoch_losses),
             "scored_keypoints": None if keypoints is None else list(keypoints),
-            "metrics_before": {} if before is None else before.as_dict(),
+            "metrics_before": {} if job.before is None else job.before.as_dict(),
             "verdict": None if verdict is None else verdict.as_dict(),
             **semi_extra,
         },
     )
     print(f"adapted model written to {path}")
     return 0
+
+
+def _warn_if_swapped(
+    model: TopDownModel, options: DeviceOptions, data: CocoDataset, shots: list[int]
+) -> None:
+    """Warn when most labelled people of (at most ``SIDE_CHECK_IMAGES``) shots fit the model's
+    poses better with left and right exchanged: a keypoint naming mix-up in the label file."""
+    from metapose.evaluation.few_shot import isolated_rng
+    from metapose.evaluation.label_check import check_sides
+    from metapose.inference.estimators import torch_estimator
+
+    with isolated_rng(options.device):
+        sides = check_sides(torch_estimator(model, options), data.subset(shots[:SIDE_CHECK_IMAGES]))
+    if sides.mostly_swapped:
+        print(
+            f"warning: {sides.swapped} of {sides.people} labelled people in the shots fit the "
+            "model's poses better with left and right exchanged: check the keypoint names of "
+            f"{data.annotation_file} (image ids {list(sides.swapped_image_ids[:5])})",
+            file=sys.stderr,
+        )
 
 
 def register(sub: Commands) -> None:

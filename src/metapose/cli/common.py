@@ -120,7 +120,7 @@ def initial_model(
     model_cfg: ModelConfig, init: str | None, seed: int, device: torch.device
 ) -> TopDownModel:
     """Weights from ``--init`` (whose own model config wins) or random ones drawn from ``seed``."""
-    from metapose.models import TopDownModel
+    from metapose.models import seeded_model
     from metapose.models.checkpoint import load_checkpoint
 
     if init:
@@ -128,9 +128,7 @@ def initial_model(
         if loaded.model.config != model_cfg:
             log.warning("using the model config of %s, not the run config's", init)
         return loaded.model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return TopDownModel(model_cfg)
+    return seeded_model(model_cfg, seed)
 
 
 def metrics_line(metrics: dict[str, float]) -> str:
@@ -253,8 +251,6 @@ def version_string() -> str:
         return version("metapose")
     except PackageNotFoundError:
         return metapose.__version__
-
-
 
 
 Commands: TypeAlias = "argparse._SubParsersAction[Parser]"

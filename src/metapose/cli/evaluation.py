@@ -15,7 +15,7 @@ from metapose.cli.common import (
     keypoint_names,
     resolve_device,
 )
-from metapose.cli.inference import add_detector_options, open_detector
+from metapose.cli.inference import add_detector_options, add_pose_options, open_detector
 from metapose.config import CODEC_MODES
 from metapose.inference.detector import EVALUATION_SCORE_THRESHOLD
 from metapose.inference.pose_runner import PredictOptions
@@ -56,7 +56,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         estimator = estimator_from_checkpoint(args.checkpoint, options, codec=codec_override(args))
     progress = TqdmProgress(not args.quiet)
     predict_options = PredictOptions(
-        flip=not args.no_flip, batch_size=args.batch_size, box_score_threshold=args.box_threshold
+        flip=False if args.no_flip else None,
+        batch_size=args.batch_size,
+        box_score_threshold=args.box_threshold,
     )
     boxes = args.boxes
     if detector is not None:
@@ -134,15 +136,8 @@ def register(sub: Commands) -> None:
         help="find the people with the person detector; scored beside GT boxes",
     )
     add_detector_options(p, score_threshold=EVALUATION_SCORE_THRESHOLD)
-    p.add_argument(
-        "--box-threshold",
-        type=float,
-        default=PredictOptions().box_score_threshold,
-        help="minimum score of a --boxes detection",
-    )
-    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    add_pose_options(p)
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=PredictOptions().batch_size)
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     p.add_argument(
         "--save-results", help="write the predictions as COCO results JSON (with --onnx)"

@@ -20,6 +20,23 @@ from metapose.inference.export import DEFAULT_OPSET
 from metapose.inference.pose_runner import OVERLAY_FORMATS, PredictOptions
 
 
+def add_pose_options(p: argparse.ArgumentParser) -> None:
+    """How poses are run (:class:`~metapose.inference.pose_runner.PredictOptions`):
+    ``--box-threshold``, ``--batch-size`` and ``--no-flip``."""
+    p.add_argument(
+        "--box-threshold",
+        type=float,
+        default=PredictOptions().box_score_threshold,
+        help="minimum score of a --boxes detection",
+    )
+    p.add_argument("--batch-size", type=int, default=PredictOptions().batch_size)
+    p.add_argument(
+        "--no-flip",
+        action="store_true",
+        help="no flip test (default: as the checkpoint's codec.flip_test says)",
+    )
+
+
 def add_detector_options(
     p: argparse.ArgumentParser, score_threshold: float = DetectorOptions().score_threshold
 ) -> None:
@@ -86,7 +103,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         options = PredictOptions(
             batch_size=args.batch_size,
-            flip=not args.no_flip,
+            flip=False if args.no_flip else None,
             box_score_threshold=args.box_threshold,
             draw_threshold=args.threshold,
             oks_nms=not args.no_nms,
@@ -233,12 +250,7 @@ def register(sub: Commands) -> None:
     p.add_argument(
         "--whole-image", action="store_true", help="one person box = the whole image (no detector)"
     )
-    p.add_argument(
-        "--box-threshold",
-        type=float,
-        default=PredictOptions().box_score_threshold,
-        help="minimum score of a --boxes detection",
-    )
+    add_pose_options(p)
     add_detector_options(p)
     p.add_argument(
         "--threshold", type=float, default=DRAW_THRESHOLD, help="keypoint score drawn at least"
@@ -246,8 +258,6 @@ def register(sub: Commands) -> None:
     p.add_argument("--out", required=True, help="folder for results.json and overlays")
     p.add_argument("--recursive", action="store_true", help="also images in sub-folders")
     p.add_argument("--frame-stride", type=int, default=1, help="video: run every n-th frame")
-    p.add_argument("--batch-size", type=int, default=PredictOptions().batch_size)
-    p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--no-nms", action="store_true", help="keep duplicate detections")
     p.add_argument("--no-overlays", action="store_true", help="results JSON only")
     p.add_argument(

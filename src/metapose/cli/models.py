@@ -98,9 +98,7 @@ def register(sub: Commands) -> None:
         help="the heatmap encoding the weights were trained with (default: simplebaseline)",
     )
     p.add_argument("--dark", action="store_true", help="the weights were meant for DARK decoding")
-    p.add_argument(
-        "--compact", action="store_true", help="store float16-exact tensors as float16"
-    )
+    p.add_argument("--compact", action="store_true", help="store float16-exact tensors as float16")
     p.add_argument(
         "--calibrate",
         help="COCO JSON whose people give BatchNorm layers folded by the file their statistics "

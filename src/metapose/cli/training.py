@@ -67,7 +67,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from metapose.device import DeviceOptions
     from metapose.evaluation.evaluate import evaluate, make_eval_set
     from metapose.inference.estimators import torch_estimator
-    from metapose.inference.predict import PredictOptions
     from metapose.training.sources import batches_for
     from metapose.training.train import train
 
@@ -89,10 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         options = DeviceOptions(device)
 
-        flip = PredictOptions(flip=model.config.codec.flip_test)
-
         def validate(m: TopDownModel) -> dict[str, float]:
-            return evaluate(torch_estimator(m, options), val_set, options=flip).as_dict()
+            return evaluate(torch_estimator(m, options), val_set).as_dict()
 
     out = _run_folder(args, cfg)
     bar, on_step = step_bar(cfg.train.steps, "train")

@@ -3,6 +3,7 @@
 One module a phase (:mod:`.model`, :mod:`.data`, :mod:`.training`, :mod:`.experiment`) and
 :mod:`.loading` (YAML <-> objects); every name is importable from ``metapose.config``.
 """
+
 from __future__ import annotations
 
 from metapose.config.data import (

@@ -5,7 +5,7 @@ Follows SimpleBaseline (Xiao et al., 2018): a keypoint at crop pixel ``x`` sits 
 decoding takes the argmax and moves it a quarter pixel per axis towards the larger neighbour.
 UDP (Huang et al., "The Devil is in the Details", CVPR 2020) measures both sides in pixel-centre
 spacings instead: crop pixel ``x`` sits at heatmap pixel ``x * (w - 1) / (W - 1)``, the crop
-affine maps the box onto ``0 .. W-1`` (:func:`metapose.data.topdown.crop_matrix`), and flipped
+affine maps the box onto ``0 .. W-1`` (:func:`metapose.data.crops.crop_matrix`), and flipped
 heatmaps need no shift.
 DARK (Zhang et al., "Distribution-Aware Coordinate Representation", CVPR 2020) optionally replaces
 the quarter offset by a second-order Taylor step on the log of the (re-blurred) heatmap.
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from metapose.config import CodecConfig, ModelConfig, Normalization
-from metapose.data.topdown import CropParams, crop_matrix
+from metapose.data.crops import CropParams, crop_matrix
 
 REFERENCE_HEATMAP_WIDTH = 48  # sigma is given for a 48-pixel-wide heatmap and scales with width
 QUARTER = 0.25

@@ -19,13 +19,13 @@ from torch.utils.data import Dataset
 from metapose.config import TopDownAugmentConfig
 from metapose.data.coco import CocoDataset
 from metapose.data.codec import Encoded, HeatmapCodec
-from metapose.data.images import read_rgb
-from metapose.data.topdown import (
+from metapose.data.crops import (
     CropParams,
     crop_keypoints,
     sample_crop_params,
     warp_crop,
 )
+from metapose.data.images import read_rgb
 from metapose.progress import Progress
 from metapose.skeleton import COCO17, Skeleton
 

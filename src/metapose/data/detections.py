@@ -1,10 +1,9 @@
-"""Person boxes from a detector, and SimpleBaseline's post-processing of the poses found in them.
+"""Person boxes from a detector.
 
 Reads a COCO detection-results JSON (https://cocodataset.org/#format-results: a list of
 ``{image_id, category_id, bbox, score}``), keeps the person boxes scoring at least a threshold
-and turns them into top-down instances. After pose estimation, SimpleBaseline (Xiao et al.,
-ECCV 2018, ``lib/dataset/coco.py``) rescores every pose by its box score times the mean of its
-keypoint scores above 0.2, then runs OKS-NMS at 0.9 per image; :func:`postprocess` does both.
+and turns them into top-down instances. What happens to the poses found in them (SimpleBaseline's
+rescoring and OKS-NMS) is :mod:`metapose.inference.postprocess`.
 """
 
 from __future__ import annotations
@@ -13,16 +12,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from metapose.data.boxes import Detection
 from metapose.data.coco import CocoDataset
+from metapose.data.crops import box_to_center_scale
 from metapose.data.dataset import Instance
 from metapose.data.images import MAX_COORDINATE
-from metapose.data.oks import OKS_NMS_THRESHOLD, oks_nms
-from metapose.data.topdown import box_to_center_scale
 from metapose.errors import DataError
 from metapose.files import is_integer, is_number, read_json, show
 
@@ -33,7 +31,6 @@ PERSON_CATEGORY_ID = 1
 # SimpleBaseline's ``TEST.IMAGE_THRE``: boxes scoring below it are dropped (0 keeps them all).
 BOX_SCORE_THRESHOLD = 0.0
 # SimpleBaseline's ``TEST.IN_VIS_THRE``: keypoints scoring above it enter the instance score.
-KEYPOINT_SCORE_THRESHOLD = 0.2
 
 
 def _parse_detection(path: Path, index: int, entry: Any) -> tuple[int, Detection]:
@@ -201,64 +198,3 @@ def box_instance(
         area=float(scale[0] * scale[1]),
         score=score,
     )
-
-
-def rescore(
-    keypoint_scores: np.ndarray,
-    box_scores: np.ndarray,
-    threshold: float = KEYPOINT_SCORE_THRESHOLD,
-) -> np.ndarray:
-    """SimpleBaseline's instance scores ``(N,)``: box score x mean keypoint score above threshold.
-
-    ``keypoint_scores`` ``(N, K)``; a pose with no keypoint above ``threshold`` scores 0.
-    """
-    keypoint_scores = np.asarray(keypoint_scores, dtype=np.float64)
-    box_scores = np.asarray(box_scores, dtype=np.float64)
-    confident = keypoint_scores > threshold
-    count = confident.sum(axis=1)
-    total = np.where(confident, keypoint_scores, 0.0).sum(axis=1)
-    mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-    return box_scores * mean
-
-
-class Kept(NamedTuple):
-    """What :func:`postprocess` keeps: indices into its inputs and their new scores."""
-
-    indices: np.ndarray  # (M,) int64, grouped by image (first appearance), best score first
-    scores: np.ndarray  # (M,) float64 rescored
-
-
-def postprocess(
-    image_ids: Sequence[int] | np.ndarray,
-    keypoints: np.ndarray,
-    box_scores: np.ndarray,
-    areas: np.ndarray,
-    *,
-    keypoint_threshold: float = KEYPOINT_SCORE_THRESHOLD,
-    oks_threshold: float = OKS_NMS_THRESHOLD,
-    sigmas: np.ndarray | None = None,
-) -> Kept:
-    """Rescore poses found in detected boxes, then OKS-NMS them per image (SimpleBaseline).
-
-    ``keypoints`` ``(N, K, 3)`` image pixels and scores, ``box_scores`` ``(N,)`` from the
-    detector, ``areas`` ``(N,)`` the crop-box areas (see :func:`detection_instances`).
-    """
-    image_ids = np.asarray(image_ids)
-    keypoints = np.asarray(keypoints, dtype=np.float64)
-    n = keypoints.shape[0]
-    if keypoints.ndim != 3 or keypoints.shape[2] != 3 or image_ids.shape != (n,):
-        raise ValueError(
-            f"expected keypoints (N, K, 3) and image_ids (N,), got {keypoints.shape} "
-            f"and {image_ids.shape}"
-        )
-    scores = rescore(keypoints[:, :, 2], box_scores, keypoint_threshold)
-    areas = np.asarray(areas, dtype=np.float64)
-    kept: list[np.ndarray] = []
-    for image_id in dict.fromkeys(image_ids.tolist()):
-        members = np.flatnonzero(image_ids == image_id)
-        survivors = oks_nms(
-            keypoints[members], scores[members], areas[members], oks_threshold, sigmas
-        )
-        kept.append(members[survivors])
-    indices = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-    return Kept(indices.astype(np.int64), scores[indices])

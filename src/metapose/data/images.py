@@ -78,9 +78,7 @@ def check_pixels(path: Path, data: bytes) -> None:
     """Raise DataError (as for an unreadable image, so folder runs skip it) when the header of
     ``data`` announces more than MAX_IMAGE_PIXELS pixels."""
     size = header_size(data)
-    if size is not None and (
-        size[0] * size[1] > MAX_IMAGE_PIXELS or max(size) > MAX_IMAGE_SIDE
-    ):
+    if size is not None and (size[0] * size[1] > MAX_IMAGE_PIXELS or max(size) > MAX_IMAGE_SIDE):
         raise DataError(
             path,
             f"image too large: {size[0]} x {size[1]} pixels (at most {MAX_IMAGE_PIXELS:,} "

@@ -22,7 +22,6 @@ PERSON_CATEGORY_ID = 1
 IN_MEMORY_RESULTS = Path("<results>")
 
 
-
 def make_result(
     image_id: int,
     keypoints: np.ndarray,

@@ -94,9 +94,7 @@ class EvalResult:
 
     def as_dict(self) -> dict[str, float]:
         """Name -> value; ``pck`` only when it was computed."""
-        return {
-            k: v for k, v in asdict(self).items() if v is not None and k != "person_oks"
-        }
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "person_oks"}
 
 
 STAT_NAMES = ("ap", "ap50", "ap75", "ap_m", "ap_l", "ar", "ar50", "ar75", "ar_m", "ar_l")
@@ -257,9 +255,7 @@ def match_results(entries: list[dict[str, Any]], dataset: CocoDataset) -> Matche
     return MatchedResults(remapped, "file name")
 
 
-def how_results_match(
-    gt: CocoDataset | Mapping[str, Any] | str | Path, results: str | Path
-) -> str:
+def how_results_match(gt: CocoDataset | Mapping[str, Any] | str | Path, results: str | Path) -> str:
     """How :func:`evaluate_oks` will match the entries of a results file to ``gt``'s images:
     ``"image id"`` or ``"file name"``."""
     dataset, _ = _as_ground_truth(gt)
@@ -354,6 +350,7 @@ def format_eval_results(rows: Mapping[str, EvalResult]) -> str:
         [name, *(f"{v:.3f}" for v in (r.ap, r.ap50, r.ap75, r.ar))] for name, r in rows.items()
     ]
     widths = [max(len(row[i]) for row in (titles, *lines)) for i in range(len(titles))]
+
     def show(row: Sequence[str]) -> str:
         return "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |"
 

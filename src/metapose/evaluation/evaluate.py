@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metapose.config import PCK_ALPHA
+from metapose.config import PCK_ALPHA, ConfigError
 from metapose.data.batches import collate
 from metapose.data.boxes import Detection
 from metapose.data.coco import CocoDataset
@@ -31,11 +31,12 @@ from metapose.data.keypoint_results import make_result, results_to_json
 from metapose.data.oks import oks
 from metapose.evaluation.coco import EvalResult, evaluate_oks, keypoint_indices
 from metapose.evaluation.pck import pck, torso_diameter
+from metapose.inference.crop_runner import predict_batches
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
-from metapose.inference.postprocess import keep_poses, result_entry
+from metapose.inference.pose_runner import flip_test
+from metapose.inference.postprocess import PosePrediction, keep_poses, result_entry
 from metapose.inference.predict import PredictOptions, predict_instances
-from metapose.inference.topdown import PosePrediction, predict_batches
 from metapose.progress import Progress
 from metapose.skeleton import COCO17
 
@@ -99,6 +100,14 @@ def evaluate(
     if isinstance(data, EvalSet):
         if boxes is not None:
             raise ValueError("an EvalSet is cropped at ground-truth boxes; pass the dataset")
+        if data.codec != estimator.codec:
+            raise ConfigError(
+                f"the test crops were cut for input {data.codec.input_size} (heatmaps "
+                f"{data.codec.heatmap_size}, udp {data.codec.udp}) but {estimator.source} takes "
+                f"{estimator.codec.input_size} (heatmaps {estimator.codec.heatmap_size}, udp "
+                f"{estimator.codec.udp}): crop the EvalSet with the estimator's codec "
+                "(make_eval_set(gt, estimator.codec)) or pass the dataset"
+            )
         gt, pck_alpha = data.gt, data.pck_alpha
         keypoints = data.keypoints if keypoints is None else keypoints
         tick = progress.stage("evaluate", data.size) if progress else None
@@ -106,7 +115,7 @@ def evaluate(
             estimator.fn,
             data.batches,
             data.codec,
-            flip=options.flip,
+            flip=flip_test(estimator, options),
             skeleton=estimator.skeleton,
             on_batch=tick,
         )
@@ -119,8 +128,7 @@ def evaluate(
     category = gt.person_category_id
     if boxes is None:
         results = [
-            make_result(p.image_id, p.keypoints, p.score, category_id=category)
-            for p in predictions
+            make_result(p.image_id, p.keypoints, p.score, category_id=category) for p in predictions
         ]
         score = _pck(predictions, gt, pck_alpha)
         people = _person_oks(predictions, gt, keypoints)

@@ -14,8 +14,6 @@ from typing import Any
 
 from metapose.files import write_json_atomic
 
-UNADAPTED = 0  # the "shots" of a model scored before any fine-tuning
-
 
 @dataclass(frozen=True)
 class RunResult:

@@ -29,7 +29,6 @@ from metapose.config import (
     PCK_ALPHA,
     ConfigError,
     ExperimentConfig,
-    ModelConfig,
     load_config,
     save_config,
 )
@@ -38,23 +37,21 @@ from metapose.data.augment_figure import figure2
 from metapose.data.batches import IndexedBatches
 from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
+from metapose.data.crops import apply_affine
 from metapose.data.dataset import (
     crop_params_of,
     instances_from_coco,
     make_sample,
 )
 from metapose.data.images import read_rgb, write_rgb
-from metapose.data.topdown import apply_affine
 from metapose.device import DeviceOptions
-from metapose.evaluation.evaluate import evaluate
+from metapose.evaluation.few_shot import UNADAPTED, adapt_and_score
 from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
 from metapose.experiment.report import format_table, summarize, verdicts, write_index_html
-from metapose.experiment.results import UNADAPTED, RunResult, load_result, save_result
-from metapose.experiment.targets import Target, derived_seed, prepare_target
+from metapose.experiment.results import RunResult, load_result, save_result
+from metapose.experiment.targets import Target, derived_seed, prepare_target, shot_seeds
 from metapose.files import write_json_atomic, write_text_atomic
-from metapose.inference.estimators import torch_estimator
-from metapose.inference.predict import PredictOptions
-from metapose.models import TopDownModel
+from metapose.models import TopDownModel, seeded_model
 from metapose.models.checkpoint import load_checkpoint
 from metapose.models.zoo import resolve_model
 from metapose.progress import Progress, SilentProgress
@@ -62,7 +59,6 @@ from metapose.provenance import provenance
 from metapose.synth.domains import get_domain
 from metapose.synth.scene import render_crop
 from metapose.training import distributed
-from metapose.training.few_shot import fine_tune_on_shots
 from metapose.training.meta import meta_train
 from metapose.training.run_folder import FINAL_FILE
 from metapose.training.sources import mixed_batches, person_instance
@@ -111,18 +107,11 @@ def _known_domain(name: str, where: str) -> None:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def random_model(config: ModelConfig, seed: int) -> TopDownModel:
-    """Randomly initialised weights that depend on ``seed`` only."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return TopDownModel(config)
-
-
 def starting_model(cfg: ExperimentConfig, device: torch.device) -> TopDownModel:
     """``cfg.init``'s weights (a zoo name or a checkpoint), else random ones from the seed."""
     if cfg.init is not None:
         return load_checkpoint(cfg.init, device).model
-    return random_model(cfg.model, derived_seed(cfg.seed, "init"))
+    return seeded_model(cfg.model, derived_seed(cfg.seed, "init"))
 
 
 # ------------------------------------------------------------------------------ source data
@@ -309,39 +298,33 @@ def run_job(
         model = copy.deepcopy(models[job.model])
     else:  # "scratch": random weights, the same for every K of a seed
         config = next(iter(models.values())).config
-        model = random_model(config, derived_seed(cfg.seed, "scratch", job.seed))
-    losses: tuple[float, ...] = ()
-    shots: tuple[int, ...] = ()
-    if job.shots != UNADAPTED:
-        tuned = fine_tune_on_shots(
-            model,
-            job.target.dataset,
-            job.shots,
-            cfg.adapt,
-            options,
-            codec=codec,
-            seed=job.seed,
-            shot_seed=derived_seed(cfg.seed, "shots", name, job.shots, job.seed),
-            support_seed=derived_seed(cfg.seed, "support", name, job.shots, job.seed),
-            pool=job.target.pool_ids,
-            augment=cfg.augment,
-        )
-        losses, shots = tuned.adapt.epoch_losses, tuned.shot_image_ids
-    scores = evaluate(
-        torch_estimator(model, options),
+        model = seeded_model(config, derived_seed(cfg.seed, "scratch", job.seed))
+    shot_seed, support_seed = shot_seeds(cfg.seed, name, job.shots, job.seed)
+    score = adapt_and_score(
+        model,
+        job.target.dataset,
+        job.shots,
+        cfg.adapt,
+        options,
         job.target.test,
-        options=PredictOptions(flip=model.config.codec.flip_test),
+        codec=codec,
+        seed=job.seed,
+        shot_seed=shot_seed,
+        support_seed=support_seed,
+        pool=job.target.pool_ids,
+        augment=cfg.augment,
         results_path=None if predictions_dir is None else predictions_dir / f"{job.key}.json",
     )
+    assert score.after is not None
     return RunResult(
         name,
         job.model,
         job.shots,
         job.seed,
-        scores.as_dict(),
-        epoch_losses=losses,
+        score.after.as_dict(),
+        epoch_losses=score.epoch_losses,
         seconds=time.perf_counter() - t0,
-        shot_image_ids=shots,
+        shot_image_ids=score.shot_image_ids,
     )
 
 

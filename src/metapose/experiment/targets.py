@@ -10,15 +10,12 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from metapose.config import (
-    ConfigError,
-    ExperimentConfig,
-    TargetConfig,
-)
+from metapose.config import ConfigError, ExperimentConfig, TargetConfig
 from metapose.data.coco import CocoDataset, load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.data.lsp import import_lsp
 from metapose.evaluation.evaluate import EvalSet, make_eval_set
+from metapose.evaluation.few_shot import image_ids_in
 from metapose.progress import Progress
 from metapose.synth.domains import get_domain
 from metapose.synth.writer import write_synth_dataset
@@ -29,6 +26,15 @@ log = logging.getLogger(__name__)
 def derived_seed(*parts: int | str) -> int:
     """A stable 31-bit seed from named parts (the same on every machine and Python run)."""
     return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+def shot_seeds(seed: int, target: str, shots: int, job_seed: int) -> tuple[int, int]:
+    """The seeds that draw a job's K shots and augment its support set: an experiment of seed
+    ``seed``, ``shots`` K on ``target``, its seed ``job_seed``."""
+    return (
+        derived_seed(seed, "shots", target, shots, job_seed),
+        derived_seed(seed, "support", target, shots, job_seed),
+    )
 
 
 @dataclass(frozen=True)
@@ -93,11 +99,8 @@ def prepare_target(
                 import_lsp(annotations, target.image_dir, converted)
             annotations = converted
         full = load_coco(annotations, target.image_dir)
-        lo, hi = target.pool_ids
-        pool_ids = tuple(i.id for i in full.images if lo <= i.id <= hi)
-        lo, hi = target.test_ids
-        test_ids = [i.id for i in full.images if lo <= i.id <= hi]
-        pool, test = full, full.subset(test_ids)
+        pool_ids = tuple(image_ids_in(full, target.pool_ids))
+        pool, test = full, full.subset(image_ids_in(full, target.test_ids))
     if target.test_limit is not None:
         test = test.subset([i.id for i in test.images[: target.test_limit]])
     test_set = make_eval_set(

@@ -18,9 +18,9 @@ from metapose.config import CodecConfig, Normalization, replace
 from metapose.data.codec import HeatmapCodec
 from metapose.device import DeviceOptions
 from metapose.errors import DataError
+from metapose.inference.crop_runner import torch_heatmap_fn
 from metapose.inference.heatmaps import HeatmapFn
 from metapose.inference.onnx_runtime import OnnxHeatmapModel
-from metapose.inference.topdown import torch_heatmap_fn
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.skeleton import COCO17, Skeleton
@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 
 
 class PoseEstimator(NamedTuple):
-    """A heatmap function with its decode geometry; it takes ImageNet-normalised crops."""
+    """A heatmap function with its decode geometry; it takes ImageNet-normalised crops.
+
+    ``flip``: whether its poses are flip-tested by default (a checkpoint's ``codec.flip_test``);
+    :class:`~metapose.inference.pose_runner.PredictOptions` ``flip`` overrides it.
+    """
 
     fn: HeatmapFn
     codec: HeatmapCodec
     skeleton: Skeleton
     source: Path
+    flip: bool = True
 
 
 def estimator_from_checkpoint(
@@ -89,9 +94,12 @@ def torch_estimator(
     model: TopDownModel, options: DeviceOptions, *, codec: CodecConfig | None = None
 ) -> PoseEstimator:
     """A PyTorch model (switched to eval mode, moved to ``options.device``) as an estimator;
-    ``codec``: crop and decode with this codec instead of the model's own."""
+    ``codec``: crop, decode and flip-test with this codec instead of the model's own."""
     config = model.config if codec is None else replace(model.config, codec=codec)
     return PoseEstimator(
-        torch_heatmap_fn(model, options), HeatmapCodec.for_model(config), COCO17, Path("<model>")
+        torch_heatmap_fn(model, options),
+        HeatmapCodec.for_model(config),
+        COCO17,
+        Path("<model>"),
+        flip=config.codec.flip_test,
     )
-

@@ -50,6 +50,7 @@ BATCH_AXIS = "batch"
 PARITY_TOLERANCE = 1e-4  # max |heatmap difference| allowed between PyTorch and onnxruntime
 PARITY_BATCH = 4  # random crops per parity check
 
+
 class ExportReport(NamedTuple):
     """An exported file and its measured parity with the PyTorch model."""
 

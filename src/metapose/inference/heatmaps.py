@@ -3,9 +3,9 @@ decode to image pixels.
 
 A model is any ``HeatmapFn``: a function from a ``(B, 3, H, W)`` float32 batch of normalised
 crops to ``(B, K, h, w)`` heatmaps (a PyTorch model through
-:func:`metapose.inference.topdown.torch_heatmap_fn`, an onnxruntime session through
+:func:`metapose.inference.crop_runner.torch_heatmap_fn`, an onnxruntime session through
 :class:`metapose.inference.onnx_runtime.OnnxHeatmapModel`). The crops are the SimpleBaseline (or
-UDP) crops of :mod:`metapose.data.topdown`; the codec (:mod:`metapose.data.codec`) says how they
+UDP) crops of :mod:`metapose.data.crops`; the codec (:mod:`metapose.data.codec`) says how they
 are cut and normalised and how heatmaps decode, so a PyTorch model and its ONNX export give the
 same keypoints. This module imports numpy and metapose's numpy modules only, so the ONNX
 application path stays free of torch.
@@ -19,7 +19,7 @@ import numpy as np
 
 from metapose.config import RGB_CHANNELS
 from metapose.data.codec import HeatmapCodec
-from metapose.data.topdown import CropParams, apply_affine, box_to_center_scale, warp_crop
+from metapose.data.crops import CropParams, apply_affine, box_to_center_scale, warp_crop
 
 HeatmapFn = Callable[[np.ndarray], np.ndarray]
 

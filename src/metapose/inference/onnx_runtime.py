@@ -4,7 +4,7 @@ Runs an ONNX model exported by :mod:`metapose.inference.export` (or any top-down
 input ``(N, 3, H, W)`` normalised RGB, output ``(N, K, h, w)`` heatmaps, as MMPose and the original
 SimpleBaseline export them) and turns its heatmaps into image keypoints through the top-down path
 every metapose model runs (:mod:`metapose.inference.heatmaps`): the SimpleBaseline crop
-(:mod:`metapose.data.topdown`, OpenCV's ``warpAffine``), the flip test and the quarter-offset
+(:mod:`metapose.data.crops`, OpenCV's ``warpAffine``), the flip test and the quarter-offset
 decode (:mod:`metapose.data.codec`).
 
 This module never imports torch: an application needs numpy, OpenCV, onnxruntime and

@@ -29,10 +29,10 @@ from metapose.data.detections import BOX_SCORE_THRESHOLD, box_instance
 from metapose.data.viz import DRAW_THRESHOLD, draw_box, draw_pose
 from metapose.errors import DataError
 from metapose.files import current_umask, temporary_path, write_error
+from metapose.inference.crop_runner import predict
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
-from metapose.inference.postprocess import ScoredPose, keep_poses, result_entry
-from metapose.inference.topdown import PosePrediction, predict
+from metapose.inference.postprocess import PosePrediction, ScoredPose, keep_poses, result_entry
 from metapose.skeleton import Skeleton
 
 Box = tuple[float, float, float, float]
@@ -51,7 +51,7 @@ class PredictOptions:
     """
 
     batch_size: int = 32
-    flip: bool = True
+    flip: bool | None = None  # flip test; None: the estimator's (a checkpoint's codec.flip_test)
     box_score_threshold: float = BOX_SCORE_THRESHOLD  # given detections scoring below: dropped
     oks_nms: bool = True  # rescore + OKS-NMS poses found in detected boxes (SimpleBaseline)
     draw_threshold: float = DRAW_THRESHOLD
@@ -96,6 +96,11 @@ class Picture:
     extra: Mapping[str, Any] | None = None  # added to each result entry (a video's frame index)
 
 
+def flip_test(estimator: PoseEstimator, options: PredictOptions) -> bool:
+    """Whether ``estimator``'s poses are flip-tested: as ``options`` say, else as it says."""
+    return estimator.flip if options.flip is None else options.flip
+
+
 @dataclass(frozen=True)
 class PictureResult:
     picture: Picture
@@ -111,11 +116,11 @@ def predict_instances(
     on_batch: Callable[[int], None] | None = None,
 ) -> list[PosePrediction]:
     """Run ``estimator`` on the un-augmented crops of person ``instances``, batched and
-    flip-tested as ``options`` say."""
+    flip-tested as ``options`` say (by default as the estimator says)."""
     return predict(
         estimator.fn,
         TopDownDataset(instances, estimator.codec, skeleton=estimator.skeleton, targets=False),
-        flip=options.flip,
+        flip=flip_test(estimator, options),
         skeleton=estimator.skeleton,
         batch_size=options.batch_size,
         num_workers=options.num_workers,

@@ -5,6 +5,6 @@ Lite-HRNet and MobileNetV2, :mod:`metapose.models.heads` SimpleBaseline's head. 
 nothing of data.
 """
 
-from metapose.models.topdown import TopDownModel, build_model, count_parameters
+from metapose.models.topdown import TopDownModel, count_parameters, seeded_model
 
-__all__ = ["TopDownModel", "build_model", "count_parameters"]
+__all__ = ["TopDownModel", "count_parameters", "seeded_model"]

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from metapose.config import ModelConfig
+from metapose.device import DeviceOptions
 from metapose.models.backbones import build_backbone
 from metapose.models.heads import deconv_layers, reset_head
 
@@ -36,6 +37,7 @@ class TopDownModel(nn.Module):
 
     @property
     def stride(self) -> int:
+        """Input pixels per heatmap pixel of the built network (tests hold it to the config's)."""
         backbone_stride: int = self.backbone.stride  # type: ignore[assignment]
         return backbone_stride // 2 ** len(self.config.deconv_channels)
 
@@ -64,8 +66,21 @@ class TopDownModel(nn.Module):
         return [*self.deconv_layers.parameters(), *self.final_layer.parameters()]
 
 
-def build_model(config: ModelConfig) -> TopDownModel:
-    return TopDownModel(config)
+def forward_on(model: nn.Module, images: Tensor, options: DeviceOptions) -> Tensor:
+    """``model(images)`` on ``options.device``: the images moved there in ``options``'
+    memory format, run under bfloat16 autocast when ``options.use_amp``."""
+    x = images.to(options.device, non_blocking=True).contiguous(memory_format=options.memory_format)
+    with torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
+        out: Tensor = model(x)
+    return out
+
+
+def seeded_model(config: ModelConfig, seed: int) -> TopDownModel:
+    """A model of ``config`` whose random weights depend on ``seed`` only; torch's own random
+    state (CPU; no GPU is touched) is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TopDownModel(config)
 
 
 def count_parameters(model: nn.Module) -> int:

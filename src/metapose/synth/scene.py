@@ -27,8 +27,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from metapose.data.crops import BOX_PADDING
 from metapose.data.records import LabelledImage, Person
-from metapose.data.topdown import BOX_PADDING
 from metapose.skeleton import COCO17
 from metapose.synth.appearance import (
     BOTTOM,

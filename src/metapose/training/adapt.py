@@ -26,6 +26,7 @@ from metapose.device import DeviceOptions
 from metapose.errors import CheckFailed, check_finite_loss
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import first_non_finite
+from metapose.models.topdown import forward_on
 from metapose.training.step import (
     batch_loss,
     batchnorms,
@@ -90,9 +91,7 @@ def reestimate_batchnorm(
     model.train()
     with torch.no_grad():
         for batch in batches:
-            images = batch.image.to(options.device).contiguous(memory_format=options.memory_format)
-            with torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
-                model(images)
+            forward_on(model, batch.image, options)
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
@@ -135,6 +134,7 @@ def adapt(
     A NaN or infinite loss raises :class:`~metapose.errors.DivergedError`.
     """
     train_mode(model, frozen_batchnorm)
+    trainable = [p.requires_grad for p in model.parameters()]  # restored afterwards
     if (head_only or backbone_lr_scale != 1.0) and not isinstance(model, TopDownModel):
         raise TypeError("head-only or backbone learning-rate scaling needs a TopDownModel")
     if head_only:
@@ -161,9 +161,9 @@ def adapt(
             if on_step is not None:
                 on_step(step, loss)
     finally:
-        if head_only:
-            for p in model.parameters():
-                p.requires_grad_(True)
+        if head_only:  # the caller's choice of trainable parameters, not all of them
+            for p, flag in zip(model.parameters(), trainable, strict=True):
+                p.requires_grad_(flag)
     return AdaptResult(tuple(losses), images)
 
 
@@ -278,13 +278,15 @@ def fine_tune(
     options: DeviceOptions,
     *,
     seed: int = 0,
+    on_start: Callable[[int], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> AdaptResult:
     """The meta-test: ``config.epochs`` epochs of shuffled batches over the support set.
 
     With ``config.select_epochs`` the count is first chosen on held-out shots
     (:func:`choose_epochs`), then that many epochs are taken from ``model``'s own weights on all
-    the shots; a choice of 0 leaves ``model`` unchanged (and takes no step).
+    the shots; a choice of 0 leaves ``model`` unchanged (and takes no step). ``on_start`` gets
+    the number of steps about to be taken (after the choice), ``on_step`` each step and loss.
     """
     key = first_non_finite(model.state_dict())
     if key is not None:
@@ -294,13 +296,19 @@ def fine_tune(
             "before fine-tuning; check the checkpoint"
         )
     if not config.select_epochs:
-        return _fine_tune(model, support, config, options, seed=seed, on_step=on_step)
+        return _fine_tune(
+            model, support, config, options, seed=seed, on_start=on_start, on_step=on_step
+        )
     choice = choose_epochs(model, support, config, options, seed=seed)
     if choice.epochs == 0:
+        if on_start is not None:
+            on_start(0)
         steps_per_epoch = EpochBatches(support, config.batch_size).batches_per_epoch
         return AdaptResult((), 0, steps_per_epoch, choice)
     chosen = replace(config, epochs=choice.epochs, select_epochs=False)
-    result = _fine_tune(model, support, chosen, options, seed=seed, on_step=on_step)
+    result = _fine_tune(
+        model, support, chosen, options, seed=seed, on_start=on_start, on_step=on_step
+    )
     return replace(result, chosen=choice)
 
 
@@ -311,12 +319,15 @@ def _fine_tune(
     options: DeviceOptions,
     *,
     seed: int,
+    on_start: Callable[[int], None] | None = None,
     on_step: Callable[[int, float], None] | None,
 ) -> AdaptResult:
     """``config.epochs`` epochs over ``support``, whatever ``config.select_epochs`` says."""
     stream = EpochBatches(support, config.batch_size, seed=seed)
     steps = config.epochs * stream.batches_per_epoch
     log.info("fine-tuning on %d crops: %d steps", len(support), steps)
+    if on_start is not None:
+        on_start(steps)
     if config.batchnorm == "reestimate":
         options.prepare(model)
         reestimate_batchnorm(model, list(itertools.islice(stream.batches(), 1)), options)

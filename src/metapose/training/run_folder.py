@@ -151,7 +151,6 @@ class History:
         return cls([StepLog(**s) for s in data.get("steps", [])], list(data.get("evals", [])))
 
 
-
 def check_step(path: Path, state: dict[str, Any], total: int | None) -> None:
     """Refuse a resume state whose step is not an integer in ``[0, total]`` (``step: 1e30``
     would otherwise be taken as a finished run)."""

@@ -194,7 +194,7 @@ def batches_for(
             codec,
             augment=augment,
             task_augment=task_augment,
-                batch_size=batch_size,
+            batch_size=batch_size,
             seed=seed,
             workers=workers,
         )

@@ -16,6 +16,7 @@ from torch import nn
 from metapose.config import OptimizerConfig
 from metapose.data.dataset import Sample
 from metapose.device import DeviceOptions
+from metapose.models.topdown import forward_on
 from metapose.training.losses import joints_mse
 
 
@@ -46,11 +47,7 @@ def train_mode(model: nn.Module, frozen_batchnorm: bool = False) -> None:
 
 
 def batch_loss(model: nn.Module, batch: Sample, options: DeviceOptions) -> torch.Tensor:
-    images = batch.image.to(options.device, non_blocking=True).contiguous(
-        memory_format=options.memory_format
-    )
-    with torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp):
-        heatmaps = model(images)
+    heatmaps = forward_on(model, batch.image, options)
     return joints_mse(
         heatmaps.float(),
         batch.heatmaps.to(options.device, non_blocking=True),

@@ -6,18 +6,9 @@ its config by :func:`build_backbone` (a ``match`` on the config's type: no strin
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from torch import Tensor, nn
+from torch import nn
 
 from metapose.config import BackboneConfig, LiteHRNetConfig, MobileNetV2Config, ResNetConfig
-
-
-class Backbone(Protocol):
-    out_channels: int
-    stride: int
-
-    def __call__(self, images: Tensor) -> Tensor: ...
 
 
 def build_backbone(config: BackboneConfig) -> nn.Module:

@@ -43,7 +43,7 @@ from metapose.config import (
 )
 from metapose.errors import DataError, cut
 from metapose.files import show
-from metapose.models import TopDownModel
+from metapose.models import TopDownModel, seeded_model
 from metapose.models.backbones.resnet import ARCHITECTURES, Bottleneck
 
 log = logging.getLogger(__name__)
@@ -373,9 +373,7 @@ def import_layout(
         config = infer_config(mapped.tensors, fmt, source, input_size=input_size)
     elif input_size is not None:
         config = replace(config, input_size=input_size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        model = TopDownModel(config)
+    model = seeded_model(config, init_seed)
     own = model.state_dict()
 
     loaded: dict[str, torch.Tensor] = {}

@@ -40,7 +40,7 @@ from torch import nn
 
 from metapose.config import ConfigError, ModelConfig
 from metapose.errors import DataError
-from metapose.models import TopDownModel
+from metapose.models import TopDownModel, seeded_model
 from metapose.models.backbones.lite_hrnet import ConvNorm
 from metapose.models.weights.layouts import ImportReport, ShapeMismatch
 from metapose.models.weights.ncnn_match import LiteHRNetMatcher, not_understood
@@ -125,9 +125,7 @@ def import_ncnn(
         )
     except ConfigError as err:
         raise DataError(graph.param_path, f"the graph does not fit a TopDownModel: {err}") from None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        model = TopDownModel(config)
+    model = seeded_model(config, init_seed)
     model.eval()
     loaded: list[str] = []
     mismatches: list[ShapeMismatch] = []

@@ -21,7 +21,6 @@ from metapose.files import show
 log = logging.getLogger(__name__)
 
 
-
 MAGIC = 7767517
 ARRAY_KEY_BASE = -23300  # an array parameter's key is ARRAY_KEY_BASE - id
 TAG_FLOAT16 = 0x01306B47

@@ -54,7 +54,7 @@ from torch import nn
 from metapose.config import ConfigError, MobileNetV2Config, ModelConfig
 from metapose.errors import DataError
 from metapose.files import show
-from metapose.models import TopDownModel
+from metapose.models import TopDownModel, seeded_model
 from metapose.models.backbones.mobilenet_v2 import (
     STAGES,
     STEM_CHANNELS,
@@ -409,9 +409,7 @@ def import_onnx(
     )
     backbone_config = config.backbone
     assert isinstance(backbone_config, MobileNetV2Config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        model = TopDownModel(config)
+    model = seeded_model(config, init_seed)
     mine, residuals = _model_layers(model)
     _check_structure(graph, mine, residuals)
     placed = _Placement()

@@ -27,7 +27,6 @@ from metapose.models.backbones.mobilenet_v2 import (
 log = logging.getLogger(__name__)
 
 
-
 FORMAT = "onnx"
 LAYER_OPS = frozenset({"Conv", "ConvTranspose"})
 ACTIVATION_OPS = frozenset({"Clip", "Relu"})

@@ -4,8 +4,7 @@ import pytest
 
 from metapose.config import ModelConfig, ResNetConfig, TopDownAugmentConfig
 from metapose.data.codec import HeatmapCodec
-from metapose.data.dataset import Instance, TopDownDataset, make_sample
-from metapose.data.topdown import (
+from metapose.data.crops import (
     BOX_PADDING,
     CropParams,
     apply_affine,
@@ -14,6 +13,7 @@ from metapose.data.topdown import (
     crop_matrix,
     sample_crop_params,
 )
+from metapose.data.dataset import Instance, TopDownDataset, make_sample
 from metapose.skeleton import COCO17
 
 CODEC = HeatmapCodec.for_model(ModelConfig(backbone=ResNetConfig(depth=18), input_size=(96, 128)))

@@ -93,3 +93,14 @@ def test_bad_model_config_is_rejected(bad: dict) -> None:
 def test_bad_backbone_config_is_rejected() -> None:
     with pytest.raises(ConfigError):
         ResNetConfig(depth=20)
+
+
+def test_a_seeded_model_depends_on_its_seed_only_and_leaves_torch_rng_alone() -> None:
+    from metapose.models import seeded_model
+
+    config = ModelConfig(backbone=ResNetConfig(depth=18), deconv_channels=(8,))
+    state = torch.random.get_rng_state()
+    a, b, c = (seeded_model(config, s).state_dict() for s in (3, 3, 4))
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["final_layer.weight"], c["final_layer.weight"])

@@ -141,8 +141,19 @@ CASES = [
     ),
     Case(
         "adapt",
-        lambda w, t: ["adapt", "--checkpoint", str(w.checkpoint), "--data", str(w.coco),
-                      "--shots", "2", "--epochs", "1", "--device", "cpu"],
+        lambda w, t: [
+            "adapt",
+            "--checkpoint",
+            str(w.checkpoint),
+            "--data",
+            str(w.coco),
+            "--shots",
+            "2",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+        ],
         "metapose.models.checkpoint:save_file",  # while the adapted model is being written
         out="out.safetensors",
     ),
@@ -153,22 +164,49 @@ CASES = [
     ),
     Case(
         "predict",
-        lambda w, t: ["predict", str(w.coco.parents[1] / "train"), "--checkpoint",
-                      str(w.checkpoint), "--whole-image", "--device", "cpu", "--quiet"],
+        lambda w, t: [
+            "predict",
+            str(w.coco.parents[1] / "train"),
+            "--checkpoint",
+            str(w.checkpoint),
+            "--whole-image",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
         "metapose.models:TopDownModel.forward",
         output="out/results.json",
     ),
     Case(
         "evaluate",
-        lambda w, t: ["evaluate", "--gt", str(w.coco), "--checkpoint", str(w.checkpoint),
-                      "--device", "cpu", "--quiet", "--save-results", str(t / "out")],
+        lambda w, t: [
+            "evaluate",
+            "--gt",
+            str(w.coco),
+            "--checkpoint",
+            str(w.checkpoint),
+            "--device",
+            "cpu",
+            "--quiet",
+            "--save-results",
+            str(t / "out"),
+        ],
         "metapose.models:TopDownModel.forward",
         said="nothing was written",
     ),
     Case(
         "synth",
-        lambda w, t: ["synth", "--domain", "rgb", "--images", "3", "--width", "64", "--height",
-                      "48"],
+        lambda w, t: [
+            "synth",
+            "--domain",
+            "rgb",
+            "--images",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "48",
+        ],
         "metapose.synth.writer:render_item",
         call=2,
         output="out/notes.txt",
@@ -182,8 +220,14 @@ CASES = [
     ),
     Case(
         "experiment",
-        lambda w, t: ["experiment", "--config", str(w.config("e.yaml", EXPERIMENT)), "--quiet",
-                      "--device", "cpu"],
+        lambda w, t: [
+            "experiment",
+            "--config",
+            str(w.config("e.yaml", EXPERIMENT)),
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
         "metapose.experiment.run:prepare_target",
         output="",
         said="keeps every finished stage; run the same command again to resume",
@@ -321,8 +365,9 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_file(
         assert old.read_bytes() == OLD
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.deep.endswith("save_file")] + CASES[:1],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.deep.endswith("save_file")] + CASES[:1], ids=lambda c: c.name
+)
 def test_safetensors_on_a_full_disk_is_one_line_naming_the_file(
     case: Case,
     world: World,
@@ -346,7 +391,9 @@ def test_safetensors_on_a_full_disk_is_one_line_naming_the_file(
 
 
 def test_a_full_disk_while_logging_names_the_log(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from metapose.training import runlog
@@ -371,10 +418,15 @@ def test_a_full_disk_while_logging_names_the_log(
 def _hold_lock(out: Path) -> subprocess.Popen[str]:
     """Another process holding ``out``'s lock until its stdin closes."""
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; from metapose.files import output_lock\n"
-         f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from metapose.files import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     return holder
@@ -425,8 +477,18 @@ def test_a_signal_stops_a_real_train_run_at_a_resumable_step(
     config = tmp_path / "t.yaml"
     config.write_text(LITE_MODEL + "train: {steps: 100000, batch_size: 2, checkpoint_every: 2}\n")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "metapose.cli", "train", "--config", str(config),
-            "--out", str(out), "--device", "cpu"]
+    argv = [
+        sys.executable,
+        "-m",
+        "metapose.cli",
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120

@@ -18,8 +18,9 @@ from metapose.config import MobileNetV2Config, ModelConfig, Normalization
 from metapose.errors import DataError
 from metapose.inference.onnx_runtime import METADATA_KEY, ModelMetadata, OnnxHeatmapModel
 from metapose.models import TopDownModel
+from tests.conftest import REPO
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = REPO.parent / "shared"
 ULTRALIGHT = SHARED / "models" / "ultralight_simplepose" / "deploy.onnx"
 
 CONFIG = ModelConfig(

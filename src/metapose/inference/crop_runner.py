@@ -9,7 +9,6 @@ PyTorch model and its ONNX export are scored by identical code.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,11 +18,12 @@ from torch.utils.data import DataLoader
 
 from metapose.data.batches import collate, worker_init
 from metapose.data.codec import HeatmapCodec
+from metapose.data.crops import BOX_PADDING
 from metapose.data.dataset import Sample, TopDownDataset, crop_params_of
-from metapose.data.detections import rescore
-from metapose.data.topdown import BOX_PADDING
 from metapose.device import DeviceOptions
 from metapose.inference.heatmaps import HeatmapFn, heatmaps_with_flip, to_image_keypoints
+from metapose.inference.postprocess import PosePrediction
+from metapose.models.topdown import forward_on
 from metapose.skeleton import COCO17, Skeleton
 
 
@@ -33,32 +33,10 @@ def torch_heatmap_fn(model: nn.Module, options: DeviceOptions) -> HeatmapFn:
     options.prepare(model)
 
     def run(images: np.ndarray) -> np.ndarray:
-        x = (
-            torch.from_numpy(images)
-            .to(options.device)
-            .contiguous(memory_format=options.memory_format)
-        )
-        with (
-            torch.inference_mode(),
-            torch.autocast(options.device.type, dtype=torch.bfloat16, enabled=options.use_amp),
-        ):
-            return model(x).float().cpu().numpy()
+        with torch.inference_mode():
+            return forward_on(model, torch.from_numpy(images), options).float().cpu().numpy()
 
     return run
-
-
-@dataclass(frozen=True)
-class PosePrediction:
-    image_id: int
-    annotation_id: int
-    keypoints: np.ndarray  # (K, 3) image pixels (x, y) and heatmap score
-    box_score: float
-    area: float  # of the GT person where known, else of the crop box
-
-    @property
-    def score(self) -> float:
-        """SimpleBaseline's instance score: box score x mean confident keypoint score."""
-        return float(rescore(self.keypoints[None, :, 2], np.array([self.box_score]))[0])
 
 
 def decode_batch(heatmaps: np.ndarray, batch: Sample, codec: HeatmapCodec) -> np.ndarray:

@@ -17,6 +17,7 @@ from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset
 from metapose.errors import DataError
+from metapose.inference.crop_runner import predict
 from metapose.inference.export import (
     PARITY_TOLERANCE,
     ParityError,
@@ -26,7 +27,6 @@ from metapose.inference.export import (
     export_onnx,
 )
 from metapose.inference.onnx_runtime import OnnxHeatmapModel, estimate_poses
-from metapose.inference.topdown import predict
 from metapose.models import TopDownModel
 from metapose.skeleton import COCO17
 from tests.conftest import COCO_TINY, TINY_MODEL, require

@@ -10,7 +10,7 @@ from torch import nn
 
 from metapose.models import TopDownModel
 from metapose.models.weights.unfold import folded_batchnorms, unfold_batchnorm
-from tests.test_architectures import TINY
+from tests.models.test_architectures import TINY
 
 
 def folded_model() -> TopDownModel:

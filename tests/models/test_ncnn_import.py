@@ -22,8 +22,9 @@ from metapose.models import TopDownModel
 from metapose.models.backbones.lite_hrnet import ConvNorm, LiteHRNetModule, SeparableConv
 from metapose.models.weights.ncnn import import_ncnn
 from metapose.models.weights.ncnn_reader import TAG_FLOAT16, read_ncnn
+from tests.conftest import REPO
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = REPO.parent / "shared"
 PP_TINYPOSE = SHARED / "models" / "pp_tinypose"
 COCO_MINI = SHARED / "data" / "coco" / "mini"
 INPUT_BLOB = "image"

@@ -415,3 +415,48 @@ def test_an_interrupted_run_leaves_the_old_output_and_no_staging(
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_the_estimator_decides_the_flip_test_and_options_override_it() -> None:
+    """A checkpoint's ``codec.flip_test`` is its estimator's default; ``PredictOptions.flip``
+    overrides it: every caller (evaluate, predict, adapt, validation) reads the same decision."""
+    from metapose.config import CodecConfig, replace
+    from metapose.inference.estimators import torch_estimator
+
+    gt = load_coco(require(COCO_TINY) / VAL_JSON)
+    codec = HeatmapCodec.for_model(ModelConfig())
+    oracle = Oracle(TopDownDataset(instances_from_coco(gt), codec))
+    people = len(oracle.targets)
+    calls: list[int] = []
+
+    def counted(images: np.ndarray) -> np.ndarray:
+        calls.append(images.shape[0])
+        return oracle.targets[: images.shape[0]]
+
+    for flip, options, served in (
+        (True, None, 2 * people),
+        (False, None, people),
+        (False, PredictOptions(flip=True), 2 * people),
+        (True, PredictOptions(flip=False), people),
+    ):
+        calls.clear()
+        evaluate(PoseEstimator(counted, codec, COCO17, Path("counted"), flip), gt, options=options)
+        assert sum(calls) == served, (flip, options)
+    no_flip = replace(ModelConfig(), codec=CodecConfig(flip_test=False))
+    options = DeviceOptions(torch.device("cpu"))
+    assert not torch_estimator(TopDownModel(no_flip), options).flip
+    assert torch_estimator(TopDownModel(ModelConfig()), options).flip
+
+
+def test_evaluate_refuses_test_crops_cut_for_another_input_size() -> None:
+    from metapose.config import ConfigError
+    from metapose.evaluation.evaluate import make_eval_set
+
+    gt = load_coco(require(COCO_TINY) / VAL_JSON)
+    small = HeatmapCodec.for_sizes((96, 128), (24, 32))
+    test = make_eval_set(gt.subset([gt.images[0].id]), small)
+    big = HeatmapCodec.for_model(ModelConfig())
+    assert big.input_size != small.input_size
+    estimator = PoseEstimator(lambda images: images, big, COCO17, Path("other.onnx"))
+    with pytest.raises(ConfigError, match=r"other\.onnx takes \(.*make_eval_set"):
+        evaluate(estimator, test)

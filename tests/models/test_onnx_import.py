@@ -26,8 +26,9 @@ from metapose.models import TopDownModel
 from metapose.models.backbones.mobilenet_v2 import MobileNetV2, block_specs
 from metapose.models.weights.layouts import ImportReport
 from metapose.models.weights.onnx_graph import _fit_width, import_onnx
+from tests.conftest import REPO
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = REPO.parent / "shared"
 ULTRALIGHT = SHARED / "models" / "ultralight_simplepose" / "deploy.onnx"
 COCO_MINI = SHARED / "data" / "coco" / "mini"
 

@@ -127,6 +127,20 @@ def test_head_only_fine_tune_leaves_the_backbone_untouched() -> None:
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_head_only_fine_tune_keeps_what_the_caller_had_frozen() -> None:
+    model = fresh_model()
+    frozen = model.final_layer.bias
+    frozen.requires_grad_(False)
+    fine_tune(
+        model,
+        tiny_dataset(4),
+        AdaptConfig(epochs=1, batch_size=4, head_only=True),
+        DeviceOptions(CPU),
+    )
+    assert not frozen.requires_grad
+    assert all(p.requires_grad for p in model.parameters() if p is not frozen)
+
+
 def test_few_shot_with_fewer_images_than_a_batch_takes_one_step_per_epoch() -> None:
     model = fresh_model()
     result = fine_tune(

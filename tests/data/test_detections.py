@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 
 from metapose.data.coco import CocoDataset, CocoImage
-from metapose.data.detections import (
-    Detection,
-    detection_instances,
-    load_detections,
-    postprocess,
-    rescore,
-)
+from metapose.data.crops import BOX_PADDING
+from metapose.data.detections import Detection, detection_instances, load_detections
 from metapose.data.oks import oks, oks_nms
-from metapose.data.topdown import BOX_PADDING
 from metapose.errors import DataError
+from metapose.inference.postprocess import postprocess, rescore
 
 K = 17
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from metapose.data.dataset import TopDownDataset
+from metapose.inference.crop_runner import predict
 from metapose.inference.heatmaps import heatmaps_with_flip
-from metapose.inference.topdown import PosePrediction, predict
+from metapose.inference.postprocess import PosePrediction
 from metapose.skeleton import COCO17
 from tests.helpers import TINY_CODEC, random_instances
 

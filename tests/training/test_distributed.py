@@ -17,7 +17,7 @@ from metapose.training.meta import reptile_step
 from metapose.training.run_folder import FINAL_FILE
 from metapose.training.train import train
 from tests.conftest import TINY_MODEL
-from tests.test_meta import task
+from tests.training.test_meta import task
 
 # float32: the comparison across processes (1 thread each vs the test's threads) must be exact
 # to rounding, which bfloat16 autocast is not.

@@ -3,6 +3,7 @@ epoch count chosen on held-out shots."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -192,3 +193,62 @@ def test_fewer_epochs_are_the_first_epochs_of_a_longer_fine_tune() -> None:
 
 def states(m: nn.Module) -> list[torch.Tensor]:
     return [t.detach().clone() for t in m.state_dict().values()]
+
+
+def test_adapt_and_score_scores_before_and_after_and_leaves_torch_rng_alone(
+    tiny_model: TopDownModel,
+) -> None:
+    """The few-shot job: K = 0 scores the model as it is; K > 0 fine-tunes on K drawn shots and
+    scores the start and the result on the same test split, without drawing from torch's RNG."""
+    from metapose.data.coco import load_coco
+    from metapose.data.codec import HeatmapCodec
+    from metapose.evaluation.evaluate import make_eval_set
+    from metapose.evaluation.few_shot import UNADAPTED, adapt_and_score, image_ids_in
+    from tests.conftest import COCO_TINY, require
+
+    data = load_coco(require(COCO_TINY) / "annotations/person_keypoints_val2017.json")
+    ids = sorted(i.id for i in data.images)
+    half = len(ids) // 2
+    pool = image_ids_in(data, (ids[0], ids[half - 1]))
+    test = make_eval_set(
+        data.subset(image_ids_in(data, (ids[half], ids[-1]))), HeatmapCodec.for_model(TINY_MODEL)
+    )
+    start = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    as_is = adapt_and_score(tiny_model, data, UNADAPTED, QUICK, CPU, test)
+    assert as_is.adapt is None and as_is.shot_image_ids == () and as_is.after is not None
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in start.items())
+    untested = copy.deepcopy(tiny_model)
+    job = adapt_and_score(
+        tiny_model, data, 2, QUICK, CPU, test, seed=1, pool=pool, score_before=True
+    )
+    alone = adapt_and_score(untested, data, 2, QUICK, CPU, seed=1, pool=pool)
+    assert alone.after is None and alone.shot_image_ids == job.shot_image_ids
+    # Scoring (before and after) changes nothing of the fine-tune: the same weights.
+    assert all(torch.equal(v, untested.state_dict()[k]) for k, v in tiny_model.state_dict().items())
+    assert len(job.shot_image_ids) == 2 and set(job.shot_image_ids) <= set(pool)
+    assert job.adapt is not None and len(job.epoch_losses) == QUICK.epochs
+    assert job.before is not None and job.after is not None
+    assert job.before.as_dict() == as_is.after.as_dict()
+    assert not all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in start.items())
+
+
+def test_the_fine_tune_progress_stage_counts_the_steps_select_epochs_takes(
+    tiny_model: TopDownModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``select_epochs`` fewer epochs than ``config.epochs`` may run: the stage's total is
+    the steps actually taken, so a progress bar ends full."""
+    from metapose.data.coco import load_coco
+    from metapose.training.adapt import EpochChoice
+    from metapose.training.few_shot import fine_tune_on_shots
+    from tests.conftest import COCO_TINY, require
+    from tests.helpers import RecordingProgress
+
+    data = load_coco(require(COCO_TINY) / "annotations/person_keypoints_val2017.json")
+    monkeypatch.setattr(
+        adapt_module, "choose_epochs", lambda *a, **k: EpochChoice(1, (1.0, 0.5), (1,))
+    )
+    progress = RecordingProgress()
+    config = replace(QUICK, epochs=3, select_epochs=True)
+    tuned = fine_tune_on_shots(tiny_model, data, 2, config, CPU, progress=progress)
+    stages = dict(progress.finished())  # every stage reached its total
+    assert stages["adapt on 2 images"] == len(tuned.adapt.losses) == tuned.adapt.steps_per_epoch

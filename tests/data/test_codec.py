@@ -3,7 +3,7 @@ import pytest
 
 from metapose.config import CodecConfig, ModelConfig, ResNetConfig, replace
 from metapose.data.codec import HeatmapCodec, argmax_2d, flip_back
-from metapose.data.topdown import CropParams, apply_affine, crop_matrix
+from metapose.data.crops import CropParams, apply_affine, crop_matrix
 from metapose.skeleton import COCO17
 
 MODEL = ModelConfig(backbone=ResNetConfig(depth=18), input_size=(192, 256))
