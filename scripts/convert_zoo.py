@@ -11,7 +11,7 @@ statistics of real COCO train people (so the model trains like the original:
 :mod:`metapose.models.weights.unfold`) and writes one compact checkpoint per model. The output
 depends only on the source files and this code: running it again on one machine writes the same
 bytes (``metapose.models.zoo.ZOO``'s checksums); on another CPU the BatchNorm statistics may differ
-in their last float32 bits, so ``tests/test_zoo.py`` compares the tensors within that noise.
+in their last float32 bits, so ``tests/models/test_zoo.py`` compares the tensors within that noise.
 """
 
 from __future__ import annotations
