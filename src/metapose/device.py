@@ -31,8 +31,8 @@ class DeviceOptions:
     where it is measured faster *and* reproducible. ``"auto"`` (the default): bfloat16 on CUDA,
     float32 on every CPU. On CPUs bfloat16 fails the second test: on AMX machines the same forward
     pass differs from run to run and tiny runs end in NaN, and a default that depends on the CPU's
-    instruction set gives different results on different machines; for the zoo's Lite-HRNet it is
-    also slower than float32 (depthwise convolutions; ``benchmarks/precision.py``). ``True``:
+    instruction set gives different results on different machines (``benchmarks/precision.py``
+    times both). ``True``:
     bfloat16 on CUDA and on CPUs with native bfloat16 (faster for ResNets there, reproducible only
     on the same machine); float32 on other CPUs. ``False``: float32 everywhere.
     ``channels_last`` memory format on CUDA and CPU (oneDNN prefers it).
