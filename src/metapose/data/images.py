@@ -10,6 +10,8 @@ import numpy as np
 from metapose.errors import DataError
 from metapose.files import write_bytes_atomic
 
+# The files a folder of images is read for (predict, unlabelled images).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Radiometric (16-bit or float) images are stretched per image between these percentiles, so a
 # few saturated hot pixels do not flatten the rest of the scene to black.
 STRETCH_PERCENTILES = (0.5, 99.5)

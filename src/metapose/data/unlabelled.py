@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from metapose.data.dataset import Instance
-from metapose.data.images import header_size, read_rgb
+from metapose.data.images import IMAGE_SUFFIXES, header_size, read_rgb
 from metapose.errors import DataError
 from metapose.skeleton import COCO17, Skeleton
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 Box = tuple[float, float, float, float]  # (x, y, w, h) image pixels
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from metapose.data.boxes import Detection
 from metapose.data.coco import CocoDataset, load_coco
 from metapose.data.detections import BOX_SCORE_THRESHOLD, load_detections
-from metapose.data.images import read_rgb
+from metapose.data.images import IMAGE_SUFFIXES, read_rgb
 from metapose.errors import DataError
 from metapose.files import read_json, write_json_atomic
 from metapose.inference.detector import PersonDetector, detection_entries
@@ -45,7 +45,6 @@ __all__ = ["PredictOptions", "predict_instances", "plan_prediction", "predict_im
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 RESULTS_NAME = "results.json"
 OVERLAYS_NAME = "overlays"
 
