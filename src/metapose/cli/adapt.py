@@ -146,22 +146,16 @@ def _adapt_with_unlabelled(
     """``--unlabelled``: the shots (possibly none) plus unlabelled people
     (:func:`metapose.training.semi.fine_tune_with_unlabelled`); the fine-tune on the shots (None
     without shots) and what to save beside the checkpoint."""
-    from metapose.config import TopDownAugmentConfig, to_dict
-    from metapose.data.dataset import TopDownDataset, instances_from_coco
+    from metapose.config import to_dict
     from metapose.data.unlabelled import unlabelled_instances
+    from metapose.training.few_shot import support_set
     from metapose.training.semi import fine_tune_with_unlabelled
 
     semi = _semi_config(args)
     people = unlabelled_instances(args.unlabelled, image_dir=args.unlabelled_images)
     support = None
     if shots:
-        support = TopDownDataset(
-            instances_from_coco(data, image_ids=shots),
-            codec,
-            augment=TopDownAugmentConfig(),
-            seed=args.seed,
-            cache_images=True,
-        )
+        support = support_set(data, shots, codec, seed=args.seed)
     steps = semi.steps if semi.method == "mean_teacher" else 0
     advance = progress.stage(f"{semi.method} on {len(people)} unlabelled people", steps)
     result = fine_tune_with_unlabelled(
