@@ -37,7 +37,6 @@ from metapose.config import (
     TrainRunConfig,
 )
 from metapose.config.training import OptimizerConfig
-from metapose.data.batches import BatchStream
 from metapose.data.codec import HeatmapCodec
 from metapose.models import TopDownModel
 from metapose.models.topdown import seeded_model
@@ -139,71 +138,54 @@ def probe(model: TopDownModel) -> dict[str, float]:
     return {"mean": float(out.mean()), "max": float(out.max())}
 
 
-def run_train(folder: Path, stop: int | None) -> History:
-    codec = HeatmapCodec.for_model(MODEL)
-
-    def once(on_step: Callable[[StepLog], None] | None) -> History:
-        stream = batches_for(SourceConfig(), codec, augment=TopDownAugmentConfig(), batch_size=4)
-        return train(
-            seeded_model(MODEL, 0),
-            stream,
-            TRAIN,
-            CPU,
-            out_dir=folder,
-            run_config=TrainRunConfig(model=MODEL, train=TRAIN),
-            on_step=on_step,
-            validate=probe,
-            validate_every=2,
-        )
-
-    return resumed(once, stop)
-
-
-def run_meta(folder: Path, stop: int | None) -> History:
-    codec = HeatmapCodec.for_model(MODEL)
-
-    def once(on_step: Callable[[StepLog], None] | None) -> History:
-        tasks: BatchStream = batches_for(
-            SourceConfig(),
-            codec,
-            augment=TopDownAugmentConfig(),
-            task_augment=TaskAugmentConfig(),
-            batch_size=4,
-        )
+def run_once(name: str, folder: Path, on_step: Callable[[StepLog], None] | None) -> History:
+    """One call of ``train`` or ``meta_train`` (a fresh model and stream) writing to ``folder``."""
+    stream = batches_for(
+        SourceConfig(),
+        HeatmapCodec.for_model(MODEL),
+        augment=TopDownAugmentConfig(),
+        task_augment=TaskAugmentConfig() if name == "meta" else None,
+        batch_size=4,
+    )
+    model = seeded_model(MODEL, 0)
+    if name == "meta":
+        run_config = MetaRunConfig(model=MODEL, meta=META)
         return meta_train(
-            seeded_model(MODEL, 0),
-            tasks,
-            META,
-            CPU,
-            out_dir=folder,
-            run_config=MetaRunConfig(model=MODEL, meta=META),
-            on_step=on_step,
+            model, stream, META, CPU, out_dir=folder, run_config=run_config, on_step=on_step
         )
+    return train(
+        model,
+        stream,
+        TRAIN,
+        CPU,
+        out_dir=folder,
+        run_config=TrainRunConfig(model=MODEL, train=TRAIN),
+        on_step=on_step,
+        validate=probe,
+        validate_every=2,
+    )
 
-    return resumed(once, stop)
 
-
-def resumed(
-    once: Callable[[Callable[[StepLog], None] | None], History], stop: int | None
-) -> History:
+def run(name: str, folder: Path, stop: int | None) -> History:
+    """``name``'s run in ``folder``; with ``stop``, interrupted after that step, then resumed."""
     if stop is not None:
         try:
-            once(interrupt_at(stop))
+            run_once(name, folder, interrupt_at(stop))
         except KeyboardInterrupt:
             pass
         else:
             raise AssertionError("the run was not interrupted")
-    return once(None)
+    return run_once(name, folder, None)
 
 
 def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, run in (("train", run_train), ("meta", run_meta)):
+        for name in ("train", "meta"):
             prints = {}
             for how, stop in (("straight", None), ("resumed", STOP_AT[name])):
                 folder = Path(tmp) / f"{name}-{how}"
-                prints[how] = fingerprint(folder, run(folder, stop))
+                prints[how] = fingerprint(folder, run(name, folder, stop))
                 for key, value in prints[how].items():
                     print(f"{name:5s} {how:8s} {key:13s} {value}")
             same = [k for k in prints["straight"] if prints["straight"][k] == prints["resumed"][k]]

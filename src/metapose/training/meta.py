@@ -3,7 +3,9 @@
 Each meta step draws tasks (a task is one batch of augmented source crops, §3.1), adapts a copy of
 the weights to each with a fresh inner optimiser (:func:`metapose.training.adapt.adapt`, Algorithm 1
 lines 6-8) and moves the weights a meta step ``beta`` towards the mean adapted weights (eq. 2):
-``theta <- theta + beta * mean_i(theta'_i - theta)``.
+``theta <- theta + beta * mean_i(theta'_i - theta)``. :func:`meta_train` is that meta step
+(:func:`reptile_step`) plugged into the one training loop, :func:`metapose.training.loop.run_loop`,
+which logs, checkpoints and resumes it as it does supervised training.
 
 Algorithm 1's line 10 as printed (``theta = theta + beta(theta_new - theta_old)`` after ``theta``
 was overwritten by the inner loop) would extrapolate past the adapted weights; eq. 2 and Reptile
@@ -15,8 +17,7 @@ adapted copy.
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from metapose.errors import DivergedError, diverged
 from metapose.models import TopDownModel
 from metapose.training import distributed
 from metapose.training.adapt import adapt
-from metapose.training.run_folder import History, RunFolder, StepLog, restore_state
+from metapose.training.loop import Loop, StepResult, run_loop
+from metapose.training.run_folder import History, StepLog
 
 State = dict[str, torch.Tensor]
 
@@ -112,54 +114,44 @@ def meta_train(
 ) -> History:
     """Reptile for ``config.meta_steps`` meta steps on a stream of task batches, in place.
 
-    Task ``t`` is batch ``t`` of ``tasks``, so a resumed run sees the tasks it would have seen.
-    Checkpoints and the resume state go to ``out_dir`` as in :func:`metapose.training.train.train`
-    (same refusal of a different configuration, same stop on a NaN or infinite loss).
+    Meta step ``t`` adapts to batches ``t * tasks_per_step`` onwards of ``tasks``, so a resumed
+    run sees the tasks it would have seen. The run folder ``out_dir``, ``resume``, ``run_config``,
+    ``init`` and ``on_step`` are those of the one training loop,
+    :func:`metapose.training.loop.run_loop`, as in :func:`metapose.training.train.train`. A NaN
+    or infinite loss raises DivergedError naming the meta step and the inner step.
     """
     options = DeviceOptions(device, config.amp, config.channels_last)
     options.prepare(model)
-    dist_info = distributed.current()
-    if dist_info.active:
-        tasks = tasks.sharded(dist_info.rank, dist_info.world_size)
-    history = History()
-    start = 0
-    folder = RunFolder(out_dir, "meta", is_main=dist_info.is_main, run_config=run_config, init=init)
-    state = folder.resume_state(device, resume, total=config.meta_steps)
-    if state is not None:
-        history = restore_state(folder.state_path, state, model)
-        start = state["step"]
 
-    def save(step: int) -> None:
-        folder.save(model, step, {"history": history.to_dict()})
-
-    stream: Iterator[Sample] = tasks.batches(start * config.tasks_per_step)
-    images = history.images_seen
-    t0 = time.perf_counter()
-    for step in range(start, config.meta_steps):
-        batch = [next(stream) for _ in range(config.tasks_per_step)]
-        beta = config.beta(step)
+    def step(index: int, batch: Sequence[Sample]) -> StepResult:
+        beta = config.beta(index)
         try:
             loss = reptile_step(model, batch, config, options, beta=beta)
         except DivergedError as err:
             if err.loss is None:
                 raise
-            where = f"meta step {step + 1} (inner step {err.step})"
-            raise diverged(err.loss, where, "task loss", step=step + 1) from None
-        images += (
-            sum(int(t.image.shape[0]) for t in batch) * config.inner_steps * dist_info.world_size
-        )
-        entry = StepLog(step + 1, images, loss, beta, time.perf_counter() - t0)
-        folder.record_step(history, entry, total=config.meta_steps, log_every=config.log_every)
-        if on_step is not None:
-            on_step(entry)
-        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save(step + 1)
-    if folder.writes:
-        save(config.meta_steps)
-    folder.finish(
-        model,
+            where = f"meta step {index + 1} (inner step {err.step})"
+            raise diverged(err.loss, where, "task loss", step=index + 1) from None
+        images = sum(int(t.image.shape[0]) for t in batch) * config.inner_steps
+        return StepResult(loss, images, beta)
+
+    loop = Loop(
+        "meta",
         config.meta_steps,
-        extra={"meta_steps": config.meta_steps, "images_seen": images},
-        steps_run=config.meta_steps - start,
+        step,
+        batches_per_step=config.tasks_per_step,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+        count_key="meta_steps",
     )
-    return history
+    return run_loop(
+        model,
+        tasks,
+        loop,
+        device,
+        out_dir=out_dir,
+        resume=resume,
+        run_config=run_config,
+        on_step=on_step,
+        init=init,
+    )

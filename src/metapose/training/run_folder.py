@@ -1,4 +1,5 @@
-"""The folder a training loop writes: CSV log, resume state and final model.
+"""The folder the training loop (:mod:`metapose.training.loop`) writes: CSV log, resume state
+and final model.
 
 Supervised training and Reptile keep the same layout and the same resume rule: the state file
 holds the model, the loop's own state, the step it reached and the configuration of the run; it
