@@ -245,11 +245,10 @@ class RunFolder:
         self.writes = self.out is not None and is_main
         self.run_config = run_config
         self.identity = run_identity(run_config, init)
-        self.finished_before = False
         if self.writes and self.out is not None and self.out.is_dir():
             remove_stale_temporaries(self.out)
         self.runlog: RunLog | None = None
-        self.val_log: RunLog | None = None  # validation metrics (train's ``validate``)
+        self.val_log: RunLog | None = None  # validation metrics (the loop's ``validate``)
 
     @property
     def state_path(self) -> Path:
