@@ -6,13 +6,19 @@ keypoints; the first ``--test-limit`` test photos). For each K and seed the shot
 ``derived_seed(0, "shots", "lspet", K, seed)``, augmented with ``derived_seed(0, "support", ...)``)
 and fine-tuned on with the default :class:`AdaptConfig`. The unlabelled set is ``--unlabelled``
 photos drawn once from the pool (``derived_seed(0, "unlabelled", "lspet")``), less that seed's
-shots, each one person in a whole-image box (LSPet photos are single-person crops), their labels
-never read. Methods, all from the same start on the same shots and the same unlabelled crops:
+shots, their labels never read; the people in them are the bundled detector's boxes
+(``--boxes detect``, as ``metapose adapt --unlabelled`` finds them) or one whole-image box a photo
+(``--boxes whole``). Methods, all from the same start on the same shots and the same unlabelled
+people:
 
 - ``shots``: the default fine-tune on the K shots (K = 0: the unadapted model);
 - ``adabn``: BatchNorm statistics re-measured on unlabelled crops, then the same fine-tune;
 - ``mean_teacher``: the fine-tune, then ``--steps`` mean-teacher steps (SemiConfig defaults
-  otherwise).
+  otherwise);
+- ``distill``: the ``--teacher`` (default the 256x192 zoo model) fine-tuned on the same shots
+  labels the unlabelled people; the model takes ``--steps`` steps on them and the shots.
+
+The teacher's own score (unadapted, its own crops of the same test people) is reported beside.
 
 Every model is scored on the test photos (OKS AP over the 12 keypoints, flip test); the report
 gives mean +- 95 % t-interval over seeds and the seed-paired differences against ``shots`` and
@@ -53,6 +59,8 @@ from metapose.device import DeviceOptions
 from metapose.evaluation.evaluate import evaluate
 from metapose.experiment.statistics import mean_ci
 from metapose.experiment.targets import Target, derived_seed, prepare_target
+from metapose.inference.detector import PersonDetector, people_in_files
+from metapose.inference.distill import distill_from_teacher
 from metapose.inference.estimators import torch_estimator
 from metapose.inference.predict import PredictOptions
 from metapose.models import TopDownModel
@@ -65,8 +73,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
 BASE_SEED = 0
 NAME = "lspet"
-METHODS = ("shots", "adabn", "mean_teacher")
+METHODS = ("shots", "adabn", "mean_teacher", "distill")
 UNADAPTED = "unadapted"
+TEACHER = "teacher"
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ class Row:
     metrics: dict[str, float]
     train_seconds: float
     unlabelled_seen: int  # unlabelled crops the method passed through the model
-    confident: float  # mean teacher: mean share of joints above the threshold
+    confident: float  # mean teacher, distill: mean share of joints above the threshold
 
 
 def support_set(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDownDataset | None:
@@ -96,15 +105,20 @@ def support_set(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDo
     )
 
 
-def unlabelled_people(target: Target, count: int, skeleton_size: int) -> list[Instance]:
-    """``count`` pool photos, drawn once, as unlabelled whole-image people."""
+def unlabelled_people(
+    target: Target, count: int, skeleton_size: int, boxes: str = "whole"
+) -> list[Instance]:
+    """``count`` pool photos, drawn once, as unlabelled people: whole-image boxes or the bundled
+    detector's (``boxes="detect"``; a photo where it finds nobody has no people)."""
     rng = np.random.default_rng(derived_seed(BASE_SEED, "unlabelled", NAME))
     ids = sorted(int(i) for i in rng.choice(target.pool_ids, size=count, replace=False))
     unknown = np.zeros((skeleton_size, 3), np.float32)
+    paths = {image_id: target.dataset.image_path(image_id) for image_id in ids}
+    found = people_in_files(PersonDetector(), list(paths.values())) if boxes == "detect" else None
     out = []
-    for image_id in ids:
-        path = target.dataset.image_path(image_id)
-        out.append(Instance(path, whole_image_box(path), unknown, image_id, -image_id))
+    for image_id, path in paths.items():
+        people = [whole_image_box(path)] if found is None else found[path]
+        out += [Instance(path, box, unknown, image_id, -(len(out) + 1)) for box in people]
     return out
 
 
@@ -117,13 +131,20 @@ def paired(rows: dict[int, Row], other: dict[int, Row]) -> str:
 
 def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
     unadapted = next(r for r in rows if r.method == UNADAPTED)
+    teacher = [r for r in rows if r.method == TEACHER]
+    teacher_line = (
+        f" Teacher ({meta['teacher']}, unadapted, its own crops): {100 * teacher[0].ap:.1f}."
+        if teacher
+        else ""
+    )
     lines = [
         f"# Semi-supervised adaptation on LSPet ({meta['init']})",
         "",
-        f"Test: {meta['test_people']} people (first {meta['test_limit']} photos of 4001-5000), "
-        f"12 body keypoints, OKS AP x 100. Unlabelled: {meta['unlabelled']} pool photos "
-        f"(whole-image boxes), mean teacher {meta['steps']} steps. Unadapted: "
-        f"{100 * unadapted.ap:.1f}.",
+        f"Test: {meta['test_people']} people (first {meta['test_limit']} photos of "
+        f"{meta.get('test_ids', [4001, 5000])[0]}-{meta.get('test_ids', [4001, 5000])[1]}), "
+        f"12 body keypoints, OKS AP x 100. Unlabelled: {meta['unlabelled']} pool photos, "
+        f"{meta['unlabelled_people']} people ({meta['boxes']} boxes); mean teacher and distill "
+        f"{meta['steps']} steps. Unadapted: {100 * unadapted.ap:.1f}.{teacher_line}",
         "",
         "| K | method | AP (mean +- 95 % CI) | vs shots only (paired) | vs unadapted (paired) "
         "| train s/seed | unlabelled crops seen | confident joints |",
@@ -148,7 +169,7 @@ def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
             lines.append(
                 f"| {k} | {m} | {mean_ci(aps).format(1)} | {paired(got, by_method['shots'])} "
                 f"| {paired(got, base)} | {train:.0f} | {seen} | "
-                f"{'-' if m != 'mean_teacher' else f'{conf:.2f}'} |"
+                f"{'-' if m in ('shots', 'adabn') else f'{conf:.2f}'} |"
             )
     lines += ["", f"Wall time of the runs that wrote this folder: {seconds / 60:.1f} min."]
     return "\n".join(lines)
@@ -161,12 +182,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--test-limit", type=int, default=200)
+    parser.add_argument(
+        "--test-ids",
+        type=int,
+        nargs=2,
+        default=None,
+        help="score on these LSPet photo ids (default: the config's 4001-5000); the methods' "
+        "settings were chosen on 4001-4200, so 4201-5000 is held out from that choice",
+    )
     parser.add_argument("--unlabelled", type=int, default=500, help="pool photos used unlabelled")
-    parser.add_argument("--steps", type=int, default=SemiConfig().steps, help="mean-teacher steps")
+    parser.add_argument("--boxes", choices=("detect", "whole"), default="detect")
+    parser.add_argument("--teacher", default=SemiConfig().teacher, help="distill's teacher")
+    parser.add_argument(
+        "--steps", type=int, default=SemiConfig().steps, help="mean-teacher and distill steps"
+    )
     parser.add_argument("--ema-decay", type=float, default=SemiConfig().ema_decay)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     t_start = time.perf_counter()
     device = torch.device("cpu")
@@ -177,16 +211,27 @@ def main() -> None:
     flip = start.config.codec.flip_test
     target_config = load_config(LSPET_CONFIG, ExperimentConfig).targets[0]
     target_config = replace(target_config, test_limit=args.test_limit)
+    if args.test_ids is not None:
+        target_config = replace(target_config, test_ids=tuple(args.test_ids))
     experiment = ExperimentConfig(
         name="semi", seed=BASE_SEED, init=args.init, arms=("as-is",), targets=(target_config,)
     )
     args.out.mkdir(parents=True, exist_ok=True)
     target = prepare_target(experiment, target_config, args.out / "data", codec, TqdmProgress())
-    unlabelled = unlabelled_people(target, args.unlabelled, start.config.num_keypoints)
-    adapt_config, semi = AdaptConfig(), SemiConfig(steps=args.steps, ema_decay=args.ema_decay)
+    unlabelled = unlabelled_people(
+        target, args.unlabelled, start.config.num_keypoints, boxes=args.boxes
+    )
+    teacher_start = load_checkpoint(args.teacher, device).model
+    options.prepare(teacher_start)
+    adapt_config = AdaptConfig()
+    semi = SemiConfig(steps=args.steps, ema_decay=args.ema_decay, teacher=args.teacher)
     meta: dict[str, object] = {
         "init": args.init,
+        "teacher": args.teacher,
+        "boxes": args.boxes,
+        "unlabelled_people": len(unlabelled),
         "test_limit": args.test_limit,
+        "test_ids": list(target_config.test_ids or ()),
         "test_people": target.test.size,
         "unlabelled": args.unlabelled,
         "steps": args.steps,
@@ -220,6 +265,15 @@ def main() -> None:
         metrics = score(start)
         rows.append(Row(UNADAPTED, 0, 0, metrics["ap"], metrics, 0.0, 0, 0.0))
         save()
+    if "distill" in args.methods and (TEACHER, 0, 0) not in done:
+        own_codec = HeatmapCodec.for_model(teacher_start.config)
+        own = prepare_target(
+            experiment, target_config, args.out / "data", own_codec, TqdmProgress()
+        )
+        result = evaluate(torch_estimator(teacher_start, options), own.test)
+        metrics = result.as_dict()
+        rows.append(Row(TEACHER, 0, 0, metrics["ap"], metrics, 0.0, 0, 0.0))
+        save()
     for k in args.shots:
         for seed in args.seeds:
             support = support_set(target, codec, k, seed)
@@ -234,6 +288,20 @@ def main() -> None:
                 if method == "shots":
                     assert support is not None
                     fine_tune(model, support, adapt_config, options, seed=seed)
+                elif method == "distill":
+                    result = distill_from_teacher(
+                        model,
+                        copy.deepcopy(teacher_start),
+                        support,
+                        people,
+                        adapt_config,
+                        semi,
+                        options,
+                        seed=seed,
+                        flip=flip,
+                    )
+                    seen = semi.steps * semi.unlabelled_batch
+                    confident = float(np.mean(result.confident))
                 else:
                     config = replace(semi, method=method)
                     result = fine_tune_with_unlabelled(

@@ -3,6 +3,7 @@ clear line for bad input."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ def photos(tmp_path: Path) -> Path:
 
 
 SEMI = ["--semi-steps", "2", "--confidence", "0", "--batch-size", "2", "--quiet"]
+WHOLE = ["--unlabelled-boxes", "whole"]  # noise photos: the detector would find nobody
 
 
 @pytest.mark.parametrize("method", ["adabn", "mean_teacher"])
@@ -43,7 +45,7 @@ def test_k0_adapts_on_unlabelled_images_alone(
 ) -> None:
     out = tmp_path / "m.safetensors"
     args = ["adapt", "--checkpoint", str(start), "--unlabelled", str(photos), "--out", str(out)]
-    assert main([*args, "--semi", method, *SEMI]) == 0
+    assert main([*args, "--semi", method, *SEMI, *WHOLE]) == 0
     meta = read_metadata(out)
     assert meta["shot_image_ids"] == [] and meta["unlabelled_people"] == 4
     assert meta["semi"]["method"] == method and meta["data"] == "no labels"
@@ -53,8 +55,12 @@ def test_shots_and_unlabelled_images(tmp_path: Path, start: Path, photos: Path) 
     val = require(COCO_TINY / VAL)
     out = tmp_path / "m.safetensors"
     args = ["adapt", "--checkpoint", str(start), "--data", str(val), "--shots", "2"]
+    args += ["--semi", "mean_teacher"]
     assert (
-        main([*args, "--epochs", "1", "--unlabelled", str(photos), "--out", str(out), *SEMI]) == 0
+        main(
+            [*args, "--epochs", "1", "--unlabelled", str(photos), "--out", str(out), *SEMI, *WHOLE]
+        )
+        == 0
     )
     meta = read_metadata(out)
     assert len(meta["shot_image_ids"]) == 2 and len(meta["semi_losses"]) == 2
@@ -72,3 +78,48 @@ def test_bad_unlabelled_input_is_one_line(
     assert code != 0 and "nowhere" in err and "Traceback" not in err and not out.exists()
     with pytest.raises(SystemExit, match="give --data"):
         main(["adapt", "--checkpoint", str(start), "--out", str(out)])
+
+
+def test_distillation_from_a_larger_teacher(tmp_path: Path, start: Path, photos: Path) -> None:
+    torch.manual_seed(1)
+    big = TopDownModel(replace(TINY_MODEL, input_size=(64, 128)))
+    teacher = save_checkpoint(tmp_path / "teacher.safetensors", big)
+    val = require(COCO_TINY / VAL)
+    out = tmp_path / "m.safetensors"
+    args = [
+        "adapt",
+        "--checkpoint",
+        str(start),
+        "--data",
+        str(val),
+        "--shots",
+        "2",
+        "--epochs",
+        "1",
+    ]
+    more = ["--unlabelled", str(photos), "--semi", "distill", "--teacher", str(teacher)]
+    assert main([*args, *more, "--out", str(out), *SEMI, *WHOLE]) == 0
+    meta = read_metadata(out)
+    assert meta["semi"]["method"] == "distill" and meta["semi"]["teacher"] == str(teacher)
+    assert len(meta["semi_losses"]) == 2 and meta["unlabelled_people"] == 4
+
+
+def test_people_in_unlabelled_photos_come_from_the_detector(
+    tmp_path: Path, start: Path, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default the bundled detector finds the people: none in noise (one clear line), some
+    in real photos (the images without anybody are left out, with a warning)."""
+    out = tmp_path / "m.safetensors"
+    args = ["adapt", "--checkpoint", str(start), "--out", str(out), "--semi", "mean_teacher"]
+    assert main([*args, "--unlabelled", str(photos), *SEMI]) != 0
+    err = capsys.readouterr().err
+    assert "found no person" in err and "Traceback" not in err and not out.exists()
+    images = require(COCO_TINY / "val2017")
+    real = tmp_path / "real"
+    real.mkdir()
+    for path in sorted(images.iterdir())[:2]:
+        (real / path.name).write_bytes(path.read_bytes())
+    (real / "noise.png").write_bytes((photos / "p0.png").read_bytes())
+    assert main([*args, "--unlabelled", str(real), *SEMI]) == 0
+    assert read_metadata(out)["unlabelled_people"] >= 1
+    assert "of 3 unlabelled images; they are not used" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from tests.helpers import TINY_CODEC, random_instances, tiny_dataset
 
 CPU = DeviceOptions(torch.device("cpu"), amp=False, channels_last=False)
 QUICK = AdaptConfig(optimizer=OptimizerConfig(lr=1e-2), epochs=1, batch_size=4)
-SEMI = SemiConfig(steps=2, unlabelled_batch=4, adabn_batches=1)
+SEMI = SemiConfig(method="mean_teacher", steps=2, unlabelled_batch=4, adabn_batches=1)
 
 
 def model() -> TopDownModel:
@@ -204,3 +204,14 @@ def test_bad_unlabelled_input_is_one_data_error(tmp_path: Path) -> None:
     coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}]}))
     with pytest.raises(DataError, match="image file not found"):
         unlabelled_instances(coco)
+
+
+def test_given_boxes_are_the_people_and_an_image_without_any_has_none(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        write_rgb(folder / f"im{i}.png", np.zeros((20, 30, 3), np.uint8))
+    boxes = {folder / "im0.png": [(1.0, 2.0, 5.0, 6.0), (3.0, 3.0, 4.0, 4.0)]}
+    people = unlabelled_instances(folder, boxes=boxes)
+    assert [(p.image_id, p.box) for p in people] == [(1, (1, 2, 5, 6)), (1, (3, 3, 4, 4))]
+    assert unlabelled_instances(folder, boxes={}) == []

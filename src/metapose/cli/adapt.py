@@ -8,7 +8,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from metapose.cli.common import (
     CHECKPOINT_HELP,
@@ -21,7 +21,8 @@ from metapose.cli.common import (
     run_config,
 )
 from metapose.config import AdaptConfig
-from metapose.config.training import SemiConfig
+from metapose.config.training import SemiConfig, SemiMethod
+from metapose.errors import DataError
 from metapose.evaluation.coco import EvalResult
 
 if TYPE_CHECKING:
@@ -129,8 +130,38 @@ def _semi_config(args: argparse.Namespace) -> SemiConfig:
         ("weight", args.semi_weight),
         ("ema_decay", args.ema_decay),
         ("threshold", args.confidence),
+        ("teacher", args.teacher),
     )
     return SemiConfig(**{k: v for k, v in options if v is not None})
+
+
+def _unlabelled_people(args: argparse.Namespace, progress: TqdmProgress) -> list[Any]:
+    """``--unlabelled``'s people: a COCO JSON's boxes, else the bundled detector's
+    (``--unlabelled-boxes detect``, the default) or one whole-image box a photo (``whole``)."""
+    from metapose.data.unlabelled import is_coco_file, unlabelled_files, unlabelled_instances
+    from metapose.inference.detector import PersonDetector, people_in_files
+
+    boxes = None
+    if args.unlabelled_boxes == "detect" and not is_coco_file(args.unlabelled):
+        files = unlabelled_files(args.unlabelled)
+        advance = progress.stage(f"find people in {len(files)} unlabelled images", len(files))
+        boxes = people_in_files(PersonDetector(), files, on_image=advance)
+        progress.close_stage()
+        nobody = sum(1 for found in boxes.values() if not found)
+        if nobody:
+            print(
+                f"warning: the detector found nobody in {nobody} of {len(files)} unlabelled "
+                "images; they are not used",
+                file=sys.stderr,
+            )
+    people = unlabelled_instances(args.unlabelled, image_dir=args.unlabelled_images, boxes=boxes)
+    if not people:
+        raise DataError(
+            Path(args.unlabelled),
+            "the detector found no person in any unlabelled image "
+            "(--unlabelled-boxes whole: one person per image)",
+        )
+    return people
 
 
 def _adapt_with_unlabelled(
@@ -147,15 +178,36 @@ def _adapt_with_unlabelled(
     (:func:`metapose.training.semi.fine_tune_with_unlabelled`); the fine-tune on the shots (None
     without shots) and what to save beside the checkpoint."""
     from metapose.config import to_dict
-    from metapose.data.unlabelled import unlabelled_instances
+    from metapose.inference.distill import distill_from_teacher
+    from metapose.models.checkpoint import load_checkpoint
     from metapose.training.few_shot import support_set
     from metapose.training.semi import fine_tune_with_unlabelled
 
     semi = _semi_config(args)
-    people = unlabelled_instances(args.unlabelled, image_dir=args.unlabelled_images)
+    people = _unlabelled_people(args, progress)
     support = None
     if shots:
         support = support_set(data, shots, codec, seed=args.seed)
+    extra = {
+        "unlabelled": str(args.unlabelled),
+        "unlabelled_people": len(people),
+        "semi": to_dict(semi),
+    }
+    if semi.method == "distill":
+        teacher = load_checkpoint(semi.teacher, options.device).model
+        distilled = distill_from_teacher(
+            model,
+            teacher,
+            support,
+            people,
+            config,
+            semi,
+            options,
+            seed=args.seed,
+            flip=teacher.config.codec.flip_test,
+            progress=progress,
+        )
+        return distilled.shots, {**extra, "semi_losses": list(distilled.losses)}
     steps = semi.steps if semi.method == "mean_teacher" else 0
     advance = progress.stage(f"{semi.method} on {len(people)} unlabelled people", steps)
     result = fine_tune_with_unlabelled(
@@ -171,13 +223,7 @@ def _adapt_with_unlabelled(
         on_step=lambda step, loss: advance(1),
     )
     progress.close_stage()
-    extra = {
-        "unlabelled": str(args.unlabelled),
-        "unlabelled_people": result.unlabelled_crops,
-        "semi": to_dict(semi),
-        "semi_losses": list(result.losses),
-    }
-    return result.shots, extra
+    return result.shots, {**extra, "semi_losses": list(result.losses)}
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -401,16 +447,30 @@ def register(sub: Commands) -> None:
     p.add_argument(
         "--unlabelled",
         help="unlabelled images of the domain, learnt from without labels: a folder, a list "
-        "file (one path a line) or a COCO JSON of person boxes (else one whole-image box per "
-        "image: single-person photos)",
+        "file (one path a line) or a COCO JSON of person boxes",
     )
     p.add_argument("--unlabelled-images", help="image folder of a --unlabelled COCO JSON")
     p.add_argument(
+        "--unlabelled-boxes",
+        choices=("detect", "whole"),
+        default="detect",
+        help="people in --unlabelled images without a COCO JSON: the bundled person detector's "
+        "boxes (default) or one whole-image box per image (photos cropped around one person)",
+    )
+    p.add_argument(
         "--semi",
-        choices=("adabn", "mean_teacher"),
+        choices=get_args(SemiMethod),
         help=f"method with --unlabelled (default {semi.method})",
     )
-    p.add_argument("--semi-steps", type=int, help=f"mean-teacher steps (default {semi.steps})")
+    p.add_argument(
+        "--teacher",
+        help=f"distill's teacher: a zoo name or checkpoint file (default {semi.teacher})",
+    )
+    p.add_argument(
+        "--semi-steps",
+        type=int,
+        help=f"mean-teacher or distillation steps (default {semi.steps})",
+    )
     p.add_argument(
         "--semi-weight", type=float, help=f"weight of the unlabelled loss (default {semi.weight})"
     )

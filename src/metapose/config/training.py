@@ -18,9 +18,7 @@ from metapose.config.loading import (
     check_int,
     check_seed,
 )
-from metapose.config.model import (
-    ModelConfig,
-)
+from metapose.config.model import MAX_KEYPOINTS, ModelConfig
 
 OptimizerName = Literal["sgd", "adam"]
 
@@ -268,7 +266,7 @@ class MetaRunConfig:
         return read_data_folder(move_task_sampler(data))
 
 
-SemiMethod = Literal["adabn", "mean_teacher"]
+SemiMethod = Literal["adabn", "mean_teacher", "distill"]
 
 
 @dataclass(frozen=True)
@@ -286,9 +284,17 @@ class SemiConfig:
     warped teacher peak is below ``threshold`` are left out. The loss is JointsMSE on a batch of
     the shots plus ``weight`` times the masked MSE to the teacher's heatmaps; ``final``: which of
     the two models is returned.
+
+    ``distill``: a larger ``teacher`` (a zoo name or checkpoint file; default the 256x192 zoo
+    model), first fine-tuned on the shots by the same :class:`AdaptConfig` when ``teacher_adapt``
+    and there are shots, labels every unlabelled person with flip test; joints it scores at least
+    ``threshold`` become labels, the others unknown, and people with fewer than ``min_joints``
+    such joints are dropped. The model then takes ``steps`` steps on batches of
+    ``unlabelled_batch`` pseudo-labelled people plus ``labelled_batch`` shots (both augmented as
+    the shots are), JointsMSE over both.
     """
 
-    method: SemiMethod = "mean_teacher"
+    method: SemiMethod = "distill"
     steps: int = 200
     unlabelled_batch: int = 16
     weight: float = 1.0
@@ -300,9 +306,15 @@ class SemiConfig:
     cutout_size: float = 0.25
     adabn_batches: int = 8
     final: Literal["teacher", "student"] = "teacher"
+    teacher: str = "pp-tinypose-256x192"
+    teacher_adapt: bool = True
+    labelled_batch: int = 8
+    min_joints: int = 4
 
     def __post_init__(self) -> None:
         check_finite(self, "semi")
+        check_int("semi", "labelled_batch", self.labelled_batch, 1, MAX_BATCH)
+        check_int("semi", "min_joints", self.min_joints, 0, MAX_KEYPOINTS)
         check_int("semi", "steps", self.steps, 1, MAX_STEPS)
         check_int("semi", "unlabelled_batch", self.unlabelled_batch, 1, MAX_BATCH)
         check_int("semi", "cutouts", self.cutouts, 0, 64)

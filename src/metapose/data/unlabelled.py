@@ -3,8 +3,9 @@
 Semi-supervised adaptation (:mod:`metapose.training.semi`) learns from these without labels.
 They come from a folder of images, a text file listing image paths (one a line, relative to the
 file), or a COCO JSON whose annotations carry person boxes (keypoints, if any, are ignored).
-Without boxes each image is one person in a whole-image box: right for single-person photos
-(LSPet); a caller may pass boxes of its own (a person detector's) instead.
+Without boxes each image is one person in a whole-image box: right for photos cropped around one
+person only; a caller may pass boxes of its own instead (a person detector's: ``metapose adapt
+--unlabelled`` finds people with the bundled detector unless told otherwise).
 """
 
 from __future__ import annotations
@@ -40,7 +41,17 @@ def whole_image_box(path: Path) -> Box:
     return (0.0, 0.0, float(width), float(height))
 
 
-def _listed_files(source: Path) -> list[Path]:
+def is_coco_file(source: str | Path) -> bool:
+    """Whether ``source`` names a COCO JSON (its boxes are the people) rather than images."""
+    source = Path(source)
+    return source.is_file() and source.suffix.lower() == ".json"
+
+
+def unlabelled_files(source: str | Path) -> list[Path]:
+    """The image files of a folder (sorted) or of a list file (in its order), checked to exist."""
+    source = Path(source)
+    if not source.exists():
+        raise DataError(source, "no such folder, list file or COCO JSON of unlabelled images")
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -114,16 +125,17 @@ def unlabelled_instances(
 ) -> list[Instance]:
     """The people of ``source`` (a folder, a list file or a COCO JSON) as unlabelled instances.
 
-    A COCO file's boxes are used; otherwise ``boxes`` (by image path) when given, else one
-    whole-image box per image. ``limit``: the first N images only. Keypoints are all unknown.
+    A COCO file's boxes are used; otherwise ``boxes`` (by image path) when given, where an image
+    without boxes has no people, else one whole-image box per image. ``limit``: the first N images
+    only. Keypoints are all unknown.
     """
     source = Path(source)
     if not source.exists():
         raise DataError(source, "no such folder, list file or COCO JSON of unlabelled images")
-    if source.is_file() and source.suffix.lower() == ".json":
+    if is_coco_file(source):
         people = _coco_people(source, None if image_dir is None else Path(image_dir))
     else:
-        people = [(p, None, i) for i, p in enumerate(_listed_files(source), 1)]
+        people = [(p, None, i) for i, p in enumerate(unlabelled_files(source), 1)]
     if limit is not None:
         keep = sorted({image_id for _, _, image_id in people})[:limit]
         allowed = set(keep)
@@ -131,8 +143,12 @@ def unlabelled_instances(
     unknown = np.zeros((skeleton.num_keypoints, 3), np.float32)
     out = []
     for number, (path, box, image_id) in enumerate(people):
-        given = None if boxes is None else boxes.get(path)
-        found = [box] if box is not None else list(given) if given else [whole_image_box(path)]
+        if box is not None:
+            found = [box]
+        elif boxes is not None:
+            found = list(boxes.get(path, ()))
+        else:
+            found = [whole_image_box(path)]
         out += [
             Instance(path, b, unknown, image_id=image_id, annotation_id=-(number + 1))
             for b in found

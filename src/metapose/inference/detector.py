@@ -16,7 +16,7 @@ ratio and non-maximum suppressed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from metapose.data.boxes import Detection
+from metapose.data.images import read_rgb
 from metapose.data.keypoint_results import PERSON_CATEGORY_ID
 from metapose.errors import DataError
 
@@ -245,4 +246,20 @@ def detection_entries(
         if file_name is not None:
             entry["file_name"] = file_name
         out.append(entry)
+    return out
+
+
+def people_in_files(
+    detector: PersonDetector,
+    files: Sequence[Path],
+    *,
+    on_image: Callable[[int], None] | None = None,
+) -> dict[Path, tuple[tuple[float, float, float, float], ...]]:
+    """The people ``detector`` finds in each image file, as ``(x, y, w, h)`` boxes by path (an
+    image with nobody maps to no boxes); ``on_image(1)`` after each file."""
+    out: dict[Path, tuple[tuple[float, float, float, float], ...]] = {}
+    for path in files:
+        out[path] = tuple(d.bbox for d in detector.detect(read_rgb(path)))
+        if on_image is not None:
+            on_image(1)
     return out

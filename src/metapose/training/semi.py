@@ -11,6 +11,9 @@ Two methods, chosen by :class:`~metapose.config.training.SemiConfig`:
   heatmaps warped by the same affine (``grid_sample`` on the heatmaps themselves, so there is no
   decode/encode round trip). Joints the teacher is not confident of are left out. The shots stay
   in every batch (JointsMSE), so the pseudo-labels cannot drift the model away from them.
+- ``distill``: a larger teacher labels the unlabelled people (:mod:`metapose.inference.distill`,
+  which needs the inference phase); :func:`fine_tune_on_pseudo_labels` here is its student's
+  training: batches of pseudo-labelled people plus shots, augmented as the shots are.
 """
 
 from __future__ import annotations
@@ -19,23 +22,24 @@ import copy
 import itertools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metapose.config import AdaptConfig, ConfigError
+from metapose.config import AdaptConfig, ConfigError, TopDownAugmentConfig
 from metapose.config.training import SemiConfig
 from metapose.data.batches import EpochBatches
 from metapose.data.codec import HeatmapCodec
-from metapose.data.dataset import Instance, TopDownDataset
+from metapose.data.dataset import Instance, Sample, TopDownDataset
 from metapose.device import DeviceOptions
 from metapose.errors import check_finite_loss
 from metapose.skeleton import COCO17, Skeleton
-from metapose.training.adapt import L2SP, AdaptResult, fine_tune, reestimate_batchnorm
+from metapose.training.adapt import L2SP, AdaptResult, adapt, fine_tune, reestimate_batchnorm
 from metapose.training.losses import joints_mse
 from metapose.training.step import batch_loss, build_optimizer, train_mode
 
@@ -172,7 +176,71 @@ def unlabelled_loss(
     return joints_mse(student.float(), targets, mask), mask
 
 
+def joined(first: Sample, second: Sample) -> Sample:
+    """Two collated batches as one (every field concatenated along the batch axis)."""
+    pairs: Any = zip(first, second, strict=True)  # collated: every field is a tensor
+    fields: Any = [torch.cat([a, b]) for a, b in pairs]
+    return Sample(*fields)
+
+
+def mixed_batches(
+    unlabelled: Iterator[Sample], labelled: Iterator[Sample] | None
+) -> Iterator[Sample]:
+    """Each ``unlabelled`` batch joined by the next ``labelled`` one (when there are shots)."""
+    for batch in unlabelled:
+        yield batch if labelled is None else joined(batch, next(labelled))
+
+
 # ------------------------------------------------------------------------------ the methods
+
+
+def fine_tune_on_pseudo_labels(
+    model: nn.Module,
+    support: TopDownDataset | None,
+    pseudo: Sequence[Instance],
+    adapt_config: AdaptConfig,
+    config: SemiConfig,
+    options: DeviceOptions,
+    *,
+    codec: HeatmapCodec,
+    seed: int = 0,
+    skeleton: Skeleton = COCO17,
+    on_step: Callable[[int, float], None] | None = None,
+) -> AdaptResult:
+    """``config.steps`` steps on batches of ``config.unlabelled_batch`` ``pseudo``-labelled people
+    (keypoints flagged 0 are not learnt) plus ``config.labelled_batch`` crops of ``support`` (None:
+    K = 0), both augmented as the support set is (default: SimpleBaseline's). The optimiser,
+    learning rate, frozen BatchNorm, head-only and L2-SP are ``adapt_config``'s; ``model`` changes
+    in place. The pseudo-labelled images are read from disk as needed, not kept in memory."""
+    if not pseudo:
+        raise ConfigError("no unlabelled person was labelled confidently enough to learn from")
+    augment = TopDownAugmentConfig() if support is None else support.augment
+    people = TopDownDataset(pseudo, codec, augment=augment, seed=seed, skeleton=skeleton)
+    unlabelled = EpochBatches(people, config.unlabelled_batch, seed=seed).batches()
+    labelled = (
+        None
+        if support is None
+        else EpochBatches(support, config.labelled_batch, seed=seed).batches()
+    )
+    log.info(
+        "distillation: %d steps on %d pseudo-labelled people and %d shots",
+        config.steps,
+        len(pseudo),
+        0 if support is None else len(support),
+    )
+    result = adapt(
+        model,
+        mixed_batches(unlabelled, labelled),
+        config.steps,
+        adapt_config.optimizer,
+        options,
+        head_only=adapt_config.head_only,
+        backbone_lr_scale=adapt_config.backbone_lr_scale,
+        frozen_batchnorm=adapt_config.batchnorm != "train",
+        penalty=L2SP(model, adapt_config.l2sp) if adapt_config.l2sp > 0 else None,
+        on_step=on_step,
+    )
+    return result
 
 
 def _unlabelled_batches(
@@ -268,6 +336,10 @@ def fine_tune_with_unlabelled(
     """
     if not unlabelled:
         raise ConfigError("semi-supervised adaptation needs at least one unlabelled image")
+    if config.method == "distill":
+        raise ConfigError(
+            "distillation needs its teacher: metapose.inference.distill.distill_from_teacher"
+        )
     if support is not None and len(support) == 0:
         support = None
     options.prepare(model)

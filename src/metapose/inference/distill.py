@@ -1,0 +1,165 @@
+"""Distillation from a larger teacher on unlabelled target people (``SemiConfig.method:
+distill``): the teacher, first fine-tuned on the shots, labels the unlabelled people with flip
+test; its confident joints become labels; the model being adapted (the student) then learns on
+those and the shots (:func:`metapose.training.semi.fine_tune_on_pseudo_labels`).
+
+The labels are keypoints in image pixels, so teacher and student need not share an input size,
+heatmap size or codec: each crops and encodes through its own (the 256x192 zoo model teaches the
+128x96 one). This module is in the inference phase because labelling is prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from metapose.config import AdaptConfig
+from metapose.config.training import SemiConfig
+from metapose.data.codec import HeatmapCodec
+from metapose.data.dataset import Instance, TopDownDataset
+from metapose.device import DeviceOptions
+from metapose.inference.crop_runner import predict, torch_heatmap_fn
+from metapose.models import TopDownModel
+from metapose.progress import Progress, SilentProgress
+from metapose.skeleton import COCO17, Skeleton
+from metapose.training.adapt import fine_tune
+from metapose.training.semi import SemiResult, fine_tune_on_pseudo_labels
+
+log = logging.getLogger(__name__)
+
+LABELLED = 2.0  # COCO's visibility flag for a labelled joint
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """The people a teacher labelled confidently enough, and how confident it was overall."""
+
+    people: tuple[Instance, ...]  # keypoints in image pixels; unconfident joints flagged 0
+    labelled: int  # people the teacher saw
+    confident: float  # share of all their joints at or above the threshold
+
+
+def pseudo_label(
+    teacher: TopDownModel,
+    people: Sequence[Instance],
+    options: DeviceOptions,
+    *,
+    threshold: float,
+    min_joints: int,
+    flip: bool = True,
+    skeleton: Skeleton = COCO17,
+    on_batch: Callable[[int], None] | None = None,
+) -> PseudoLabels:
+    """``teacher``'s poses of ``people`` (cropped by its own codec, flip test with ``flip``) as
+    labels: joints scored at least ``threshold`` are labelled, the others unknown (flag 0, not
+    learnt); people with fewer than ``min_joints`` labelled joints are left out."""
+    codec = HeatmapCodec.for_model(teacher.config)
+    crops = TopDownDataset(people, codec, targets=False, skeleton=skeleton)
+    predictions = predict(
+        torch_heatmap_fn(teacher, options), crops, flip=flip, skeleton=skeleton, on_batch=on_batch
+    )
+    kept: list[Instance] = []
+    confident = 0
+    for person, prediction in zip(people, predictions, strict=True):
+        keypoints = np.asarray(prediction.keypoints, np.float32).copy()
+        sure = keypoints[:, 2] >= threshold
+        confident += int(sure.sum())
+        if int(sure.sum()) < max(min_joints, 1):
+            continue
+        keypoints[:, 2] = np.where(sure, LABELLED, 0.0)
+        keypoints[~sure, :2] = 0.0
+        kept.append(replace(person, keypoints=keypoints))
+    total = max(1, len(people) * skeleton.num_keypoints)
+    return PseudoLabels(tuple(kept), len(people), confident / total)
+
+
+def distill_from_teacher(
+    model: TopDownModel,
+    teacher: TopDownModel,
+    support: TopDownDataset | None,
+    unlabelled: Sequence[Instance],
+    adapt_config: AdaptConfig,
+    config: SemiConfig,
+    options: DeviceOptions,
+    *,
+    seed: int = 0,
+    skeleton: Skeleton = COCO17,
+    flip: bool = True,
+    progress: Progress | None = None,
+) -> SemiResult:
+    """Adapt ``model`` in place by distillation from ``teacher`` (changed in place too).
+
+    With shots (``support``, cropped for ``model``) and ``config.teacher_adapt`` the teacher is
+    first fine-tuned on the same people by ``adapt_config`` (its own crops, the same augmentation
+    and seed); it then labels ``unlabelled`` (:func:`pseudo_label`, ``config.threshold`` and
+    ``config.min_joints``), and ``model`` takes ``config.steps`` steps on those labels and the shots
+    (:func:`~metapose.training.semi.fine_tune_on_pseudo_labels`). ``flip``: the teacher's flip
+    test. The result's ``shots`` is the student's training (None without steps).
+    """
+    progress = SilentProgress() if progress is None else progress
+    if support is not None and len(support) == 0:
+        support = None
+    if support is not None and config.teacher_adapt:
+        own = TopDownDataset(
+            support.instances,
+            HeatmapCodec.for_model(teacher.config),
+            augment=support.augment,
+            seed=support.seed,
+            cache_images=True,
+            skeleton=skeleton,
+        )
+        steps: list[Callable[[int], None]] = []
+        fine_tune(
+            teacher,
+            own,
+            adapt_config,
+            options,
+            seed=seed,
+            on_start=lambda n: steps.append(
+                progress.stage(f"teacher: adapt on {len(own)} shots", n)
+            ),
+            on_step=lambda step, loss: steps[-1](1),
+        )
+        progress.close_stage()
+    advance = progress.stage(f"teacher: label {len(unlabelled)} people", len(unlabelled))
+    labels = pseudo_label(
+        teacher,
+        unlabelled,
+        options,
+        threshold=config.threshold,
+        min_joints=config.min_joints,
+        flip=flip,
+        skeleton=skeleton,
+        on_batch=advance,
+    )
+    progress.close_stage()
+    log.info(
+        "teacher labelled %d of %d people (%.0f %% of joints confident)",
+        len(labels.people),
+        labels.labelled,
+        100 * labels.confident,
+    )
+    student = progress.stage(f"distil into the model: {len(labels.people)} people", config.steps)
+    result = fine_tune_on_pseudo_labels(
+        model,
+        support,
+        labels.people,
+        adapt_config,
+        config,
+        options,
+        codec=HeatmapCodec.for_model(model.config),
+        seed=seed,
+        skeleton=skeleton,
+        on_step=lambda step, loss: student(1),
+    )
+    progress.close_stage()
+    return SemiResult(
+        "distill",
+        result,
+        len(unlabelled),
+        losses=result.losses,
+        confident=(labels.confident,),
+    )

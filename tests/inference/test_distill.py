@@ -1,0 +1,152 @@
+"""Distillation from a larger teacher: its confident joints become labels, the student learns on
+them and the shots in every batch, and the teacher may differ from the student in input size."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from metapose.config import AdaptConfig, ConfigError, ModelConfig, OptimizerConfig
+from metapose.config.training import SemiConfig
+from metapose.data.dataset import Instance
+from metapose.device import DeviceOptions
+from metapose.inference.distill import LABELLED, distill_from_teacher, pseudo_label
+from metapose.models import TopDownModel
+from metapose.training.semi import fine_tune_on_pseudo_labels, fine_tune_with_unlabelled
+from tests.conftest import TINY_MODEL
+from tests.helpers import TINY_CODEC, random_instances, tiny_dataset
+
+CPU = DeviceOptions(torch.device("cpu"), amp=False, channels_last=False)
+QUICK = AdaptConfig(optimizer=OptimizerConfig(lr=1e-2), epochs=1, batch_size=4)
+DISTIL = SemiConfig(method="distill", steps=3, unlabelled_batch=3, labelled_batch=2, threshold=0.0)
+# A teacher of twice the student's input size (the 256x192 zoo model teaches the 128x96 one).
+BIG: ModelConfig = replace(TINY_MODEL, input_size=(64, 128))
+
+
+def seeded(config: ModelConfig, seed: int = 0) -> TopDownModel:
+    torch.manual_seed(seed)
+    return TopDownModel(config)
+
+
+def unlabelled(n: int = 6) -> list[Instance]:
+    return [
+        Instance(i.image, i.box, np.zeros_like(i.keypoints), i.image_id, -i.image_id)
+        for i in random_instances(n, seed=5)
+    ]
+
+
+def weights(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def moved(before: dict[str, torch.Tensor], m: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_confident_joints_become_labels_and_the_rest_unknown() -> None:
+    teacher, people = seeded(BIG), unlabelled()
+    every = pseudo_label(teacher, people, CPU, threshold=0.0, min_joints=1)
+    assert len(every.people) == 6 and every.labelled == 6 and every.confident == 1.0
+    assert all((p.keypoints[:, 2] == LABELLED).all() for p in every.people)
+    # the labels are the teacher's poses in image pixels, inside the person's crop region
+    x0, y0, w, h = people[0].box
+    xy = every.people[0].keypoints[:, :2]
+    assert (xy[:, 0] > x0 - w).all() and (xy[:, 0] < x0 + 2 * w).all()
+    assert (xy[:, 1] > y0 - h).all() and (xy[:, 1] < y0 + 2 * h).all()
+    # a threshold between the teacher's scores splits the joints; unsure ones are zeroed
+    scores = np.concatenate([p.keypoints[:, 2] for p in pseudo_label_scores(teacher, people)])
+    middle = float(np.median(scores))
+    some = pseudo_label(teacher, people, CPU, threshold=middle, min_joints=0)
+    flags = np.concatenate([p.keypoints[:, 2] for p in some.people])
+    assert 0 < (flags == LABELLED).sum() < flags.size
+    unsure = np.concatenate([p.keypoints[p.keypoints[:, 2] == 0, :2] for p in some.people])
+    assert not unsure.any()
+    # people with fewer confident joints than min_joints are left out
+    none = pseudo_label(teacher, people, CPU, threshold=1.0 + scores.max(), min_joints=1)
+    assert none.people == () and none.confident == 0.0
+
+
+def pseudo_label_scores(teacher: TopDownModel, people: list[Instance]) -> list[Instance]:
+    """The teacher's raw scores (flags) per person: every joint kept at threshold -inf."""
+    from metapose.data.codec import HeatmapCodec
+    from metapose.data.dataset import TopDownDataset
+    from metapose.inference.crop_runner import predict, torch_heatmap_fn
+
+    crops = TopDownDataset(people, HeatmapCodec.for_model(teacher.config), targets=False)
+    predictions = predict(torch_heatmap_fn(teacher, CPU), crops)
+    return [replace(p, keypoints=q.keypoints) for p, q in zip(people, predictions, strict=True)]
+
+
+def test_every_step_mixes_pseudo_labels_and_shots() -> None:
+    seen: list[int] = []
+    student = seeded(TINY_MODEL)
+    labels = pseudo_label(seeded(BIG), unlabelled(), CPU, threshold=0.0, min_joints=1)
+
+    import metapose.training.semi as semi
+
+    original = semi.adapt
+
+    def spy(model, batches, steps, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def counted():  # type: ignore[no-untyped-def]
+            for batch in batches:
+                seen.append(int(batch.image.shape[0]))
+                yield batch
+
+        return original(model, counted(), steps, *args, **kwargs)
+
+    semi.adapt = spy  # type: ignore[assignment]
+    try:
+        with_shots = fine_tune_on_pseudo_labels(
+            student, tiny_dataset(4), labels.people, QUICK, DISTIL, CPU, codec=TINY_CODEC
+        )
+        alone = fine_tune_on_pseudo_labels(
+            seeded(TINY_MODEL), None, labels.people, QUICK, DISTIL, CPU, codec=TINY_CODEC
+        )
+    finally:
+        semi.adapt = original  # type: ignore[assignment]
+    assert seen == [5, 5, 5, 3, 3, 3]  # 3 pseudo-labelled + 2 shots; K = 0: pseudo only
+    assert len(with_shots.losses) == 3 and len(alone.losses) == 3
+    with pytest.raises(ConfigError, match="confidently"):
+        fine_tune_on_pseudo_labels(student, None, [], QUICK, DISTIL, CPU, codec=TINY_CODEC)
+
+
+def test_unknown_joints_are_not_learnt() -> None:
+    """People whose every joint is unknown give a zero loss: nothing is learnt from them."""
+    blank = [replace(p, keypoints=np.zeros_like(p.keypoints)) for p in unlabelled()]
+    student = seeded(TINY_MODEL)
+    result = fine_tune_on_pseudo_labels(student, None, blank, QUICK, DISTIL, CPU, codec=TINY_CODEC)
+    assert result.losses == (0.0, 0.0, 0.0)
+
+
+def test_distillation_adapts_the_teacher_then_the_student_deterministically() -> None:
+    runs = []
+    for _ in range(2):
+        student, teacher = seeded(TINY_MODEL), seeded(BIG, 1)
+        s0, t0 = weights(student), weights(teacher)
+        result = distill_from_teacher(
+            student, teacher, tiny_dataset(4), unlabelled(), QUICK, DISTIL, CPU, seed=2
+        )
+        assert moved(s0, student) and moved(t0, teacher)
+        runs.append((weights(student), result))
+    (a, ra), (b, rb) = runs
+    assert all(torch.equal(a[k], b[k]) for k in a) and ra.losses == rb.losses
+    assert ra.method == "distill" and ra.unlabelled_crops == 6 and ra.shots is not None
+    # teacher_adapt off, or no shots: the teacher is used as it is
+    for support, config in (
+        (tiny_dataset(4), replace(DISTIL, teacher_adapt=False)),
+        (None, DISTIL),
+    ):
+        teacher = seeded(BIG, 1)
+        t0 = weights(teacher)
+        distill_from_teacher(seeded(TINY_MODEL), teacher, support, unlabelled(), QUICK, config, CPU)
+        assert not moved(t0, teacher)
+
+
+def test_the_semi_entry_point_names_the_distillation_function() -> None:
+    with pytest.raises(ConfigError, match="distill_from_teacher"):
+        fine_tune_with_unlabelled(
+            seeded(TINY_MODEL), None, unlabelled(), QUICK, DISTIL, CPU, codec=TINY_CODEC
+        )
