@@ -72,7 +72,6 @@ from metapose.training.semi import fine_tune_with_unlabelled
 ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
 BASE_SEED = 0
-NAME = "lspet"
 METHODS = ("shots", "adabn", "mean_teacher", "distill")
 UNADAPTED = "unadapted"
 TEACHER = "teacher"
@@ -93,14 +92,15 @@ class Row:
 def support_set(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDownDataset | None:
     if k == 0:
         return None
+    name = target.config.name
     shots = choose_shots(
-        target.dataset, k, derived_seed(BASE_SEED, "shots", NAME, k, seed), pool=target.pool_ids
+        target.dataset, k, derived_seed(BASE_SEED, "shots", name, k, seed), pool=target.pool_ids
     )
     return TopDownDataset(
         instances_from_coco(target.dataset, image_ids=shots),
         codec,
         augment=TopDownAugmentConfig(),
-        seed=derived_seed(BASE_SEED, "support", NAME, k, seed),
+        seed=derived_seed(BASE_SEED, "support", name, k, seed),
         cache_images=True,
     )
 
@@ -108,16 +108,26 @@ def support_set(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDo
 def unlabelled_people(
     target: Target, count: int, skeleton_size: int, boxes: str = "whole"
 ) -> list[Instance]:
-    """``count`` pool photos, drawn once, as unlabelled people: whole-image boxes or the bundled
-    detector's (``boxes="detect"``; a photo where it finds nobody has no people)."""
-    rng = np.random.default_rng(derived_seed(BASE_SEED, "unlabelled", NAME))
+    """``count`` pool images (all when fewer), drawn once, as unlabelled people: whole-image
+    boxes, the bundled detector's (``boxes="detect"``; an image where it finds nobody has no
+    people) or the annotations' person boxes (``boxes="gt"``, as a COCO JSON of boxes gives them;
+    their keypoints are not read)."""
+    rng = np.random.default_rng(derived_seed(BASE_SEED, "unlabelled", target.config.name))
+    count = min(count, len(target.pool_ids))
     ids = sorted(int(i) for i in rng.choice(target.pool_ids, size=count, replace=False))
     unknown = np.zeros((skeleton_size, 3), np.float32)
     paths = {image_id: target.dataset.image_path(image_id) for image_id in ids}
     found = people_in_files(PersonDetector(), list(paths.values())) if boxes == "detect" else None
+    annotated: dict[int, list[tuple[float, float, float, float]]] = {}
+    for a in target.dataset.annotations:
+        if a.trainable:
+            annotated.setdefault(a.image_id, []).append(tuple(a.bbox))  # type: ignore[arg-type]
     out = []
     for image_id, path in paths.items():
-        people = [whole_image_box(path)] if found is None else found[path]
+        if boxes == "gt":
+            people = annotated.get(image_id, [])
+        else:
+            people = [whole_image_box(path)] if found is None else found[path]
         out += [Instance(path, box, unknown, image_id, -(len(out) + 1)) for box in people]
     return out
 
@@ -138,11 +148,10 @@ def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
         else ""
     )
     lines = [
-        f"# Semi-supervised adaptation on LSPet ({meta['init']})",
+        f"# Semi-supervised adaptation on {meta['target']} ({meta['init']})",
         "",
-        f"Test: {meta['test_people']} people (first {meta['test_limit']} photos of "
-        f"{meta.get('test_ids', [4001, 5000])[0]}-{meta.get('test_ids', [4001, 5000])[1]}), "
-        f"12 body keypoints, OKS AP x 100. Unlabelled: {meta['unlabelled']} pool photos, "
+        f"Test: {meta['test_people']} people ({meta['test']}), "
+        f"OKS AP x 100. Unlabelled: {meta['unlabelled']} pool images, "
         f"{meta['unlabelled_people']} people ({meta['boxes']} boxes); mean teacher and distill "
         f"{meta['steps']} steps. Unadapted: {100 * unadapted.ap:.1f}.{teacher_line}",
         "",
@@ -191,7 +200,10 @@ def main() -> None:
         "settings were chosen on 4001-4200, so 4201-5000 is held out from that choice",
     )
     parser.add_argument("--unlabelled", type=int, default=500, help="pool photos used unlabelled")
-    parser.add_argument("--boxes", choices=("detect", "whole"), default="detect")
+    parser.add_argument("--config", type=Path, default=LSPET_CONFIG, help="an experiment config")
+    parser.add_argument("--target", help="its target (default: the first)")
+    parser.add_argument("--pool-size", type=int, help="a synthetic target's pool (renders)")
+    parser.add_argument("--boxes", choices=("detect", "whole", "gt"), default="detect")
     parser.add_argument("--teacher", default=SemiConfig().teacher, help="distill's teacher")
     parser.add_argument(
         "--steps", type=int, default=SemiConfig().steps, help="mean-teacher and distill steps"
@@ -209,10 +221,15 @@ def main() -> None:
     options.prepare(start)
     codec = HeatmapCodec.for_model(start.config)
     flip = start.config.codec.flip_test
-    target_config = load_config(LSPET_CONFIG, ExperimentConfig).targets[0]
-    target_config = replace(target_config, test_limit=args.test_limit)
+    targets = load_config(args.config, ExperimentConfig).targets
+    chosen = [t for t in targets if args.target in (None, t.name)]
+    if not chosen:
+        raise SystemExit(f"error: {args.config} has no target {args.target!r}")
+    target_config = replace(chosen[0], test_limit=args.test_limit)
     if args.test_ids is not None:
         target_config = replace(target_config, test_ids=tuple(args.test_ids))
+    if args.pool_size is not None:
+        target_config = replace(target_config, pool_size=args.pool_size)
     experiment = ExperimentConfig(
         name="semi", seed=BASE_SEED, init=args.init, arms=("as-is",), targets=(target_config,)
     )
@@ -231,7 +248,13 @@ def main() -> None:
         "boxes": args.boxes,
         "unlabelled_people": len(unlabelled),
         "test_limit": args.test_limit,
-        "test_ids": list(target_config.test_ids or ()),
+        "target": target_config.name,
+        "test": (
+            f"first {args.test_limit} of {target_config.test_size} rendered scenes"
+            if target_config.synthetic
+            else f"first {args.test_limit} photos of ids {target_config.test_ids}"
+        )
+        + (f", keypoints {', '.join(target_config.keypoints)}" if target_config.keypoints else ""),
         "test_people": target.test.size,
         "unlabelled": args.unlabelled,
         "steps": args.steps,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset
@@ -36,6 +37,19 @@ def random_instances(n: int, seed: int = 0, size: tuple[int, int] = (80, 100)) -
             )
         )
     return out
+
+
+def unlabelled_people(n: int = 8, seed: int = 5) -> list[Instance]:
+    """``random_instances`` with their labels removed (every joint unknown)."""
+    return [
+        Instance(i.image, i.box, np.zeros_like(i.keypoints), i.image_id, -i.image_id)
+        for i in random_instances(n, seed=seed)
+    ]
+
+
+def state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s state to compare with later."""
+    return {k: v.clone() for k, v in module.state_dict().items()}
 
 
 def tiny_dataset(n: int = 8, seed: int = 0, **kwargs: object) -> TopDownDataset:

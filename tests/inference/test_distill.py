@@ -17,7 +17,7 @@ from metapose.inference.distill import LABELLED, distill_from_teacher, pseudo_la
 from metapose.models import TopDownModel
 from metapose.training.semi import fine_tune_on_pseudo_labels, fine_tune_with_unlabelled
 from tests.conftest import TINY_MODEL
-from tests.helpers import TINY_CODEC, random_instances, tiny_dataset
+from tests.helpers import TINY_CODEC, state_copy, tiny_dataset, unlabelled_people
 
 CPU = DeviceOptions(torch.device("cpu"), amp=False, channels_last=False)
 QUICK = AdaptConfig(optimizer=OptimizerConfig(lr=1e-2), epochs=1, batch_size=4)
@@ -31,23 +31,12 @@ def seeded(config: ModelConfig, seed: int = 0) -> TopDownModel:
     return TopDownModel(config)
 
 
-def unlabelled(n: int = 6) -> list[Instance]:
-    return [
-        Instance(i.image, i.box, np.zeros_like(i.keypoints), i.image_id, -i.image_id)
-        for i in random_instances(n, seed=5)
-    ]
-
-
-def weights(m: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in m.state_dict().items()}
-
-
 def moved(before: dict[str, torch.Tensor], m: torch.nn.Module) -> bool:
     return any(not torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
 def test_confident_joints_become_labels_and_the_rest_unknown() -> None:
-    teacher, people = seeded(BIG), unlabelled()
+    teacher, people = seeded(BIG), unlabelled_people(6)
     every = pseudo_label(teacher, people, CPU, threshold=0.0, min_joints=1)
     assert len(every.people) == 6 and every.labelled == 6 and every.confident == 1.0
     assert all((p.keypoints[:, 2] == LABELLED).all() for p in every.people)
@@ -83,11 +72,11 @@ def pseudo_label_scores(teacher: TopDownModel, people: list[Instance]) -> list[I
 def test_every_step_mixes_pseudo_labels_and_shots() -> None:
     seen: list[int] = []
     student = seeded(TINY_MODEL)
-    labels = pseudo_label(seeded(BIG), unlabelled(), CPU, threshold=0.0, min_joints=1)
+    labels = pseudo_label(seeded(BIG), unlabelled_people(6), CPU, threshold=0.0, min_joints=1)
 
     import metapose.training.semi as semi
 
-    original = semi.adapt
+    original = semi.adapt_by
 
     def spy(model, batches, steps, *args, **kwargs):  # type: ignore[no-untyped-def]
         def counted():  # type: ignore[no-untyped-def]
@@ -97,7 +86,7 @@ def test_every_step_mixes_pseudo_labels_and_shots() -> None:
 
         return original(model, counted(), steps, *args, **kwargs)
 
-    semi.adapt = spy  # type: ignore[assignment]
+    semi.adapt_by = spy  # type: ignore[assignment]
     try:
         with_shots = fine_tune_on_pseudo_labels(
             student, tiny_dataset(4), labels.people, QUICK, DISTIL, CPU, codec=TINY_CODEC
@@ -106,7 +95,7 @@ def test_every_step_mixes_pseudo_labels_and_shots() -> None:
             seeded(TINY_MODEL), None, labels.people, QUICK, DISTIL, CPU, codec=TINY_CODEC
         )
     finally:
-        semi.adapt = original  # type: ignore[assignment]
+        semi.adapt_by = original  # type: ignore[assignment]
     assert seen == [5, 5, 5, 3, 3, 3]  # 3 pseudo-labelled + 2 shots; K = 0: pseudo only
     assert len(with_shots.losses) == 3 and len(alone.losses) == 3
     with pytest.raises(ConfigError, match="confidently"):
@@ -115,7 +104,7 @@ def test_every_step_mixes_pseudo_labels_and_shots() -> None:
 
 def test_unknown_joints_are_not_learnt() -> None:
     """People whose every joint is unknown give a zero loss: nothing is learnt from them."""
-    blank = [replace(p, keypoints=np.zeros_like(p.keypoints)) for p in unlabelled()]
+    blank = [replace(p, keypoints=np.zeros_like(p.keypoints)) for p in unlabelled_people(6)]
     student = seeded(TINY_MODEL)
     result = fine_tune_on_pseudo_labels(student, None, blank, QUICK, DISTIL, CPU, codec=TINY_CODEC)
     assert result.losses == (0.0, 0.0, 0.0)
@@ -125,12 +114,12 @@ def test_distillation_adapts_the_teacher_then_the_student_deterministically() ->
     runs = []
     for _ in range(2):
         student, teacher = seeded(TINY_MODEL), seeded(BIG, 1)
-        s0, t0 = weights(student), weights(teacher)
+        s0, t0 = state_copy(student), state_copy(teacher)
         result = distill_from_teacher(
-            student, teacher, tiny_dataset(4), unlabelled(), QUICK, DISTIL, CPU, seed=2
+            student, teacher, tiny_dataset(4), unlabelled_people(6), QUICK, DISTIL, CPU, seed=2
         )
         assert moved(s0, student) and moved(t0, teacher)
-        runs.append((weights(student), result))
+        runs.append((state_copy(student), result))
     (a, ra), (b, rb) = runs
     assert all(torch.equal(a[k], b[k]) for k in a) and ra.losses == rb.losses
     assert ra.method == "distill" and ra.unlabelled_crops == 6 and ra.shots is not None
@@ -140,13 +129,15 @@ def test_distillation_adapts_the_teacher_then_the_student_deterministically() ->
         (None, DISTIL),
     ):
         teacher = seeded(BIG, 1)
-        t0 = weights(teacher)
-        distill_from_teacher(seeded(TINY_MODEL), teacher, support, unlabelled(), QUICK, config, CPU)
+        t0 = state_copy(teacher)
+        distill_from_teacher(
+            seeded(TINY_MODEL), teacher, support, unlabelled_people(6), QUICK, config, CPU
+        )
         assert not moved(t0, teacher)
 
 
 def test_the_semi_entry_point_names_the_distillation_function() -> None:
     with pytest.raises(ConfigError, match="distill_from_teacher"):
         fine_tune_with_unlabelled(
-            seeded(TINY_MODEL), None, unlabelled(), QUICK, DISTIL, CPU, codec=TINY_CODEC
+            seeded(TINY_MODEL), None, unlabelled_people(6), QUICK, DISTIL, CPU, codec=TINY_CODEC
         )

@@ -12,7 +12,6 @@ import torch
 
 from metapose.config import AdaptConfig, OptimizerConfig
 from metapose.config.training import SemiConfig
-from metapose.data.dataset import Instance
 from metapose.data.images import write_rgb
 from metapose.data.unlabelled import unlabelled_instances
 from metapose.device import DeviceOptions
@@ -27,7 +26,7 @@ from metapose.training.semi import (
     warp,
 )
 from tests.conftest import TINY_MODEL
-from tests.helpers import TINY_CODEC, random_instances, tiny_dataset
+from tests.helpers import TINY_CODEC, state_copy, tiny_dataset, unlabelled_people
 
 CPU = DeviceOptions(torch.device("cpu"), amp=False, channels_last=False)
 QUICK = AdaptConfig(optimizer=OptimizerConfig(lr=1e-2), epochs=1, batch_size=4)
@@ -39,21 +38,10 @@ def model() -> TopDownModel:
     return TopDownModel(TINY_MODEL)
 
 
-def unlabelled(n: int = 8) -> list[Instance]:
-    return [
-        Instance(i.image, i.box, np.zeros_like(i.keypoints), i.image_id, -i.image_id)
-        for i in random_instances(n, seed=5)
-    ]
-
-
-def weights(m: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in m.state_dict().items()}
-
-
 def test_ema_decay_one_keeps_the_teacher_and_zero_copies_the_student() -> None:
     teacher, student = model(), model()
     torch.nn.init.normal_(student.final_layer.weight)
-    before = weights(teacher)
+    before = state_copy(teacher)
     ema_update(teacher, student, 1.0)
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     ema_update(teacher, student, 0.0)
@@ -129,11 +117,11 @@ def test_the_unlabelled_loss_pulls_a_student_toward_a_fixed_teacher() -> None:
 @pytest.mark.parametrize("method", ["adabn", "mean_teacher"])
 def test_k0_runs_and_changes_the_model(method: str) -> None:
     m = model()
-    before = weights(m)
+    before = state_copy(m)
     # a random model is confident of nothing: threshold 0 keeps every joint
     config = SemiConfig(**{**SEMI.__dict__, "method": method, "ema_decay": 0.5, "threshold": 0.0})
     result = fine_tune_with_unlabelled(
-        m, None, unlabelled(), QUICK, config, CPU, codec=TINY_CODEC, seed=0
+        m, None, unlabelled_people(), QUICK, config, CPU, codec=TINY_CODEC, seed=0
     )
     assert result.shots is None and result.unlabelled_crops == 8
     assert any(not torch.equal(before[k], v) for k, v in m.state_dict().items())
@@ -146,9 +134,9 @@ def test_mean_teacher_with_shots_is_deterministic_and_fine_tunes_first() -> None
     for _ in range(2):
         m = model()
         result = fine_tune_with_unlabelled(
-            m, tiny_dataset(8), unlabelled(), QUICK, SEMI, CPU, codec=TINY_CODEC, seed=3
+            m, tiny_dataset(8), unlabelled_people(), QUICK, SEMI, CPU, codec=TINY_CODEC, seed=3
         )
-        runs.append((weights(m), result))
+        runs.append((state_copy(m), result))
     (a, ra), (b, rb) = runs
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert ra.losses == rb.losses and ra.shots is not None and len(ra.shots.losses) == 2
@@ -163,7 +151,7 @@ def test_decay_one_returns_the_shot_fine_tuned_teacher() -> None:
     semi = model()
     config = SemiConfig(**{**SEMI.__dict__, "ema_decay": 1.0})
     fine_tune_with_unlabelled(
-        semi, tiny_dataset(8), unlabelled(), QUICK, config, CPU, codec=TINY_CODEC, seed=3
+        semi, tiny_dataset(8), unlabelled_people(), QUICK, config, CPU, codec=TINY_CODEC, seed=3
     )
     assert all(torch.equal(v, semi.state_dict()[k]) for k, v in plain.state_dict().items())
 

@@ -331,9 +331,24 @@ def _fine_tune(
     if config.batchnorm == "reestimate":
         options.prepare(model)
         reestimate_batchnorm(model, list(itertools.islice(stream.batches(), 1)), options)
-    result = adapt(
+    result = adapt_by(model, stream.batches(), steps, config, options, on_step=on_step)
+    return AdaptResult(result.losses, result.images, stream.batches_per_epoch)
+
+
+def adapt_by(
+    model: nn.Module,
+    batches: Iterator[Sample],
+    steps: int,
+    config: AdaptConfig,
+    options: DeviceOptions,
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+) -> AdaptResult:
+    """:func:`adapt` with ``config``'s optimiser, head-only choice, backbone learning-rate scale,
+    BatchNorm mode (statistics kept unless ``train``) and L2-SP strength."""
+    return adapt(
         model,
-        stream.batches(),
+        batches,
         steps,
         config.optimizer,
         options,
@@ -343,4 +358,3 @@ def _fine_tune(
         penalty=L2SP(model, config.l2sp) if config.l2sp > 0 else None,
         on_step=on_step,
     )
-    return AdaptResult(result.losses, result.images, stream.batches_per_epoch)

@@ -39,7 +39,13 @@ from metapose.data.dataset import Instance, Sample, TopDownDataset
 from metapose.device import DeviceOptions
 from metapose.errors import check_finite_loss
 from metapose.skeleton import COCO17, Skeleton
-from metapose.training.adapt import L2SP, AdaptResult, adapt, fine_tune, reestimate_batchnorm
+from metapose.training.adapt import (
+    L2SP,
+    AdaptResult,
+    adapt_by,
+    fine_tune,
+    reestimate_batchnorm,
+)
 from metapose.training.losses import joints_mse
 from metapose.training.step import batch_loss, build_optimizer, train_mode
 
@@ -228,16 +234,12 @@ def fine_tune_on_pseudo_labels(
         len(pseudo),
         0 if support is None else len(support),
     )
-    result = adapt(
+    result = adapt_by(
         model,
         mixed_batches(unlabelled, labelled),
         config.steps,
-        adapt_config.optimizer,
+        adapt_config,
         options,
-        head_only=adapt_config.head_only,
-        backbone_lr_scale=adapt_config.backbone_lr_scale,
-        frozen_batchnorm=adapt_config.batchnorm != "train",
-        penalty=L2SP(model, adapt_config.l2sp) if adapt_config.l2sp > 0 else None,
         on_step=on_step,
     )
     return result
