@@ -17,7 +17,7 @@ from metapose.inference.distill import LABELLED, distill_from_teacher, pseudo_la
 from metapose.models import TopDownModel
 from metapose.training.semi import fine_tune_on_pseudo_labels, fine_tune_with_unlabelled
 from tests.conftest import TINY_MODEL
-from tests.helpers import TINY_CODEC, state_copy, tiny_dataset, unlabelled_people
+from tests.helpers import TINY_CODEC, RecordingProgress, state_copy, tiny_dataset, unlabelled_people
 
 CPU = DeviceOptions(torch.device("cpu"), amp=False, channels_last=False)
 QUICK = AdaptConfig(optimizer=OptimizerConfig(lr=1e-2), epochs=1, batch_size=4)
@@ -141,3 +141,23 @@ def test_the_semi_entry_point_names_the_distillation_function() -> None:
         fine_tune_with_unlabelled(
             seeded(TINY_MODEL), None, unlabelled_people(6), QUICK, DISTIL, CPU, codec=TINY_CODEC
         )
+
+
+def test_a_large_set_is_labelled_only_as_far_as_the_student_will_see_it() -> None:
+    """steps x unlabelled_batch = 6 crops: 6 of 10 people are labelled, the same 6 each time."""
+    drawn = []
+    for _ in range(2):
+        progress = RecordingProgress()
+        distill_from_teacher(
+            seeded(TINY_MODEL),
+            seeded(BIG),
+            None,
+            unlabelled_people(10),
+            QUICK,
+            replace(DISTIL, steps=2),
+            CPU,
+            seed=1,
+            progress=progress,
+        )
+        drawn.append(progress.stages)
+    assert ["teacher: label 6 people", 6, 6] in drawn[0] and drawn[0] == drawn[1]

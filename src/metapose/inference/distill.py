@@ -31,6 +31,7 @@ from metapose.training.semi import SemiResult, fine_tune_on_pseudo_labels
 log = logging.getLogger(__name__)
 
 LABELLED = 2.0  # COCO's visibility flag for a labelled joint
+_SUBSET_STREAM = 3  # the draw of the people to label: a stream of its own beside the seed
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,21 @@ def distill_from_teacher(
     first fine-tuned on the same people by ``adapt_config`` (its own crops, the same augmentation
     and seed); it then labels ``unlabelled`` (:func:`pseudo_label`, ``config.threshold`` and
     ``config.min_joints``), and ``model`` takes ``config.steps`` steps on those labels and the shots
-    (:func:`~metapose.training.semi.fine_tune_on_pseudo_labels`). ``flip``: the teacher's flip
-    test. The result's ``shots`` is the student's training (None without steps).
+    (:func:`~metapose.training.semi.fine_tune_on_pseudo_labels`). The student sees
+    ``config.steps * config.unlabelled_batch`` pseudo-labelled crops, so from a larger set only
+    that many people, drawn by ``seed``, are labelled: each is then seen once, and the teacher's
+    cost stops growing with the set. ``flip``: the teacher's flip test. The result's ``shots`` is
+    the student's training.
     """
     progress = SilentProgress() if progress is None else progress
+    people = list(unlabelled)
+    budget = config.steps * config.unlabelled_batch
+    if len(people) > budget:
+        rng = np.random.default_rng((seed, _SUBSET_STREAM))
+        people = [people[int(i)] for i in sorted(rng.choice(len(people), budget, replace=False))]
+        log.info(
+            "labelling %d of %d unlabelled people (one each a crop seen)", budget, len(unlabelled)
+        )
     if support is not None and len(support) == 0:
         support = None
     if support is not None and config.teacher_adapt:
@@ -124,10 +136,10 @@ def distill_from_teacher(
             on_step=lambda step, loss: steps[-1](1),
         )
         progress.close_stage()
-    advance = progress.stage(f"teacher: label {len(unlabelled)} people", len(unlabelled))
+    advance = progress.stage(f"teacher: label {len(people)} people", len(people))
     labels = pseudo_label(
         teacher,
-        unlabelled,
+        people,
         options,
         threshold=config.threshold,
         min_joints=config.min_joints,
