@@ -161,3 +161,11 @@ def test_a_large_set_is_labelled_only_as_far_as_the_student_will_see_it() -> Non
         )
         drawn.append(progress.stages)
     assert ["teacher: label 6 people", 6, 6] in drawn[0] and drawn[0] == drawn[1]
+
+
+def test_a_teacher_of_another_skeleton_is_refused() -> None:
+    other = seeded(replace(BIG, num_keypoints=14))
+    with pytest.raises(ConfigError, match="14 keypoints"):
+        distill_from_teacher(
+            seeded(TINY_MODEL), other, None, unlabelled_people(2), QUICK, DISTIL, CPU
+        )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from metapose.config import AdaptConfig
+from metapose.config import AdaptConfig, ConfigError
 from metapose.config.training import SemiConfig
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset
@@ -103,7 +103,14 @@ def distill_from_teacher(
     cost stops growing with the set. ``flip``: the teacher's flip test. The result's ``shots`` is
     the student's training.
     """
+    if teacher.config.num_keypoints != model.config.num_keypoints:
+        raise ConfigError(
+            f"the teacher predicts {teacher.config.num_keypoints} keypoints and the model "
+            f"{model.config.num_keypoints}: a teacher must share the model's skeleton"
+        )
     progress = SilentProgress() if progress is None else progress
+    options.prepare(model)
+    options.prepare(teacher)
     people = list(unlabelled)
     budget = config.steps * config.unlabelled_batch
     if len(people) > budget:
