@@ -472,7 +472,9 @@ def register(sub: Commands) -> None:
         help=f"mean-teacher or distillation steps (default {semi.steps})",
     )
     p.add_argument(
-        "--semi-weight", type=float, help=f"weight of the unlabelled loss (default {semi.weight})"
+        "--semi-weight",
+        type=float,
+        help=f"mean teacher: weight of the unlabelled loss (default {semi.weight})",
     )
     p.add_argument(
         "--ema-decay", type=float, help=f"mean teacher's EMA decay (default {semi.ema_decay})"
