@@ -234,15 +234,8 @@ def fine_tune_on_pseudo_labels(
         len(pseudo),
         0 if support is None else len(support),
     )
-    result = adapt_by(
-        model,
-        mixed_batches(unlabelled, labelled),
-        config.steps,
-        adapt_config,
-        options,
-        on_step=on_step,
-    )
-    return result
+    batches = mixed_batches(unlabelled, labelled)
+    return adapt_by(model, batches, config.steps, adapt_config, options, on_step=on_step)
 
 
 def _unlabelled_batches(
