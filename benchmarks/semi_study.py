@@ -208,6 +208,13 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=SemiConfig().steps, help="mean-teacher and distill steps"
     )
+    parser.add_argument("--threshold", type=float, default=SemiConfig().threshold)
+    parser.add_argument(
+        "--min-relative-height",
+        type=float,
+        default=SemiConfig().min_relative_height,
+        help="distill: leave out people shorter than this share of their image's tallest",
+    )
     parser.add_argument("--ema-decay", type=float, default=SemiConfig().ema_decay)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
@@ -241,7 +248,13 @@ def main() -> None:
     teacher_start = load_checkpoint(args.teacher, device).model
     options.prepare(teacher_start)
     adapt_config = AdaptConfig()
-    semi = SemiConfig(steps=args.steps, ema_decay=args.ema_decay, teacher=args.teacher)
+    semi = SemiConfig(
+        steps=args.steps,
+        ema_decay=args.ema_decay,
+        teacher=args.teacher,
+        threshold=args.threshold,
+        min_relative_height=args.min_relative_height,
+    )
     meta: dict[str, object] = {
         "init": args.init,
         "teacher": args.teacher,

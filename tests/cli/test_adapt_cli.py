@@ -14,11 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from metapose.cli import main
-from metapose.cli.adapt import Verdict, out_path, paired_verdict
+from metapose.cli.adapt import Verdict, loss_line, out_path, paired_verdict
 from metapose.evaluation.coco import EvalResult
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import read_metadata, save_checkpoint
 from metapose.skeleton import COCO17
+from metapose.training.adapt import AdaptResult
 from tests.conftest import COCO_TINY, TINY_MODEL, require
 
 VAL = "annotations/person_keypoints_val2017.json"
@@ -47,6 +48,16 @@ def test_verdict_is_a_paired_interval() -> None:
     noisy = paired_verdict(before, result(0.5, {1: 0.6, 2: 0.5, 3: 0.8, 4: 0.7}))
     assert not noisy.worse and not noisy.clear and "within noise" in noisy.lines()[1]
     assert isinstance(noisy, Verdict)
+
+
+def test_the_loss_line_is_per_epoch_or_per_run_of_steps() -> None:
+    # 3 epochs of 2 steps: one mean an epoch
+    assert loss_line(AdaptResult((1.0, 3.0, 2.0, 2.0, 5.0, 5.0), 24, 2)) == (
+        "loss per epoch: 2.00e+00 2.00e+00 5.00e+00"
+    )
+    # 200 one-step "epochs" (each unlabelled person seen once) are summarised in 20 runs
+    line = loss_line(AdaptResult(tuple(float(i // 10) for i in range(200)), 4800, 1))
+    assert line.startswith("loss per 10 steps: 0.00e+00 1.00e+00") and len(line.split()) == 24
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from metapose.config import AdaptConfig, OptimizerConfig
+from metapose.config import AdaptConfig, ConfigError, OptimizerConfig
 from metapose.config.training import SemiConfig
 from metapose.data.images import write_rgb
-from metapose.data.unlabelled import unlabelled_instances
+from metapose.data.dataset import Instance
+from metapose.data.unlabelled import main_people, unlabelled_instances
 from metapose.device import DeviceOptions
 from metapose.errors import DataError
 from metapose.models import TopDownModel
@@ -203,3 +204,19 @@ def test_given_boxes_are_the_people_and_an_image_without_any_has_none(tmp_path: 
     people = unlabelled_instances(folder, boxes=boxes)
     assert [(p.image_id, p.box) for p in people] == [(1, (1, 2, 5, 6)), (1, (3, 3, 4, 4))]
     assert unlabelled_instances(folder, boxes={}) == []
+
+
+def test_main_people_leaves_out_the_small_people_of_each_image() -> None:
+    unknown = np.zeros((17, 3), np.float32)
+
+    def person(image: str, height: float) -> Instance:
+        return Instance(Path(image), (0.0, 0.0, height / 2, height), unknown, 1, -1)
+
+    people = [person("a.jpg", 200), person("a.jpg", 90), person("b.jpg", 40), person("a.jpg", 120)]
+    # shares are of the tallest in the same image: b's only person always stays
+    kept = main_people(people, 0.5)
+    assert [p.box[3] for p in kept] == [200, 40, 120]
+    assert main_people(people, 0.0) == people
+    assert [p.box[3] for p in main_people(people, 1.0)] == [200, 40]
+    with pytest.raises(ConfigError, match="min_relative_height"):
+        SemiConfig(min_relative_height=1.5)

@@ -91,6 +91,21 @@ class Verdict:
         }
 
 
+def loss_line(result: AdaptResult, most: int = 20) -> str:
+    """The training loss as one line: the mean of each epoch, or of each run of steps when there
+    would be more than ``most`` epochs (distillation sees each unlabelled person once, so its
+    "epoch" is a step)."""
+    period = max(1, result.steps_per_epoch)
+    steps = len(result.losses)
+    label = "loss per epoch"
+    if steps > most * period:
+        period = -(-steps // most)
+        label = f"loss per {period} steps"
+    chunks = [result.losses[i : i + period] for i in range(0, steps, period)]
+    means = [sum(chunk) / len(chunk) for chunk in chunks]
+    return f"{label}: " + " ".join(f"{v:.2e}" for v in means)
+
+
 def paired_verdict(before: EvalResult, after: EvalResult) -> Verdict:
     from metapose.experiment.statistics import mean_ci
 
@@ -321,8 +336,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         progress=progress,
         tune=tune,
     )
-    if job.epoch_losses:
-        say("loss per epoch: " + " ".join(f"{v:.2e}" for v in job.epoch_losses))
+    if job.adapt is not None and job.adapt.losses:
+        say(loss_line(job.adapt))
     verdict = None
     if job.before is not None and job.after is not None:
         say(f"before: {metrics_line(job.before.as_dict())}")

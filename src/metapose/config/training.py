@@ -291,7 +291,9 @@ class SemiConfig:
     ``threshold`` become labels, the others unknown, and people with fewer than ``min_joints``
     such joints are dropped. The model then takes ``steps`` steps on batches of
     ``unlabelled_batch`` pseudo-labelled people plus ``labelled_batch`` shots (both augmented as
-    the shots are), JointsMSE over both.
+    the shots are), JointsMSE over both. People whose box is shorter than
+    ``min_relative_height`` times the tallest person of the same image are not labelled
+    (:func:`metapose.data.unlabelled.main_people`; 0 keeps everyone).
     """
 
     method: SemiMethod = "distill"
@@ -310,9 +312,14 @@ class SemiConfig:
     teacher_adapt: bool = True
     labelled_batch: int = 8
     min_joints: int = 4
+    min_relative_height: float = 0.0
 
     def __post_init__(self) -> None:
         check_finite(self, "semi")
+        if not 0 <= self.min_relative_height <= 1:
+            raise ConfigError(
+                f"semi.min_relative_height must be in [0, 1], got {self.min_relative_height}"
+            )
         check_int("semi", "labelled_batch", self.labelled_batch, 1, MAX_BATCH)
         check_int("semi", "min_joints", self.min_joints, 0, MAX_KEYPOINTS)
         check_int("semi", "steps", self.steps, 1, MAX_STEPS)

@@ -41,6 +41,19 @@ def whole_image_box(path: Path) -> Box:
     return (0.0, 0.0, float(width), float(height))
 
 
+def main_people(people: Sequence[Instance], share: float) -> list[Instance]:
+    """``people`` less those whose box is shorter than ``share`` times the tallest box of the same
+    image (``share`` 0 keeps everyone): the small people in the background of a photo, whose crops
+    are blurred and whose labels from a teacher are the least reliable. Order is kept."""
+    if share <= 0:
+        return list(people)
+    tallest: dict[str, float] = {}
+    for person in people:
+        key = str(person.image)
+        tallest[key] = max(tallest.get(key, 0.0), float(person.box[3]))
+    return [p for p in people if float(p.box[3]) >= share * tallest[str(p.image)]]
+
+
 def is_coco_file(source: str | Path) -> bool:
     """Whether ``source`` names a COCO JSON (its boxes are the people) rather than images."""
     source = Path(source)

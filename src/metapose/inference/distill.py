@@ -20,6 +20,7 @@ from metapose.config import AdaptConfig, ConfigError
 from metapose.config.training import SemiConfig
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset
+from metapose.data.unlabelled import main_people
 from metapose.device import DeviceOptions
 from metapose.inference.crop_runner import predict, torch_heatmap_fn
 from metapose.models import TopDownModel
@@ -111,7 +112,9 @@ def distill_from_teacher(
     progress = SilentProgress() if progress is None else progress
     options.prepare(model)
     options.prepare(teacher)
-    people = list(unlabelled)
+    people = main_people(unlabelled, config.min_relative_height)
+    if len(people) < len(unlabelled):
+        log.info("left out %d small people in the background", len(unlabelled) - len(people))
     budget = config.steps * config.unlabelled_batch
     if len(people) > budget:
         rng = np.random.default_rng((seed, _SUBSET_STREAM))
