@@ -12,8 +12,8 @@ import torch
 
 from metapose.config import AdaptConfig, ConfigError, OptimizerConfig
 from metapose.config.training import SemiConfig
-from metapose.data.images import write_rgb
 from metapose.data.dataset import Instance
+from metapose.data.images import write_rgb
 from metapose.data.unlabelled import main_people, unlabelled_instances
 from metapose.device import DeviceOptions
 from metapose.errors import DataError
