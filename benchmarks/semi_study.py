@@ -215,6 +215,14 @@ def main() -> None:
         default=SemiConfig().min_relative_height,
         help="distill: leave out people shorter than this share of their image's tallest",
     )
+    parser.add_argument(
+        "--distill-lr", type=float, help="distill: the learning rate of teacher and student"
+    )
+    parser.add_argument(
+        "--distill-batchnorm",
+        choices=("frozen", "train"),
+        help="distill: BatchNorm of teacher and student (default: the adapt config's)",
+    )
     parser.add_argument("--ema-decay", type=float, default=SemiConfig().ema_decay)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
@@ -248,6 +256,13 @@ def main() -> None:
     teacher_start = load_checkpoint(args.teacher, device).model
     options.prepare(teacher_start)
     adapt_config = AdaptConfig()
+    distill_adapt = adapt_config
+    if args.distill_lr is not None:
+        distill_adapt = replace(
+            distill_adapt, optimizer=replace(distill_adapt.optimizer, lr=args.distill_lr)
+        )
+    if args.distill_batchnorm is not None:
+        distill_adapt = replace(distill_adapt, batchnorm=args.distill_batchnorm)
     semi = SemiConfig(
         steps=args.steps,
         ema_decay=args.ema_decay,
@@ -274,6 +289,8 @@ def main() -> None:
         "adapt": asdict(adapt_config),
         "semi": asdict(semi),
     }
+    if distill_adapt != adapt_config:
+        meta["distill_adapt"] = asdict(distill_adapt)
     json_path, md_path = args.out / "semi.json", args.out / "semi.md"
     rows: list[Row] = []
     earlier = 0.0
@@ -330,7 +347,7 @@ def main() -> None:
                         copy.deepcopy(teacher_start),
                         support,
                         people,
-                        adapt_config,
+                        distill_adapt,
                         semi,
                         options,
                         seed=seed,
