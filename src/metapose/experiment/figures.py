@@ -293,7 +293,8 @@ def k_curve_figure(rows: Sequence[SummaryRow], *, metric: str = "ap") -> plt.Fig
             ax.axvline(0.5, color="0.6", linestyle=":", linewidth=1)
         ax.set_xticks(list(position.values()), [str(k) for k in shots])
         ax.set_xlim(-0.5, len(shots) - 0.5)
-        ax.set_xlabel("K (shots; 0: not adapted)")
+        twins = any(_is_twin(m) for m in models)
+        ax.set_xlabel(f"K (shots; 0: {'no shots' if twins else 'not adapted'})")
         ax.set_ylabel(METRIC_TITLES[metric])
         ax.set_title(target)
     handles = [

@@ -4,9 +4,9 @@ For every target and K: each arm (as-is, supervised, meta-learned, from scratch)
 differences of the meta-learned arm against the others (paired by seed, i.e. by the same K
 shots), each as mean ± 95 % CI over seeds. Unadapted models appear as K = 0. With unlabelled
 images (``ExperimentConfig.semi``) each arm's twin ``<arm>+<method>`` follows it, and the
-differences ask the same question with unlabelled data (``meta+M - supervised+M``) and what the
-unlabelled data adds (``supervised+M - supervised``, ``meta+M - meta``); twins adapted on
-unlabelled people alone appear as K = 0 too.
+differences ask the same question with unlabelled data (``meta+M - as-is+M``,
+``meta+M - supervised+M``) and what the unlabelled data adds to each arm (``meta+M - meta``, ...);
+twins adapted on unlabelled people alone appear as K = 0 too.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ DIFFERENCES = (
         pair
         for m in SEMI_METHODS
         for pair in (
+            (semi_twin("meta", m), semi_twin("as-is", m)),
             (semi_twin("meta", m), semi_twin("supervised", m)),
-            (semi_twin("supervised", m), "supervised"),
             (semi_twin("meta", m), "meta"),
+            (semi_twin("as-is", m), "as-is"),
+            (semi_twin("supervised", m), "supervised"),
         )
     ),
 )
