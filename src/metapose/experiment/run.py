@@ -322,6 +322,8 @@ def run_job(
     shots: int | list[int] = job.shots
     tune = None
     if method is not None:
+        if cfg.semi is None or cfg.semi.method != method:
+            raise ConfigError(f"{job.model}: not a twin that the semi block of this config makes")
         shots, tune = twin_tune(
             cfg, job.target, job.shots, job.seed, shot_seed, support_seed, codec, options
         )

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from metapose.config import ExperimentConfig
+from metapose.config import ConfigError, ExperimentConfig
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, instances_from_coco
 from metapose.device import DeviceOptions
@@ -53,7 +53,8 @@ def twin_tune(
     ``shot_seed`` and augmented by ``support_seed`` as
     :func:`~metapose.training.few_shot.fine_tune_on_shots` does; none at K = 0) and the
     adaptation on them plus :func:`unlabelled_people`, for ``adapt_and_score(..., tune=)``."""
-    assert cfg.semi is not None
+    if cfg.semi is None:
+        raise ConfigError("a semi-supervised twin needs the experiment's semi block")
     semi, data = cfg.semi, target.dataset
     shots = [] if k == UNADAPTED else choose_shots(data, k, shot_seed, pool=target.pool_ids)
     support = (
