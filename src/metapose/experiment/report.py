@@ -47,7 +47,7 @@ def _with_twins(arms: dict[str, str]) -> dict[str, str]:
     for arm, title in arms.items():
         titles[arm] = title
         for method in SEMI_METHODS:
-            titles[semi_twin(arm, method)] = f"{title} + {SEMI_TITLES[method]}"
+            titles[semi_twin(arm, method)] = f"{title} + {SEMI_TITLES.get(method, method)}"
     return titles
 
 
