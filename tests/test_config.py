@@ -140,3 +140,29 @@ def test_a_root_task_sampler_is_read_as_the_task_augment_sampler(
     old = to_dict(cls())
     old["task_sampler"] = old["task_augment"].pop("sampler")
     assert cls.upgrade_dict(old) == to_dict(cls())
+
+
+def test_the_experiments_semi_block_round_trips_and_bad_values_are_one_line(
+    tmp_path: Path,
+) -> None:
+    from metapose.config.training import SemiConfig
+
+    assert ExperimentConfig().semi is None and ExperimentConfig().semi_twins == ()
+    path = tmp_path / "e.yaml"
+    path.write_text("arms: [as-is, meta]\nsemi: {method: mean_teacher, steps: 7}\n")
+    cfg = load_config(path, ExperimentConfig)
+    assert cfg.semi == SemiConfig(method="mean_teacher", steps=7)
+    assert cfg.semi_twins == ("as-is+mean_teacher", "meta+mean_teacher")
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml", ExperimentConfig) == cfg
+    assert ExperimentConfig.upgrade_dict(to_dict(cfg)) == to_dict(cfg)
+    for text, needle in (
+        ("semi: {method: pseudo}\n", "semi.method: must be one of"),
+        ("semi: {steps: 0}\n", "semi.steps must be in"),
+        ("semi: {stepz: 3}\n", "unknown key semi.stepz"),
+        ("semi: 3\n", "semi: must be a mapping"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=needle) as err:
+            load_config(path, ExperimentConfig)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -29,6 +29,14 @@ def test_the_shipped_configs_are_the_documented_ones() -> None:
     assert paper.meta.meta_steps == 15000 and paper.shots == (16, 32) and paper.adapt.epochs == 20
 
 
+def test_demo_semi_is_the_demo_with_semi_supervised_twins() -> None:
+    demo = load_config(REPO / "configs" / "demo.yaml", ExperimentConfig)
+    semi = load_config(REPO / "configs" / "demo_semi.yaml", ExperimentConfig)
+    assert demo.semi is None and semi.semi is not None
+    assert replace(semi, name=demo.name, semi=None) == demo
+    assert semi.semi_twins == ("as-is+distill", "meta+distill")
+
+
 def test_unequal_budgets_are_refused() -> None:
     cfg = ExperimentConfig()
     with pytest.raises(ConfigError, match="unequal budgets"):

@@ -1,6 +1,7 @@
 """The report's figures: laid out without overlapping or clipped text, K shown as used."""
 
 import itertools
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -160,3 +161,38 @@ def test_fig3_shows_the_ground_truth_and_names_k_and_seed() -> None:
     assert len(fig.axes) == 6 and all(ax.images for ax in fig.axes)
     assert all(ax.images[0].get_array().any() for ax in fig.axes)  # poses drawn on black crops
     assert_laid_out(fig)
+
+
+def with_twins(results: list[RunResult], method: str = "distill") -> list[RunResult]:
+    """Each arm's twin (``meta+distill``): the arm's numbers a little higher, at K = 0 too."""
+    return results + [
+        replace(
+            r,
+            model=f"{r.model}+{method}",
+            metrics={k: v + 0.05 for k, v in r.metrics.items()},
+            epoch_losses=tuple(0.9 * v for v in r.epoch_losses),
+        )
+        for r in results
+        if r.model != "scratch"
+    ]
+
+
+@pytest.mark.parametrize("targets", [("thermal",), ("thermal", "unique", "lspet")])
+def test_twins_are_drawn_in_their_arms_colour_with_square_markers(
+    targets: tuple[str, ...],
+) -> None:
+    results = with_twins(toy_results(targets))
+    fig = k_curve_figure(summarize(results))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    squares = [line for line in ax.get_lines() if line.get_marker() == "s"]
+    circles = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    # twins adapt at K = 0 too (on unlabelled people): one joined, dashed line each
+    assert len(squares) == 3 and all(line.get_linestyle() == "--" for line in squares)
+    assert {line.get_color() for line in squares} <= {line.get_color() for line in circles}
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "Meta-learned + distillation" in legend and "Meta-learned" in legend
+    assert_laid_out(fig)
+    fig4 = meta_test_loss_figure(results)
+    assert "Supervised + distillation" in [t.get_text() for t in fig4.legends[0].get_texts()]
+    assert_laid_out(fig4)

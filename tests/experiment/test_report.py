@@ -112,3 +112,41 @@ def test_headline_summarises_the_paired_differences_in_one_line(tmp_path) -> Non
         provenance={},
     ).read_text()
     assert page.index(line) < page.index("<table>")
+
+
+def test_twins_follow_their_arms_with_the_differences_that_ask_about_unlabelled_data() -> None:
+    from metapose.experiment.report import headline
+
+    results = (
+        runs("supervised", [0.2, 0.5, 0.8])
+        + runs("supervised+distill", [0.3, 0.6, 0.9])
+        + runs("meta", [0.22, 0.52, 0.82])
+        + runs("meta+distill", [0.2, 0.5, 0.8])
+        + runs("meta", [0.4], shots=0)
+        + runs("meta+distill", [0.5, 0.55, 0.6], shots=0)
+    )
+    rows = summarize(results)
+    assert [r.model for r in rows if r.shots == 16] == [
+        "supervised",
+        "supervised+distill",
+        "meta",
+        "meta+distill",
+        "meta - supervised",
+        "meta+distill - supervised+distill",
+        "meta+distill - meta",
+        "supervised+distill - supervised",
+    ]
+    notes = verdicts(rows)
+    assert "thermal K=16: AP meta+distill - supervised+distill -0.100 ± 0.000 -> " in notes[2]
+    assert notes[2].endswith("supervised+distill wins")
+    table = format_table(rows)
+    assert "| thermal (not adapted) | Meta-learned | 0.400 |" in table
+    assert "| thermal K=0 | Meta-learned + distillation | 0.550 ± " in table
+    assert "| thermal K=0 | meta+distill - meta | +0.100 |" in table  # one seed paired
+    # each minuend's clause names only its own differences
+    line = headline(rows)
+    assert line is not None
+    meta_clause, twin_clause = line.split(". ")[:2]
+    assert meta_clause.startswith("Meta-learned init") and "distill" not in meta_clause
+    assert twin_clause.startswith("Meta-learned + distillation init")
+    assert "loses to supervised+distill at every K; loses to meta" in twin_clause

@@ -189,56 +189,27 @@ def _adapt_with_unlabelled(
     codec: Any,
     progress: TqdmProgress,
 ) -> tuple[AdaptResult | None, dict[str, Any]]:
-    """``--unlabelled``: the shots (possibly none) plus unlabelled people
-    (:func:`metapose.training.semi.fine_tune_with_unlabelled`); the fine-tune on the shots (None
-    without shots) and what to save beside the checkpoint."""
+    """``--unlabelled``: the shots (possibly none) plus unlabelled people by ``--semi``
+    (:func:`metapose.inference.semi_adapt.adapt_with_unlabelled`); the fine-tune on the shots
+    (None without shots) and what to save beside the checkpoint."""
     from metapose.config import to_dict
-    from metapose.inference.distill import distill_from_teacher
-    from metapose.models.checkpoint import load_checkpoint
+    from metapose.inference.semi_adapt import adapt_with_unlabelled
     from metapose.training.few_shot import support_set
-    from metapose.training.semi import fine_tune_with_unlabelled
 
     semi = _semi_config(args)
     people = _unlabelled_people(args, progress)
     support = None
     if shots:
         support = support_set(data, shots, codec, seed=args.seed)
-    extra = {
+    result = adapt_with_unlabelled(
+        model, support, people, config, semi, options, seed=args.seed, progress=progress
+    )
+    return result.shots, {
         "unlabelled": str(args.unlabelled),
         "unlabelled_people": len(people),
         "semi": to_dict(semi),
+        "semi_losses": list(result.losses),
     }
-    if semi.method == "distill":
-        teacher = load_checkpoint(semi.teacher, options.device).model
-        distilled = distill_from_teacher(
-            model,
-            teacher,
-            support,
-            people,
-            config,
-            semi,
-            options,
-            seed=args.seed,
-            flip=teacher.config.codec.flip_test,
-            progress=progress,
-        )
-        return distilled.shots, {**extra, "semi_losses": list(distilled.losses)}
-    steps = semi.steps if semi.method == "mean_teacher" else 0
-    advance = progress.stage(f"{semi.method} on {len(people)} unlabelled people", steps)
-    result = fine_tune_with_unlabelled(
-        model,
-        support,
-        people,
-        config,
-        semi,
-        options,
-        codec=codec,
-        seed=args.seed,
-        flip=model.config.codec.flip_test,
-        on_step=lambda step, loss: advance(1),
-    )
-    progress.close_stage()
-    return result.shots, {**extra, "semi_losses": list(result.losses)}
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from metapose.config.model import (
 from metapose.config.training import (
     AdaptConfig,
     ReptileConfig,
+    SemiConfig,
     SourceConfig,
     TrainConfig,
 )
@@ -93,6 +94,19 @@ def _default_targets() -> tuple[TargetConfig, ...]:
 
 ArmName = Literal["as-is", "supervised", "meta"]
 ARMS: tuple[ArmName, ...] = ("as-is", "supervised", "meta")
+TWIN_SEPARATOR = "+"  # an arm's semi-supervised twin is named "<arm>+<method>", e.g. "meta+distill"
+
+
+def semi_twin(arm: str, method: str) -> str:
+    """The name of ``arm``'s twin adapted with unlabelled images by ``method`` too."""
+    return f"{arm}{TWIN_SEPARATOR}{method}"
+
+
+def twin_arm(model: str) -> tuple[str, str | None]:
+    """``(arm, method)`` of a model name: ``("meta", "distill")`` for ``meta+distill``,
+    ``("meta", None)`` for ``meta`` itself."""
+    arm, _, method = model.partition(TWIN_SEPARATOR)
+    return arm, method or None
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,10 @@ class ExperimentConfig:
     supervised steps and ``meta`` with Reptile, on the very same stream of augmented source
     batches and the same number of images. Each arm is then fine-tuned (``adapt``) on K shots of
     every target, for every K and seed, and scored on the target's test split; unadapted too.
+
+    With ``semi`` set every arm also gets a twin, ``<arm>+<method>`` (:func:`semi_twin`), adapted
+    on the same K shots plus the target's other pool images as unlabelled people (one per
+    annotated box, its keypoints never read) by ``semi.method``; at K = 0 on those alone.
     """
 
     name: str = "paper"
@@ -125,6 +143,7 @@ class ExperimentConfig:
     shots: tuple[int, ...] = (16, 32)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     from_scratch: bool = False  # also fine-tune randomly initialised weights on the K shots
+    semi: SemiConfig | None = None  # also adapt each arm with unlabelled pool images (twins)
     eval_batch_size: int = 64
     workers: int = 0  # DataLoader worker processes for the source stream
 
@@ -161,6 +180,14 @@ class ExperimentConfig:
             check_seed("", f"seeds[{i}]", seed)
         check_int("", "eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)
         check_int("", "workers", self.workers, 0, MAX_WORKERS)
+
+    @property
+    def semi_twins(self) -> tuple[str, ...]:
+        """The arms' semi-supervised twins, in the arms' order (none without ``semi``)."""
+        if self.semi is None:
+            return ()
+        method = self.semi.method
+        return tuple(semi_twin(arm, method) for arm in self.arms)
 
     @property
     def task_batch_size(self) -> int:

@@ -3,6 +3,8 @@
 Fig. 2: a source crop under each task augmentation. Fig. 3: the ground truth and each arm's
 predictions on the same target images, after fine-tuning on one K and seed. Fig. 4: training loss
 during the meta-test (few-shot fine-tuning). K-curve: test AP against the number of shots.
+An arm's semi-supervised twin (``meta+distill``) is drawn in the arm's colour with square markers
+(and dashed in the K-curve).
 
 Every figure is laid out by matplotlib's constrained layout, so labels neither overlap nor leave
 the canvas; the ``*_figure`` functions return the figure (for tests), the others write the PNG.
@@ -28,8 +30,15 @@ from matplotlib.ticker import (  # noqa: E402
 )
 from matplotlib.typing import LineStyleType  # noqa: E402
 
+from metapose.config.experiment import semi_twin, twin_arm  # noqa: E402
 from metapose.data.viz import DRAW_THRESHOLD, draw_pose  # noqa: E402
-from metapose.experiment.report import METRIC_TITLES, MODEL_TITLES, SummaryRow, is_difference  # noqa: E402
+from metapose.experiment.report import (  # noqa: E402
+    METRIC_TITLES,
+    MODEL_TITLES,
+    SEMI_METHODS,
+    SummaryRow,
+    is_difference,
+)
 from metapose.experiment.results import RunResult, select  # noqa: E402
 from metapose.experiment.statistics import mean_ci  # noqa: E402
 from metapose.files import atomic_write  # noqa: E402
@@ -40,9 +49,24 @@ MODEL_COLOURS = {
     "meta": "tab:orange",
     "scratch": "tab:gray",
 }
+# The order models are drawn in: each arm followed by its twins (random weights have none).
+FIGURE_ORDER = tuple(
+    name
+    for arm in MODEL_COLOURS
+    for name in (arm, *(semi_twin(arm, m) for m in SEMI_METHODS if arm != "scratch"))
+)
+TWIN_MARKER = "s"
 K_STYLES: tuple[LineStyleType, ...] = ("-", "--", ":", "-.")  # Fig. 4: one line style per K
 DODGE = 0.08  # K-curve: horizontal shift between arms at one K, in tick spacings
 DPI = 110
+
+
+def _colour(model: str) -> str:
+    return MODEL_COLOURS[twin_arm(model)[0]]
+
+
+def _is_twin(model: str) -> bool:
+    return twin_arm(model)[1] is not None
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -155,7 +179,7 @@ def meta_test_loss_figure(results: Sequence[RunResult]) -> plt.Figure:
     models_shown: list[str] = []
     for ax, target in zip(axes[0], targets, strict=False):
         for k in sorted({r.shots for r in select(adapted, target=target)}):
-            for model in MODEL_COLOURS:
+            for model in FIGURE_ORDER:
                 runs = select(adapted, target=target, model=model, shots=k)
                 if not runs:
                     continue
@@ -167,10 +191,16 @@ def meta_test_loss_figure(results: Sequence[RunResult]) -> plt.Figure:
                 est = [mean_ci(curves[:, e].tolist()) for e in range(length)]
                 mean = np.array([e.mean for e in est])
                 half = np.nan_to_num(np.array([e.half_width for e in est]))
-                ax.plot(epochs, mean, linestyle=style[k], color=MODEL_COLOURS[model])
-                ax.fill_between(
-                    epochs, mean - half, mean + half, color=MODEL_COLOURS[model], alpha=0.15
+                ax.plot(
+                    epochs,
+                    mean,
+                    linestyle=style[k],
+                    color=_colour(model),
+                    marker=TWIN_MARKER if _is_twin(model) else None,
+                    markevery=max(1, length // 10),
+                    markersize=4,
                 )
+                ax.fill_between(epochs, mean - half, mean + half, color=_colour(model), alpha=0.15)
         ax.set_title(target)
         ax.set_xlabel("epoch of fine-tuning")
         ax.set_ylabel("train loss (JointsMSE)")
@@ -178,7 +208,14 @@ def meta_test_loss_figure(results: Sequence[RunResult]) -> plt.Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _log_ticks(ax)
     handles = [
-        Line2D([], [], color=MODEL_COLOURS[m], label=MODEL_TITLES[m]) for m in models_shown
+        Line2D(
+            [],
+            [],
+            color=_colour(m),
+            marker=TWIN_MARKER if _is_twin(m) else None,
+            label=MODEL_TITLES[m],
+        )
+        for m in models_shown
     ] + [Line2D([], [], color="black", linestyle=style[k], label=f"K = {k}") for k in all_shots]
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8)
@@ -228,14 +265,15 @@ def k_curve_figure(rows: Sequence[SummaryRow], *, metric: str = "ap") -> plt.Fig
         here = [r for r in rows if r.target == target]
         shots = sorted({r.shots for r in here})
         position = {k: float(i) for i, k in enumerate(shots)}
-        models = [m for m in MODEL_COLOURS if any(r.model == m for r in here)]
+        models = [m for m in FIGURE_ORDER if any(r.model == m for r in here)]
         for j, model in enumerate(models):
             if model not in models_shown:
                 models_shown.append(model)
             shift = DODGE * (j - (len(models) - 1) / 2)
             pts = sorted((r.shots, r.metrics[metric]) for r in here if r.model == model)
-            for adapted in (False, True):
-                part = [(k, e) for k, e in pts if (k > 0) == adapted]
+            twin = _is_twin(model)
+            for adapted in (False, True):  # a twin at K = 0 is adapted (on unlabelled people)
+                part = [(k, e) for k, e in pts if (k > 0 or twin) == adapted]
                 if not part:
                     continue
                 x = np.array([position[k] + shift for k, _ in part])
@@ -245,21 +283,29 @@ def k_curve_figure(rows: Sequence[SummaryRow], *, metric: str = "ap") -> plt.Fig
                     x,
                     mean,
                     yerr=half,
-                    marker="o",
+                    marker=TWIN_MARKER if twin else "o",
                     capsize=3,
-                    color=MODEL_COLOURS[model],
-                    linestyle="-" if adapted else "none",
-                    markerfacecolor=MODEL_COLOURS[model] if adapted else "white",
+                    color=_colour(model),
+                    linestyle=("--" if twin else "-") if adapted else "none",
+                    markerfacecolor=_colour(model) if adapted else "white",
                 )
         if 0 in shots and len(shots) > 1:
             ax.axvline(0.5, color="0.6", linestyle=":", linewidth=1)
         ax.set_xticks(list(position.values()), [str(k) for k in shots])
         ax.set_xlim(-0.5, len(shots) - 0.5)
-        ax.set_xlabel("K (shots; 0: not adapted)")
+        twins = any(_is_twin(m) for m in models)
+        ax.set_xlabel(f"K (shots; 0: {'no shots' if twins else 'not adapted'})")
         ax.set_ylabel(METRIC_TITLES[metric])
         ax.set_title(target)
     handles = [
-        Line2D([], [], color=MODEL_COLOURS[m], marker="o", label=MODEL_TITLES[m])
+        Line2D(
+            [],
+            [],
+            color=_colour(m),
+            marker=TWIN_MARKER if _is_twin(m) else "o",
+            linestyle="--" if _is_twin(m) else "-",
+            label=MODEL_TITLES[m],
+        )
         for m in models_shown
     ]
     if any(r.shots == 0 for r in rows):

@@ -2,7 +2,11 @@
 
 For every target and K: each arm (as-is, supervised, meta-learned, from scratch) and the paired
 differences of the meta-learned arm against the others (paired by seed, i.e. by the same K
-shots), each as mean ± 95 % CI over seeds. Unadapted models appear as K = 0.
+shots), each as mean ± 95 % CI over seeds. Unadapted models appear as K = 0. With unlabelled
+images (``ExperimentConfig.semi``) each arm's twin ``<arm>+<method>`` follows it, and the
+differences ask the same question with unlabelled data (``meta+M - as-is+M``,
+``meta+M - supervised+M``) and what the unlabelled data adds to each arm (``meta+M - meta``, ...);
+twins adapted on unlabelled people alone appear as K = 0 too.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from metapose.config import PCK_ALPHA
+from metapose.config.experiment import semi_twin, twin_arm
+from metapose.config.training import SemiMethod
 from metapose.experiment.results import RunResult, select
 from metapose.experiment.statistics import Estimate, mean_ci
 from metapose.files import write_text_atomic
@@ -30,15 +36,40 @@ METRIC_TITLES = {
     "ar75": "AR75",
     "pck": f"PCK@{PCK_ALPHA:g}",
 }
-MODEL_TITLES = {
-    "scratch": "From scratch",
-    "as-is": "As-is",
-    "supervised": "Supervised",
-    "meta": "Meta-learned",
-}
+ARM_TITLES = {"as-is": "As-is", "supervised": "Supervised", "meta": "Meta-learned"}
+SEMI_METHODS: tuple[str, ...] = get_args(SemiMethod)
+SEMI_TITLES = {"adabn": "AdaBN", "mean_teacher": "mean teacher", "distill": "distillation"}
+
+
+def _with_twins(arms: dict[str, str]) -> dict[str, str]:
+    """Each arm's title followed by its semi-supervised twins' (``meta``, ``meta+adabn``, ...)."""
+    titles = {}
+    for arm, title in arms.items():
+        titles[arm] = title
+        for method in SEMI_METHODS:
+            titles[semi_twin(arm, method)] = f"{title} + {SEMI_TITLES.get(method, method)}"
+    return titles
+
+
+MODEL_TITLES = {"scratch": "From scratch", **_with_twins(ARM_TITLES)}
 MODEL_ORDER = tuple(MODEL_TITLES)
-# Seed-paired differences reported for every (target, K): (minuend, subtrahend).
-DIFFERENCES = (("meta", "as-is"), ("meta", "supervised"))
+# Seed-paired differences reported for every (target, K): (minuend, subtrahend). With unlabelled
+# images by method M: does meta-learning help then too, and what do the unlabelled images add?
+DIFFERENCES = (
+    ("meta", "as-is"),
+    ("meta", "supervised"),
+    *(
+        pair
+        for m in SEMI_METHODS
+        for pair in (
+            (semi_twin("meta", m), semi_twin("as-is", m)),
+            (semi_twin("meta", m), semi_twin("supervised", m)),
+            (semi_twin("meta", m), "meta"),
+            (semi_twin("as-is", m), "as-is"),
+            (semi_twin("supervised", m), "supervised"),
+        )
+    ),
+)
 
 
 def difference_name(minuend: str, subtrahend: str) -> str:
@@ -47,6 +78,15 @@ def difference_name(minuend: str, subtrahend: str) -> str:
 
 def is_difference(model: str) -> bool:
     return " - " in model
+
+
+def _where(row: SummaryRow) -> str:
+    """``thermal K=16``; at K = 0 ``thermal (not adapted)``, unless a twin (adapted on unlabelled
+    people alone) is in the row."""
+    models = row.model.split(" - ")
+    if row.shots or any(twin_arm(m)[1] is not None for m in models):
+        return f"{row.target} K={row.shots}"
+    return f"{row.target} (not adapted)"
 
 
 @dataclass(frozen=True)
@@ -122,7 +162,7 @@ def format_table(rows: Sequence[SummaryRow], metrics: Sequence[str] | None = Non
     head = "| Dataset | Model | " + " | ".join(METRIC_TITLES[m] for m in names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 2)]
     for r in rows:
-        dataset = f"{r.target} K={r.shots}" if r.shots else f"{r.target} (not adapted)"
+        dataset = _where(r)
         model = MODEL_TITLES.get(r.model, r.model)
         cells = []
         for m in names:
@@ -154,7 +194,7 @@ def verdicts(rows: Sequence[SummaryRow], metric: str = "ap") -> list[str]:
             continue
         minuend, subtrahend = r.model.split(" - ")
         est = r.metrics[metric]
-        where = f"{r.target} K={r.shots}" if r.shots else f"{r.target} (not adapted)"
+        where = _where(r)
         word = {
             "single": "single seed, no interval",
             "win": f"{minuend} wins",
@@ -183,7 +223,8 @@ def headline(rows: Sequence[SummaryRow], metric: str = "ap") -> str | None:
     parts = []
     for minuend in minuends:
         clauses = []
-        for difference in dict.fromkeys(r.model for r in diffs if r.model.startswith(minuend)):
+        mine_all = (r.model for r in diffs if r.model.split(" - ")[0] == minuend)
+        for difference in dict.fromkeys(mine_all):
             subtrahend = difference.split(" - ")[1]
             mine = [r for r in diffs if r.model == difference]
             by_outcome: dict[str, list[SummaryRow]] = {}
@@ -198,7 +239,7 @@ def headline(rows: Sequence[SummaryRow], metric: str = "ap") -> str | None:
                 segments.append(f"{_VERBS[outcome]} {subtrahend if i == 0 else 'it'} {where}")
             clauses.append(", ".join(segments))
         title = MODEL_TITLES.get(minuend, minuend)
-        title = title[0].upper() + title[1:].lower()
+        title = title[0].upper() + title[1:]
         n = max(r.metrics[metric].n for r in diffs)
         parts.append(
             f"{title} init ({METRIC_TITLES[metric]}, seed-paired 95 % CI over {n} seeds): "
@@ -268,7 +309,7 @@ pre {{ background: #f5f5f5; padding: 1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {f'<p class="verdict"><strong>{html.escape(summary)}</strong></p>' if summary else ""}
-<p>Mean ± 95 % confidence interval over seeds (Student t). "meta - ..." rows are paired
+<p>Mean ± 95 % confidence interval over seeds (Student t). "a - b" rows are paired
 by seed (same K shots for both models). OKS AP/AR computed by pycocotools on each target's test
 split.</p>
 {table_html(rows)}

@@ -9,7 +9,9 @@ Stages, each resumable from ``out_dir``:
 3. equal budgets: the ``supervised`` arm continues with supervised steps, the ``meta`` arm with
    Reptile, on the very same stream of augmented source batches (task ``t`` = batch ``t``);
 4. for every target, K and seed: every arm (and optionally random weights) is fine-tuned on the
-   same K shots and scored with OKS AP/AR (and PCK) on the test split; unadapted scores too;
+   same K shots and scored with OKS AP/AR (and PCK) on the test split; unadapted scores too.
+   With ``semi`` each arm's twin is adapted on the same shots plus the pool's other people,
+   unlabelled (at K = 0 on those alone, for every seed);
 5. the report: Table 1 with 95 % CIs, Figures 2-4, a K-curve and an HTML page.
 """
 
@@ -32,6 +34,7 @@ from metapose.config import (
     load_config,
     save_config,
 )
+from metapose.config.experiment import twin_arm
 from metapose.data.augment import TaskAugmenter
 from metapose.data.augment_figure import figure2
 from metapose.data.batches import IndexedBatches
@@ -50,6 +53,7 @@ from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss
 from metapose.experiment.report import format_table, summarize, verdicts, write_index_html
 from metapose.experiment.results import RunResult, load_result, save_result
 from metapose.experiment.targets import Target, derived_seed, prepare_target, shot_seeds
+from metapose.experiment.twins import twin_tune
 from metapose.files import write_json_atomic, write_text_atomic
 from metapose.models import TopDownModel, seeded_model
 from metapose.models.checkpoint import load_checkpoint
@@ -90,6 +94,9 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"source.coco: image_dir is not a folder: {folder.image_dir}")
     if cfg.init is not None and not resolve_model(cfg.init).is_file():
         raise ConfigError(f"init: {cfg.init!r} is neither a bundled model nor a file")
+    semi = cfg.semi
+    if semi is not None and semi.method == "distill" and not resolve_model(semi.teacher).is_file():
+        raise ConfigError(f"semi.teacher: {semi.teacher!r} is neither a bundled model nor a file")
     for target in cfg.targets:
         where = f"target {target.name!r}"
         if target.domain is not None:
@@ -248,12 +255,22 @@ def run_experiment(
             )
 
     # Stage 4: few-shot adaptation and scoring, one job per (target, model, K, seed). Under
-    # torchrun the jobs are dealt out to the ranks; each result is its own file.
+    # torchrun the jobs are dealt out to the ranks; each result is its own file. Semi-supervised
+    # twins adapt at K = 0 too (on unlabelled people alone), so they have a job for every seed.
     results_dir = out / "results"
-    names = [*models, *(["scratch"] if cfg.from_scratch else [])]
-    job_list = [Job(t, m, UNADAPTED, 0) for t in targets for m in models] + [
-        Job(t, m, k, seed) for t in targets for k in cfg.shots for seed in cfg.seeds for m in names
-    ]
+    twins = list(cfg.semi_twins)
+    names = [*models, *(["scratch"] if cfg.from_scratch else []), *twins]
+    job_list = (
+        [Job(t, m, UNADAPTED, 0) for t in targets for m in models]
+        + [Job(t, m, UNADAPTED, seed) for t in targets for seed in cfg.seeds for m in twins]
+        + [
+            Job(t, m, k, seed)
+            for t in targets
+            for k in cfg.shots
+            for seed in cfg.seeds
+            for m in names
+        ]
+    )
     mine = [job for i, job in enumerate(job_list) if i % dist_info.world_size == dist_info.rank]
     tick = progress.stage("adapt and evaluate", len(mine))
     for job in mine:
@@ -291,19 +308,29 @@ def run_job(
     predictions_dir: Path | None = None,
 ) -> RunResult:
     """Fine-tune (K > 0) and score one job; its predictions go to ``predictions_dir`` (when
-    given) as ``<job key>.json``."""
+    given) as ``<job key>.json``. A twin (``<arm>+<method>``) starts from its arm and adapts on
+    the arm's K shots (the same seeds) plus the pool's other people, unlabelled."""
     t0 = time.perf_counter()
     name = job.target.config.name
-    if job.model in models:
-        model = copy.deepcopy(models[job.model])
+    arm, method = twin_arm(job.model)
+    if arm in models:
+        model = copy.deepcopy(models[arm])
     else:  # "scratch": random weights, the same for every K of a seed
         config = next(iter(models.values())).config
         model = seeded_model(config, derived_seed(cfg.seed, "scratch", job.seed))
     shot_seed, support_seed = shot_seeds(cfg.seed, name, job.shots, job.seed)
+    shots: int | list[int] = job.shots
+    tune = None
+    if method is not None:
+        if cfg.semi is None or cfg.semi.method != method:
+            raise ConfigError(f"{job.model}: not a twin that the semi block of this config makes")
+        shots, tune = twin_tune(
+            cfg, job.target, job.shots, job.seed, shot_seed, support_seed, codec, options
+        )
     score = adapt_and_score(
         model,
         job.target.dataset,
-        job.shots,
+        shots,
         cfg.adapt,
         options,
         job.target.test,
@@ -314,6 +341,7 @@ def run_job(
         pool=job.target.pool_ids,
         augment=cfg.augment,
         results_path=None if predictions_dir is None else predictions_dir / f"{job.key}.json",
+        tune=tune,
     )
     assert score.after is not None
     return RunResult(
@@ -414,7 +442,7 @@ def _figure3(cfg: ExperimentConfig, out: Path, targets: Sequence[Target], report
     for target in targets:
         name = target.config.name
         preds: dict[str, list[dict[str, object]]] = {}
-        for model in (*map(str, cfg.arms), "scratch"):
+        for model in (*map(str, cfg.arms), *cfg.semi_twins, "scratch"):
             file = out / "predictions" / f"{RunResult(name, model, k, seed, {}).key}.json"
             if file.exists():
                 preds[model] = json.loads(file.read_text())
