@@ -163,9 +163,10 @@ def prediction_grid(
 def meta_test_loss_figure(results: Sequence[RunResult]) -> plt.Figure:
     """Fig. 4: fine-tuning loss per epoch, mean over seeds with a 95 % band, per target and K.
 
-    Colour: the arm; line style: K. One legend for both, outside the panels.
+    Colour: the arm; line style: K. One legend for both, outside the panels. The arms only:
+    a semi-supervised twin's loss is per step over unlabelled people, not per epoch of the shots.
     """
-    adapted = [r for r in results if r.shots > 0 and r.epoch_losses]
+    adapted = [r for r in results if r.shots > 0 and r.epoch_losses and not _is_twin(r.model)]
     targets = list(dict.fromkeys(r.target for r in adapted))
     all_shots = sorted({r.shots for r in adapted})
     style = {k: K_STYLES[i % len(K_STYLES)] for i, k in enumerate(all_shots)}
