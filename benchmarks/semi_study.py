@@ -219,6 +219,9 @@ def main() -> None:
         "--distill-lr", type=float, help="distill: the learning rate of teacher and student"
     )
     parser.add_argument(
+        "--distill-l2sp", type=float, help="distill: L2-SP strength of teacher and student"
+    )
+    parser.add_argument(
         "--distill-batchnorm",
         choices=("frozen", "train"),
         help="distill: BatchNorm of teacher and student (default: the adapt config's)",
@@ -261,6 +264,8 @@ def main() -> None:
         distill_adapt = replace(
             distill_adapt, optimizer=replace(distill_adapt.optimizer, lr=args.distill_lr)
         )
+    if args.distill_l2sp is not None:
+        distill_adapt = replace(distill_adapt, l2sp=args.distill_l2sp)
     if args.distill_batchnorm is not None:
         distill_adapt = replace(distill_adapt, batchnorm=args.distill_batchnorm)
     semi = SemiConfig(
