@@ -60,14 +60,13 @@ from metapose.evaluation.evaluate import evaluate
 from metapose.experiment.statistics import mean_ci
 from metapose.experiment.targets import Target, derived_seed, prepare_target
 from metapose.inference.detector import PersonDetector, people_in_files
-from metapose.inference.distill import distill_from_teacher
 from metapose.inference.estimators import torch_estimator
 from metapose.inference.predict import PredictOptions
+from metapose.inference.semi_adapt import adapt_with_unlabelled
 from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.training.adapt import fine_tune
 from metapose.training.few_shot import choose_shots
-from metapose.training.semi import fine_tune_with_unlabelled
 
 ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
@@ -346,37 +345,23 @@ def main() -> None:
                 if method == "shots":
                     assert support is not None
                     fine_tune(model, support, adapt_config, options, seed=seed)
-                elif method == "distill":
-                    result = distill_from_teacher(
+                else:
+                    config = replace(semi, method=method)
+                    adapted = adapt_with_unlabelled(
                         model,
-                        copy.deepcopy(teacher_start),
                         support,
                         people,
-                        distill_adapt,
-                        semi,
+                        distill_adapt if method == "distill" else adapt_config,
+                        config,
                         options,
                         seed=seed,
                         flip=flip,
-                    )
-                    seen = semi.steps * semi.unlabelled_batch
-                    confident = float(np.mean(result.confident))
-                else:
-                    config = replace(semi, method=method)
-                    result = fine_tune_with_unlabelled(
-                        model,
-                        support,
-                        people,
-                        adapt_config,
-                        config,
-                        options,
-                        codec=codec,
-                        seed=seed,
                     )
                     if method == "adabn":
                         seen = min(len(people), config.adabn_batches * config.unlabelled_batch)
                     else:
                         seen = config.steps * config.unlabelled_batch
-                        confident = float(np.mean(result.confident))
+                        confident = float(np.mean(adapted.confident))
                 seconds = time.perf_counter() - t0
                 metrics = score(model)
                 rows.append(Row(method, k, seed, metrics["ap"], metrics, seconds, seen, confident))
