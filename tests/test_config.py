@@ -100,6 +100,14 @@ def test_relative_paths_are_relative_to_the_config_file(
     zoo_name = next(iter(ZOO))
     config.write_text(f"init: {zoo_name}\n")
     assert load_config(config, ExperimentConfig).init == zoo_name
+    # The semi-supervised twins' teacher: a file beside the config, or a zoo name kept as is.
+    config.write_text("semi: {teacher: ../models/teacher.safetensors}\n")
+    semi = load_config(config, ExperimentConfig).semi
+    assert semi is not None
+    assert semi.teacher == str(tmp_path / "project" / "models" / "teacher.safetensors")
+    config.write_text(f"semi: {{teacher: {zoo_name}}}\n")
+    semi = load_config(config, ExperimentConfig).semi
+    assert semi is not None and semi.teacher == zoo_name
 
     config.write_text(
         "data: {domains: [], coco: [{annotations: train.json}]}\nval: {annotations: v/val.json}\n"

@@ -12,6 +12,7 @@ from metapose.config.loading import (
     MAX_BATCH,
     MAX_STEPS,
     MAX_WORKERS,
+    MODEL_PATH,
     PATH,
     ConfigError,
     check_finite,
@@ -308,7 +309,7 @@ class SemiConfig:
     cutout_size: float = 0.25
     adabn_batches: int = 8
     final: Literal["teacher", "student"] = "teacher"
-    teacher: str = "pp-tinypose-256x192"
+    teacher: str = field(default="pp-tinypose-256x192", metadata=MODEL_PATH)
     teacher_adapt: bool = True
     labelled_batch: int = 8
     min_joints: int = 4
