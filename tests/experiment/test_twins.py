@@ -142,3 +142,23 @@ def test_a_missing_teacher_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "semi.teacher" in err and "nowhere" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("semi", "shots", "needle"),
+    [(True, 2, "only 2 pool images have a person box"), (False, 3, "only 2 labelled images")],
+)
+def test_a_pool_too_small_is_one_line_before_any_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], semi: bool, shots: int, needle: str
+) -> None:
+    toy = TOY.replace("TEACHER", "pp-tinypose-256x192").replace("pool_size: 4", "pool_size: 2")
+    toy = toy.replace("shots: [2]", f"shots: [{shots}]")
+    if not semi:
+        toy = toy[: toy.index("semi:")]
+    config = tmp_path / "toy.yaml"
+    config.write_text(toy)
+    out = tmp_path / "run"
+    assert main(["experiment", "--config", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "person_keypoints_pool.json" in err and "Traceback" not in err
+    assert not list(out.rglob("*.safetensors")) and not (out / "results").exists()

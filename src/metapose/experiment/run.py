@@ -52,7 +52,13 @@ from metapose.evaluation.few_shot import UNADAPTED, adapt_and_score
 from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
 from metapose.experiment.report import format_table, summarize, verdicts, write_index_html
 from metapose.experiment.results import RunResult, load_result, save_result
-from metapose.experiment.targets import Target, derived_seed, prepare_target, shot_seeds
+from metapose.experiment.targets import (
+    Target,
+    check_pool,
+    derived_seed,
+    prepare_target,
+    shot_seeds,
+)
 from metapose.experiment.twins import twin_tune
 from metapose.files import write_json_atomic, write_text_atomic
 from metapose.models import TopDownModel, seeded_model
@@ -190,6 +196,8 @@ def run_experiment(
         if not (out / "provenance.json").exists():  # a resumed run keeps its first provenance
             write_json_atomic(out / "provenance.json", provenance(), indent=2)
         targets = [prepare_target(cfg, tc, out / "data", codec, progress) for tc in cfg.targets]
+        for target in targets:
+            check_pool(target, max(cfg.shots), unlabelled=cfg.semi is not None)
     distributed.barrier()
     if not dist_info.is_main:
         targets = [

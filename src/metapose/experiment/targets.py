@@ -14,11 +14,13 @@ from metapose.config import ConfigError, ExperimentConfig, TargetConfig
 from metapose.data.coco import CocoDataset, load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.data.lsp import import_lsp
+from metapose.errors import DataError
 from metapose.evaluation.evaluate import EvalSet, make_eval_set
 from metapose.evaluation.few_shot import image_ids_in
 from metapose.progress import Progress
 from metapose.synth.domains import get_domain
 from metapose.synth.writer import write_synth_dataset
+from metapose.training.few_shot import labelled_images
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,35 @@ def prepare_target(
         batch_size=cfg.eval_batch_size,
     )
     return Target(target, pool, pool_ids, test_set)
+
+
+def check_pool(target: Target, shots: int, *, unlabelled: bool) -> None:
+    """Before any training: ``target``'s pool has ``shots`` labelled images to draw K from and,
+    with ``unlabelled`` (the semi-supervised twins), at least one image with a person box beside
+    any K of them; else one :class:`DataError` naming the pool's annotation file."""
+    name = target.config.name
+    labelled = len(labelled_images(target.dataset, target.pool_ids))
+    if shots > labelled:
+        raise DataError(
+            target.dataset.annotation_file,
+            f"target {name!r}: K = {shots} shots asked for but its pool has only {labelled} "
+            "labelled images: ask for fewer shots or give a larger pool",
+        )
+    if not unlabelled:
+        return
+    pool = set(target.pool_ids)
+    boxed = {
+        a.image_id
+        for a in target.dataset.annotations
+        if a.image_id in pool and a.bbox[2] > 0 and a.bbox[3] > 0
+    }
+    if len(boxed) <= shots:
+        raise DataError(
+            target.dataset.annotation_file,
+            f"target {name!r}: the semi-supervised twins learn from the pool's images other than "
+            f"the K = {shots} shots, but only {len(boxed)} pool images have a person box: "
+            "give a larger pool or fewer shots",
+        )
 
 
 # ------------------------------------------------------------------------------ the run
