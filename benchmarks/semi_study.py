@@ -17,6 +17,10 @@ people:
   otherwise);
 - ``distill``: the ``--teacher`` (default the 256x192 zoo model) fine-tuned on the same shots
   labels the unlabelled people; the model takes ``--steps`` steps on them and the shots.
+- ``oracle`` (a diagnostic, ``--boxes gt`` only): distill's student training with the unlabelled
+  people's own annotated keypoints in place of the teacher's labels. It bounds what any teacher
+  could give through the same steps: distill far below it means the labels are the limit, close
+  to it means the steps are.
 
 The teacher's own score (unadapted, its own crops of the same test people) is reported beside.
 
@@ -67,11 +71,12 @@ from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.training.adapt import fine_tune
 from metapose.training.few_shot import choose_shots
+from metapose.training.semi import fine_tune_on_pseudo_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
 BASE_SEED = 0
-METHODS = ("shots", "adabn", "mean_teacher", "distill")
+METHODS = ("shots", "adabn", "mean_teacher", "distill", "oracle")
 UNADAPTED = "unadapted"
 TEACHER = "teacher"
 
@@ -177,7 +182,7 @@ def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
             lines.append(
                 f"| {k} | {m} | {mean_ci(aps).format(1)} | {paired(got, by_method['shots'])} "
                 f"| {paired(got, base)} | {train:.0f} | {seen} | "
-                f"{'-' if m in ('shots', 'adabn') else f'{conf:.2f}'} |"
+                f"{'-' if m in ('shots', 'adabn', 'oracle') else f'{conf:.2f}'} |"
             )
     lines += ["", f"Wall time of the runs that wrote this folder: {seconds / 60:.1f} min."]
     return "\n".join(lines)
@@ -225,10 +230,19 @@ def main() -> None:
         choices=("frozen", "train"),
         help="distill: BatchNorm of teacher and student (default: the adapt config's)",
     )
+    parser.add_argument(
+        "--teacher-scales",
+        type=float,
+        nargs="+",
+        default=list(SemiConfig().teacher_scales),
+        help="distill's multi-scale teacher (box scale factors)",
+    )
     parser.add_argument("--ema-decay", type=float, default=SemiConfig().ema_decay)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if "oracle" in args.methods and args.boxes != "gt":
+        parser.error("--methods oracle needs --boxes gt (the annotated people's own keypoints)")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     t_start = time.perf_counter()
@@ -273,6 +287,7 @@ def main() -> None:
         teacher=args.teacher,
         threshold=args.threshold,
         min_relative_height=args.min_relative_height,
+        teacher_scales=tuple(args.teacher_scales),
     )
     meta: dict[str, object] = {
         "init": args.init,
@@ -291,7 +306,11 @@ def main() -> None:
         "unlabelled": args.unlabelled,
         "steps": args.steps,
         "adapt": asdict(adapt_config),
-        "semi": asdict(semi),
+        "semi": {
+            k: v
+            for k, v in asdict(semi).items()
+            if k != "teacher_scales" or semi.teacher_scales != SemiConfig().teacher_scales
+        },
     }
     if distill_adapt != adapt_config:
         meta["distill_adapt"] = asdict(distill_adapt)
@@ -300,7 +319,7 @@ def main() -> None:
     earlier = 0.0
     if json_path.exists():
         saved = json.loads(json_path.read_text())
-        if saved["meta"] != meta:
+        if saved["meta"] != json.loads(json.dumps(meta)):
             raise SystemExit(f"error: {json_path} holds another study; choose another --out")
         rows, earlier = [Row(**r) for r in saved["rows"]], float(saved["wall_seconds"])
     done = {(r.method, r.shots, r.seed) for r in rows}
@@ -345,6 +364,20 @@ def main() -> None:
                 if method == "shots":
                     assert support is not None
                     fine_tune(model, support, adapt_config, options, seed=seed)
+                elif method == "oracle":
+                    ids = sorted({p.image_id for p in people})
+                    labelled = instances_from_coco(target.dataset, image_ids=ids)
+                    fine_tune_on_pseudo_labels(
+                        model,
+                        support,
+                        labelled,
+                        distill_adapt,
+                        semi,
+                        options,
+                        codec=codec,
+                        seed=seed,
+                    )
+                    seen = semi.steps * semi.unlabelled_batch
                 else:
                     config = replace(semi, method=method)
                     adapted = adapt_with_unlabelled(

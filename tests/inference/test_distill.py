@@ -13,7 +13,13 @@ from metapose.config import AdaptConfig, ConfigError, ModelConfig, OptimizerConf
 from metapose.config.training import SemiConfig
 from metapose.data.dataset import Instance
 from metapose.device import DeviceOptions
-from metapose.inference.distill import LABELLED, distill_from_teacher, pseudo_label
+from metapose.inference.distill import (
+    LABELLED,
+    distill_from_teacher,
+    merge_scales,
+    pseudo_label,
+    scaled_box,
+)
 from metapose.models import TopDownModel
 from metapose.training.semi import fine_tune_on_pseudo_labels, fine_tune_with_unlabelled
 from tests.conftest import TINY_MODEL
@@ -169,3 +175,39 @@ def test_a_teacher_of_another_skeleton_is_refused() -> None:
         distill_from_teacher(
             seeded(TINY_MODEL), other, None, unlabelled_people(2), QUICK, DISTIL, CPU
         )
+
+
+def test_the_multi_scale_teacher_averages_its_views_in_image_pixels() -> None:
+    teacher, people = seeded(BIG), unlabelled_people(4)
+    one = pseudo_label(teacher, people, CPU, threshold=0.0, min_joints=0)
+    # the same scale twice is the single-scale label; a scale changes the crop, so the labels
+    same = pseudo_label(teacher, people, CPU, threshold=0.0, min_joints=0, scales=(1.0, 1.0))
+    for a, b in zip(one.people, same.people, strict=True):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
+    two = pseudo_label(teacher, people, CPU, threshold=0.0, min_joints=0, scales=(1.0, 1.25))
+    # the teacher's raw poses (with scores) on the plain and on the wider boxes, merged
+    views = [
+        np.stack(
+            [
+                q.keypoints
+                for q in pseudo_label_scores(
+                    teacher, [replace(p, box=scaled_box(p.box, f)) for p in people]
+                )
+            ]
+        )
+        for f in (1.0, 1.25)
+    ]
+    got = np.stack([p.keypoints for p in two.people])
+    np.testing.assert_allclose(got[..., :2], merge_scales(views)[..., :2], atol=1e-4)
+    assert not np.allclose(got[..., :2], views[0][..., :2], atol=1e-2)
+
+
+def test_scales_are_merged_by_score_and_boxes_scaled_about_their_centre() -> None:
+    a = np.array([[[10.0, 20.0, 0.9], [0.0, 0.0, 0.0]]], np.float32)
+    b = np.array([[[20.0, 40.0, 0.3], [4.0, 8.0, 0.0]]], np.float32)
+    merged = merge_scales([a, b])
+    np.testing.assert_allclose(merged[0, 0], [12.5, 25.0, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(merged[0, 1], [2.0, 4.0, 0.0])  # no score: the plain mean
+    assert scaled_box((10.0, 20.0, 40.0, 80.0), 1.5) == (0.0, 0.0, 60.0, 120.0)
+    with pytest.raises(ConfigError, match="teacher_scales"):
+        SemiConfig(teacher_scales=(1.0, 3.0))

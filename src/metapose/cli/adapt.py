@@ -146,6 +146,7 @@ def _semi_config(args: argparse.Namespace) -> SemiConfig:
         ("ema_decay", args.ema_decay),
         ("threshold", args.confidence),
         ("teacher", args.teacher),
+        ("teacher_scales", None if args.teacher_scales is None else tuple(args.teacher_scales)),
     )
     return SemiConfig(**{k: v for k, v in options if v is not None})
 
@@ -451,6 +452,14 @@ def register(sub: Commands) -> None:
     p.add_argument(
         "--teacher",
         help=f"distill's teacher: a zoo name or checkpoint file (default {semi.teacher})",
+    )
+    p.add_argument(
+        "--teacher-scales",
+        type=float,
+        nargs="+",
+        metavar="FACTOR",
+        help="distill's multi-scale teacher: box scale factors whose predictions are averaged "
+        f"(default {' '.join(map(str, semi.teacher_scales))}; e.g. 0.85 1 1.15)",
     )
     p.add_argument(
         "--semi-steps",

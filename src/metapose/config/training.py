@@ -294,7 +294,9 @@ class SemiConfig:
     ``unlabelled_batch`` pseudo-labelled people plus ``labelled_batch`` shots (both augmented as
     the shots are), JointsMSE over both. People whose box is shorter than
     ``min_relative_height`` times the tallest person of the same image are not labelled
-    (:func:`metapose.data.unlabelled.main_people`; 0 keeps everyone).
+    (:func:`metapose.data.unlabelled.main_people`; 0 keeps everyone). ``teacher_scales``: the
+    teacher's multi-scale test, each person's box scaled about its centre by each factor and the
+    joints averaged over the scales (:func:`metapose.inference.distill.pseudo_label`).
     """
 
     method: SemiMethod = "distill"
@@ -314,9 +316,15 @@ class SemiConfig:
     labelled_batch: int = 8
     min_joints: int = 4
     min_relative_height: float = 0.0
+    teacher_scales: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         check_finite(self, "semi")
+        if not self.teacher_scales or len(self.teacher_scales) > 8:
+            raise ConfigError("semi.teacher_scales must hold 1 to 8 factors")
+        for i, factor in enumerate(self.teacher_scales):
+            if not 0.5 <= factor <= 2:
+                raise ConfigError(f"semi.teacher_scales[{i}] must be in [0.5, 2], got {factor}")
         if not 0 <= self.min_relative_height <= 1:
             raise ConfigError(
                 f"semi.min_relative_height must be in [0, 1], got {self.min_relative_height}"

@@ -52,21 +52,33 @@ def pseudo_label(
     threshold: float,
     min_joints: int,
     flip: bool = True,
+    scales: Sequence[float] = (1.0,),
     skeleton: Skeleton = COCO17,
     on_batch: Callable[[int], None] | None = None,
 ) -> PseudoLabels:
     """``teacher``'s poses of ``people`` (cropped by its own codec, flip test with ``flip``) as
     labels: joints scored at least ``threshold`` are labelled, the others unknown (flag 0, not
-    learnt); people with fewer than ``min_joints`` labelled joints are left out."""
+    learnt); people with fewer than ``min_joints`` labelled joints are left out.
+
+    ``scales``: the multi-scale test. The teacher also sees each person's box scaled about its
+    centre by each factor (the person smaller in a wider crop for a factor above 1); a joint's
+    label is the mean of its image positions over the scales, weighted by the scores, and its
+    score the mean score. ``on_batch`` counts each scale's crops."""
+    if not people:
+        return PseudoLabels((), 0, 0.0)
     codec = HeatmapCodec.for_model(teacher.config)
-    crops = TopDownDataset(people, codec, targets=False, skeleton=skeleton)
-    predictions = predict(
-        torch_heatmap_fn(teacher, options), crops, flip=flip, skeleton=skeleton, on_batch=on_batch
-    )
+    heatmap_fn = torch_heatmap_fn(teacher, options)
+    views = []
+    for factor in scales:
+        scaled = [replace(p, box=scaled_box(p.box, factor)) for p in people]
+        crops = TopDownDataset(scaled, codec, targets=False, skeleton=skeleton)
+        found = predict(heatmap_fn, crops, flip=flip, skeleton=skeleton, on_batch=on_batch)
+        views.append(np.stack([np.asarray(q.keypoints, np.float32) for q in found]))
+    poses = merge_scales(views)
     kept: list[Instance] = []
     confident = 0
-    for person, prediction in zip(people, predictions, strict=True):
-        keypoints = np.asarray(prediction.keypoints, np.float32).copy()
+    for person, pose in zip(people, poses, strict=True):
+        keypoints = pose.copy()
         sure = keypoints[:, 2] >= threshold
         confident += int(sure.sum())
         if int(sure.sum()) < max(min_joints, 1):
@@ -76,6 +88,29 @@ def pseudo_label(
         kept.append(replace(person, keypoints=keypoints))
     total = max(1, len(people) * skeleton.num_keypoints)
     return PseudoLabels(tuple(kept), len(people), confident / total)
+
+
+def scaled_box(
+    box: tuple[float, float, float, float], factor: float
+) -> tuple[float, float, float, float]:
+    """An ``(x, y, w, h)`` box scaled by ``factor`` about its centre."""
+    x, y, w, h = box
+    return (x + w * (1 - factor) / 2, y + h * (1 - factor) / 2, w * factor, h * factor)
+
+
+def merge_scales(views: Sequence[np.ndarray]) -> np.ndarray:
+    """``(N, K, 3)`` poses (image x, y, score) of the same people at several scales as one: each
+    joint's position is the score-weighted mean over the views (the plain mean where every score
+    is 0) and its score the mean score. One view is returned as it is."""
+    if len(views) == 1:
+        return np.asarray(views[0], np.float32)
+    stacked = np.stack(views).astype(np.float64)  # (V, N, K, 3)
+    weights = np.clip(stacked[..., 2:], 0.0, None)
+    total = weights.sum(axis=0)
+    plain = stacked[..., :2].mean(axis=0)
+    weighted = (weights * stacked[..., :2]).sum(axis=0) / np.where(total > 0, total, 1.0)
+    xy = np.where(total > 0, weighted, plain)
+    return np.concatenate([xy, stacked[..., 2:].mean(axis=0)], axis=-1).astype(np.float32)
 
 
 def distill_from_teacher(
@@ -146,7 +181,12 @@ def distill_from_teacher(
             on_step=lambda step, loss: steps[-1](1),
         )
         progress.close_stage()
-    advance = progress.stage(f"teacher: label {len(people)} people", len(people))
+    scales = config.teacher_scales
+    advance = progress.stage(
+        f"teacher: label {len(people)} people"
+        + (f" at {len(scales)} scales" if len(scales) > 1 else ""),
+        len(people) * len(scales),
+    )
     labels = pseudo_label(
         teacher,
         people,
@@ -154,6 +194,7 @@ def distill_from_teacher(
         threshold=config.threshold,
         min_joints=config.min_joints,
         flip=flip,
+        scales=scales,
         skeleton=skeleton,
         on_batch=advance,
     )
