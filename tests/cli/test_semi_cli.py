@@ -122,4 +122,4 @@ def test_people_in_unlabelled_photos_come_from_the_detector(
     (real / "noise.png").write_bytes((photos / "p0.png").read_bytes())
     assert main([*args, "--unlabelled", str(real), *SEMI]) == 0
     assert read_metadata(out)["unlabelled_people"] >= 1
-    assert "of 3 unlabelled images; they are not used" in capsys.readouterr().err
+    assert "of 3 unlabelled images it read; they are not used" in capsys.readouterr().err

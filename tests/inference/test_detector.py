@@ -23,6 +23,7 @@ from metapose.inference.detector import (
     grid_cells,
     letterbox,
     nms,
+    people_in_files,
 )
 from tests.conftest import COCO_MINI, require
 
@@ -208,3 +209,18 @@ def test_the_bundled_detector_is_the_published_file() -> None:
 
     digest = hashlib.sha256(BUNDLED_DETECTOR.read_bytes()).hexdigest()
     assert digest == "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14"
+
+
+def test_people_in_files_stops_once_enough_people_are_found(tmp_path: Path) -> None:
+    photo = require(COCO_MINI) / "val2017" / "000000214753.jpg"  # two people
+    blank = tmp_path / "blank.png"
+    write_rgb(blank, np.full((240, 320, 3), 128, np.uint8))
+    detector = PersonDetector(threads=1)
+    every = people_in_files(detector, [blank, photo])
+    assert [len(every[f]) for f in (blank, photo)] == [0, 2]
+    read: list[int] = []
+    never = tmp_path / "never.jpg"  # not an image: reading it would raise
+    some = people_in_files(detector, [blank, photo, never], enough=2, on_image=read.append)
+    assert list(some) == [blank, photo] and len(read) == 2
+    with pytest.raises(DataError, match="never.jpg"):
+        people_in_files(detector, [blank, photo, never], enough=3)

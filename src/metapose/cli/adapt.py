@@ -139,7 +139,7 @@ def _adapt_config(args: argparse.Namespace) -> AdaptConfig:
 
 
 def _semi_config(args: argparse.Namespace) -> SemiConfig:
-    options = (
+    options: tuple[tuple[str, Any], ...] = (
         ("method", args.semi),
         ("steps", args.semi_steps),
         ("weight", args.semi_weight),
@@ -151,23 +151,46 @@ def _semi_config(args: argparse.Namespace) -> SemiConfig:
     return SemiConfig(**{k: v for k, v in options if v is not None})
 
 
-def _unlabelled_people(args: argparse.Namespace, progress: TqdmProgress) -> list[Any]:
+_DETECT_ORDER_STREAM = 4  # the order the detector reads unlabelled images in, beside the seed
+
+
+def _unlabelled_people(
+    args: argparse.Namespace, semi: SemiConfig, progress: TqdmProgress
+) -> list[Any]:
     """``--unlabelled``'s people: a COCO JSON's boxes, else the bundled detector's
-    (``--unlabelled-boxes detect``, the default) or one whole-image box a photo (``whole``)."""
+    (``--unlabelled-boxes detect``, the default) or one whole-image box a photo (``whole``).
+
+    The detector reads the images in an order drawn by ``--seed`` and stops once it has found
+    as many people as the method will see (``semi.crops_seen``): a larger set adds nothing the
+    model learns from, only detector time."""
+    import numpy as np
+
     from metapose.data.unlabelled import is_coco_file, unlabelled_files, unlabelled_instances
     from metapose.inference.detector import PersonDetector, people_in_files
 
     boxes = None
     if args.unlabelled_boxes == "detect" and not is_coco_file(args.unlabelled):
         files = unlabelled_files(args.unlabelled)
+        order = np.random.default_rng((args.seed, _DETECT_ORDER_STREAM)).permutation(len(files))
         advance = progress.stage(f"find people in {len(files)} unlabelled images", len(files))
-        boxes = people_in_files(PersonDetector(), files, on_image=advance)
+        boxes = people_in_files(
+            PersonDetector(),
+            [files[int(i)] for i in order],
+            on_image=advance,
+            enough=semi.crops_seen,
+        )
         progress.close_stage()
+        if len(boxes) < len(files) and not args.quiet:
+            print(
+                f"the detector read {len(boxes)} of {len(files)} unlabelled images (drawn by "
+                f"--seed): {sum(len(found) for found in boxes.values())} people, as many as "
+                f"{semi.method} sees ({semi.crops_seen} crops)"
+            )
         nobody = sum(1 for found in boxes.values() if not found)
         if nobody:
             print(
-                f"warning: the detector found nobody in {nobody} of {len(files)} unlabelled "
-                "images; they are not used",
+                f"warning: the detector found nobody in {nobody} of {len(boxes)} unlabelled "
+                "images it read; they are not used",
                 file=sys.stderr,
             )
     people = unlabelled_instances(args.unlabelled, image_dir=args.unlabelled_images, boxes=boxes)
@@ -198,7 +221,7 @@ def _adapt_with_unlabelled(
     from metapose.training.few_shot import support_set
 
     semi = _semi_config(args)
-    people = _unlabelled_people(args, progress)
+    people = _unlabelled_people(args, semi, progress)
     support = None
     if shots:
         support = support_set(data, shots, codec, seed=args.seed)

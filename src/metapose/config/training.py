@@ -318,6 +318,13 @@ class SemiConfig:
     min_relative_height: float = 0.0
     teacher_scales: tuple[float, ...] = (1.0,)
 
+    @property
+    def crops_seen(self) -> int:
+        """Unlabelled crops the method passes through the model: ``adabn_batches`` batches
+        (AdaBN) or one batch a step. A larger set of people adds nothing the model sees."""
+        batches = self.adabn_batches if self.method == "adabn" else self.steps
+        return batches * self.unlabelled_batch
+
     def __post_init__(self) -> None:
         check_finite(self, "semi")
         if not self.teacher_scales or len(self.teacher_scales) > 8:

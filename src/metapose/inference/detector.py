@@ -254,12 +254,19 @@ def people_in_files(
     files: Sequence[Path],
     *,
     on_image: Callable[[int], None] | None = None,
+    enough: int | None = None,
 ) -> dict[Path, tuple[tuple[float, float, float, float], ...]]:
     """The people ``detector`` finds in each image file, as ``(x, y, w, h)`` boxes by path (an
-    image with nobody maps to no boxes); ``on_image(1)`` after each file."""
+    image with nobody maps to no boxes); ``on_image(1)`` after each file. With ``enough``, the
+    files are read in the order given until that many people are found; the rest are left out
+    of the result."""
     out: dict[Path, tuple[tuple[float, float, float, float], ...]] = {}
+    found = 0
     for path in files:
+        if enough is not None and found >= enough:
+            break
         out[path] = tuple(d.bbox for d in detector.detect(read_rgb(path)))
+        found += len(out[path])
         if on_image is not None:
             on_image(1)
     return out

@@ -150,7 +150,7 @@ def distill_from_teacher(
     people = main_people(unlabelled, config.min_relative_height)
     if len(people) < len(unlabelled):
         log.info("left out %d small people in the background", len(unlabelled) - len(people))
-    budget = config.steps * config.unlabelled_batch
+    budget = config.crops_seen
     if len(people) > budget:
         rng = np.random.default_rng((seed, _SUBSET_STREAM))
         people = [people[int(i)] for i in sorted(rng.choice(len(people), budget, replace=False))]
