@@ -41,6 +41,7 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ import torch
 from metapose.cli.common import TqdmProgress
 from metapose.config import (
     AdaptConfig,
+    ConfigError,
     ExperimentConfig,
     TopDownAugmentConfig,
     load_config,
@@ -64,6 +66,7 @@ from metapose.evaluation.evaluate import evaluate
 from metapose.experiment.statistics import mean_ci
 from metapose.experiment.targets import Target, derived_seed, prepare_target
 from metapose.inference.detector import PersonDetector, people_in_files
+from metapose.inference.distill import people_to_label
 from metapose.inference.estimators import torch_estimator
 from metapose.inference.predict import PredictOptions
 from metapose.inference.semi_adapt import adapt_with_unlabelled
@@ -126,14 +129,22 @@ def unlabelled_people(
     for a in target.dataset.annotations:
         if a.trainable:
             annotated.setdefault(a.image_id, []).append(tuple(a.bbox))  # type: ignore[arg-type]
-    out = []
+    out: list[Instance] = []
     for image_id, path in paths.items():
+        people: Sequence[tuple[float, float, float, float]]
         if boxes == "gt":
             people = annotated.get(image_id, [])
         else:
             people = [whole_image_box(path)] if found is None else found[path]
         out += [Instance(path, box, unknown, image_id, -(len(out) + 1)) for box in people]
     return out
+
+
+def config_or_exit(parser: argparse.ArgumentParser, **settings: object) -> SemiConfig:
+    try:
+        return SemiConfig(**settings)  # type: ignore[arg-type]
+    except ConfigError as err:
+        parser.error(str(err))
 
 
 def paired(rows: dict[int, Row], other: dict[int, Row]) -> str:
@@ -262,7 +273,12 @@ def main() -> None:
     if args.pool_size is not None:
         target_config = replace(target_config, pool_size=args.pool_size)
     experiment = ExperimentConfig(
-        name="semi", seed=BASE_SEED, init=args.init, arms=("as-is",), targets=(target_config,)
+        name="semi",
+        seed=BASE_SEED,
+        init=args.init,
+        arms=("as-is",),
+        targets=(target_config,),
+        shots=tuple(k for k in args.shots if k > 0) or (1,),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     target = prepare_target(experiment, target_config, args.out / "data", codec, TqdmProgress())
@@ -281,7 +297,8 @@ def main() -> None:
         distill_adapt = replace(distill_adapt, l2sp=args.distill_l2sp)
     if args.distill_batchnorm is not None:
         distill_adapt = replace(distill_adapt, batchnorm=args.distill_batchnorm)
-    semi = SemiConfig(
+    semi = config_or_exit(
+        parser,
         steps=args.steps,
         ema_decay=args.ema_decay,
         teacher=args.teacher,
@@ -364,9 +381,11 @@ def main() -> None:
                 if method == "shots":
                     assert support is not None
                     fine_tune(model, support, adapt_config, options, seed=seed)
-                elif method == "oracle":
+                elif method == "oracle":  # distill's people, labelled by their annotations
                     ids = sorted({p.image_id for p in people})
-                    labelled = instances_from_coco(target.dataset, image_ids=ids)
+                    labelled = people_to_label(
+                        instances_from_coco(target.dataset, image_ids=ids), semi, seed
+                    )
                     fine_tune_on_pseudo_labels(
                         model,
                         support,
@@ -377,7 +396,7 @@ def main() -> None:
                         codec=codec,
                         seed=seed,
                     )
-                    seen = semi.steps * semi.unlabelled_batch
+                    seen = semi.crops_seen
                 else:
                     config = replace(semi, method=method)
                     adapted = adapt_with_unlabelled(
@@ -391,9 +410,9 @@ def main() -> None:
                         flip=flip,
                     )
                     if method == "adabn":
-                        seen = min(len(people), config.adabn_batches * config.unlabelled_batch)
+                        seen = min(len(people), config.crops_seen)
                     else:
-                        seen = config.steps * config.unlabelled_batch
+                        seen = config.crops_seen
                         confident = float(np.mean(adapted.confident))
                 seconds = time.perf_counter() - t0
                 metrics = score(model)

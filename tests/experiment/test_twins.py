@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,12 +145,9 @@ def test_a_missing_teacher_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert not out.exists()
 
 
-@pytest.mark.parametrize(
-    ("semi", "shots", "needle"),
-    [(True, 2, "only 2 pool images have a person box"), (False, 3, "only 2 labelled images")],
-)
-def test_a_pool_too_small_is_one_line_before_any_training(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], semi: bool, shots: int, needle: str
+@pytest.mark.parametrize(("semi", "shots"), [(True, 2), (False, 3)])
+def test_a_rendered_pool_too_small_is_one_line_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], semi: bool, shots: int
 ) -> None:
     toy = TOY.replace("TEACHER", "pp-tinypose-256x192").replace("pool_size: 4", "pool_size: 2")
     toy = toy.replace("shots: [2]", f"shots: [{shots}]")
@@ -160,5 +158,72 @@ def test_a_pool_too_small_is_one_line_before_any_training(
     out = tmp_path / "run"
     assert main(["experiment", "--config", str(config), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert needle in err and "person_keypoints_pool.json" in err and "Traceback" not in err
-    assert not list(out.rglob("*.safetensors")) and not (out / "results").exists()
+    assert f"pool_size 2 is too small for K = {shots}" in err and str(config) in err
+    assert ("semi twins" in err) == semi and "Traceback" not in err and not out.exists()
+
+
+def test_a_real_pool_too_small_is_one_error_naming_its_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A COCO pool: K needs as many labelled images, the twins one more image with a person box
+    (crowd regions are not people)."""
+    from metapose.config import TargetConfig
+    from metapose.data.coco import load_coco
+    from metapose.data.images import write_rgb
+    from metapose.errors import DataError
+    from metapose.experiment.targets import check_pool
+    from metapose.skeleton import COCO17
+
+    person = {"category_id": 1, "num_keypoints": 1, "keypoints": [5, 5, 2] + [0, 0, 0] * 16}
+    annotations = [
+        {**person, "id": 1, "image_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+        {**person, "id": 2, "image_id": 2, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+        {**person, "id": 4, "image_id": 4, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+        {
+            "id": 3,
+            "image_id": 3,
+            "category_id": 1,
+            "bbox": [0, 0, 10, 10],
+            "area": 100,
+            "iscrowd": 1,
+            "num_keypoints": 0,
+            "keypoints": [0] * 51,
+            "segmentation": {},
+        },
+    ]
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 20, "height": 20} for i in (1, 2, 3, 4)]
+    path = tmp_path / "pool.json"
+    path.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [
+                    {"id": 1, "name": "person", "keypoints": list(COCO17.keypoints), "skeleton": []}
+                ],
+            }
+        )
+    )
+    for i in (1, 2, 3, 4):
+        write_rgb(tmp_path / f"{i}.jpg", np.zeros((20, 20, 3), np.uint8))
+    data = load_coco(path, tmp_path)
+    config = TargetConfig(name="real", annotations=str(path), pool_ids=(1, 3), test_ids=(4, 4))
+    target = Target(config, data, (1, 2, 3), test=None)  # type: ignore[arg-type]
+    check_pool(target, 2, unlabelled=False)
+    check_pool(target, 1, unlabelled=True)
+    with pytest.raises(DataError, match="only 2 labelled images") as err:
+        check_pool(target, 3, unlabelled=False)
+    assert "pool.json" in str(err.value)
+    with pytest.raises(DataError, match="only 2 pool images have a person box"):
+        check_pool(target, 2, unlabelled=True)
+    # The experiment stops with that line, and leaves no config behind to block a corrected rerun.
+    toy = TOY[: TOY.index("targets:")] + (
+        f"targets:\n  - {{name: real, annotations: {path}, image_dir: {tmp_path},"
+        " pool_ids: [1, 3], test_ids: [4, 4]}\nshots: [3]\nseeds: [0]\n"
+    )
+    yaml = tmp_path / "toy.yaml"
+    yaml.write_text(toy)
+    out = tmp_path / "run"
+    assert main(["experiment", "--config", str(yaml), "--out", str(out), "--quiet"]) == 2
+    assert "only 2 labelled images" in capsys.readouterr().err
+    assert not (out / "config.yaml").exists() and not (out / "provenance.json").exists()

@@ -148,7 +148,13 @@ def _semi_config(args: argparse.Namespace) -> SemiConfig:
         ("teacher", args.teacher),
         ("teacher_scales", None if args.teacher_scales is None else tuple(args.teacher_scales)),
     )
-    return SemiConfig(**{k: v for k, v in options if v is not None})
+    semi = SemiConfig(**{k: v for k, v in options if v is not None})
+    if args.teacher_scales is not None and semi.method != "distill":
+        print(
+            f"warning: --teacher-scales is distill's; --semi {semi.method} ignores it",
+            file=sys.stderr,
+        )
+    return semi
 
 
 _DETECT_ORDER_STREAM = 4  # the order the detector reads unlabelled images in, beside the seed

@@ -173,6 +173,16 @@ class ExperimentConfig:
             raise ConfigError("shots must not be empty")
         for i, shots in enumerate(self.shots):
             check_int("", f"shots[{i}]", shots, 1, MAX_COUNT)
+        # a rendered pool has one labelled person an image; the twins need one image beside K
+        needed = max(self.shots) + (self.semi is not None)
+        for t in self.targets:
+            if t.synthetic and t.pool_size < needed:
+                raise ConfigError(
+                    f"target {t.name!r}: pool_size {t.pool_size} is too small for K = "
+                    f"{max(self.shots)} shots"
+                    + (" plus unlabelled pool images for the semi twins" if self.semi else "")
+                    + f": give pool_size >= {needed}"
+                )
         if not self.seeds:
             raise ConfigError("seeds must not be empty")
         check_seed("", "seed", self.seed)

@@ -48,6 +48,7 @@ from metapose.data.dataset import (
 )
 from metapose.data.images import read_rgb, write_rgb
 from metapose.device import DeviceOptions
+from metapose.errors import DataError
 from metapose.evaluation.few_shot import UNADAPTED, adapt_and_score
 from metapose.experiment.figures import PredictionPanel, k_curve, meta_test_loss, prediction_grid
 from metapose.experiment.report import format_table, summarize, verdicts, write_index_html
@@ -189,6 +190,7 @@ def run_experiment(
     options = DeviceOptions(device)
 
     # Stage 1: target data, rendered or split by rank 0 (the others read what it wrote).
+    fresh = not (out / "config.yaml").exists()
     if dist_info.is_main:
         check_resumable(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
@@ -196,13 +198,19 @@ def run_experiment(
         if not (out / "provenance.json").exists():  # a resumed run keeps its first provenance
             write_json_atomic(out / "provenance.json", provenance(), indent=2)
         targets = [prepare_target(cfg, tc, out / "data", codec, progress) for tc in cfg.targets]
-        for target in targets:
-            check_pool(target, max(cfg.shots), unlabelled=cfg.semi is not None)
     distributed.barrier()
     if not dist_info.is_main:
         targets = [
             prepare_target(cfg, tc, out / "data", codec, SilentProgress()) for tc in cfg.targets
         ]
+    try:  # on every rank, so that each stops with the same one line
+        for target in targets:
+            check_pool(target, max(cfg.shots), unlabelled=cfg.semi is not None)
+    except DataError:
+        if dist_info.is_main and fresh:  # a corrected config may then run into the same folder
+            (out / "config.yaml").unlink(missing_ok=True)
+            (out / "provenance.json").unlink(missing_ok=True)
+        raise
 
     # Stage 2: shared pretraining.
     def pretrain(model: TopDownModel) -> None:

@@ -133,7 +133,7 @@ def check_pool(target: Target, shots: int, *, unlabelled: bool) -> None:
     boxed = {
         a.image_id
         for a in target.dataset.annotations
-        if a.image_id in pool and a.bbox[2] > 0 and a.bbox[3] > 0
+        if a.image_id in pool and not a.iscrowd and a.bbox[2] > 0 and a.bbox[3] > 0
     }
     if len(boxed) <= shots:
         raise DataError(

@@ -113,6 +113,25 @@ def merge_scales(views: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([xy, stacked[..., 2:].mean(axis=0)], axis=-1).astype(np.float32)
 
 
+def people_to_label(
+    unlabelled: Sequence[Instance], config: SemiConfig, seed: int
+) -> list[Instance]:
+    """The people distillation labels: ``unlabelled`` less the small ones in the background
+    (``config.min_relative_height``), then, from a larger set, ``config.crops_seen`` of them
+    drawn by ``seed``: the student sees each once, and the teacher's cost stops growing."""
+    people = main_people(unlabelled, config.min_relative_height)
+    if len(people) < len(unlabelled):
+        log.info("left out %d small people in the background", len(unlabelled) - len(people))
+    budget = config.crops_seen
+    if len(people) > budget:
+        rng = np.random.default_rng((seed, _SUBSET_STREAM))
+        people = [people[int(i)] for i in sorted(rng.choice(len(people), budget, replace=False))]
+        log.info(
+            "labelling %d of %d unlabelled people (one each a crop seen)", budget, len(unlabelled)
+        )
+    return people
+
+
 def distill_from_teacher(
     model: TopDownModel,
     teacher: TopDownModel,
@@ -147,16 +166,7 @@ def distill_from_teacher(
     progress = SilentProgress() if progress is None else progress
     options.prepare(model)
     options.prepare(teacher)
-    people = main_people(unlabelled, config.min_relative_height)
-    if len(people) < len(unlabelled):
-        log.info("left out %d small people in the background", len(unlabelled) - len(people))
-    budget = config.crops_seen
-    if len(people) > budget:
-        rng = np.random.default_rng((seed, _SUBSET_STREAM))
-        people = [people[int(i)] for i in sorted(rng.choice(len(people), budget, replace=False))]
-        log.info(
-            "labelling %d of %d unlabelled people (one each a crop seen)", budget, len(unlabelled)
-        )
+    people = people_to_label(unlabelled, config, seed)
     if support is not None and len(support) == 0:
         support = None
     if support is not None and config.teacher_adapt:
