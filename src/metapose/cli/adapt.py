@@ -178,7 +178,9 @@ def _unlabelled_people(
     if args.unlabelled_boxes == "detect" and not is_coco_file(args.unlabelled):
         files = unlabelled_files(args.unlabelled)
         order = np.random.default_rng((args.seed, _DETECT_ORDER_STREAM)).permutation(len(files))
-        advance = progress.stage(f"find people in {len(files)} unlabelled images", len(files))
+        advance = progress.stage(
+            f"find {semi.crops_seen} people in up to {len(files)} unlabelled images", len(files)
+        )
         boxes = people_in_files(
             PersonDetector(),
             [files[int(i)] for i in order],
