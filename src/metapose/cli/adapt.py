@@ -95,15 +95,15 @@ def loss_line(result: AdaptResult, most: int = 20) -> str:
     """The training loss as one line: the mean of each epoch, or of each run of steps when there
     would be more than ``most`` epochs (distillation sees each unlabelled person once, so its
     "epoch" is a step)."""
+    from metapose.training.adapt import run_means
+
     period = max(1, result.steps_per_epoch)
     steps = len(result.losses)
     label = "loss per epoch"
     if steps > most * period:
         period = -(-steps // most)
         label = f"loss per {period} steps"
-    chunks = [result.losses[i : i + period] for i in range(0, steps, period)]
-    means = [sum(chunk) / len(chunk) for chunk in chunks]
-    return f"{label}: " + " ".join(f"{v:.2e}" for v in means)
+    return f"{label}: " + " ".join(f"{v:.2e}" for v in run_means(result.losses, period))
 
 
 def paired_verdict(before: EvalResult, after: EvalResult) -> Verdict:

@@ -64,8 +64,12 @@ class AdaptResult:
 
     @property
     def epoch_losses(self) -> tuple[float, ...]:
-        n = self.steps_per_epoch
-        return tuple(float(np.mean(self.losses[i : i + n])) for i in range(0, len(self.losses), n))
+        return run_means(self.losses, self.steps_per_epoch)
+
+
+def run_means(values: Sequence[float], n: int) -> tuple[float, ...]:
+    """The mean of each run of ``n`` consecutive ``values`` (the last run may be shorter)."""
+    return tuple(float(np.mean(values[i : i + n])) for i in range(0, len(values), n))
 
 
 def _freeze_backbone(model: TopDownModel) -> None:
