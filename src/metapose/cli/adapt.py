@@ -166,9 +166,10 @@ def _unlabelled_people(
     """``--unlabelled``'s people: a COCO JSON's boxes, else the bundled detector's
     (``--unlabelled-boxes detect``, the default) or one whole-image box a photo (``whole``).
 
-    The detector reads the images in an order drawn by ``--seed`` and stops once it has found
-    as many people as the method will see (``semi.crops_seen``): a larger set adds nothing the
-    model learns from, only detector time."""
+    The detector reads the images in an order drawn by ``--seed`` and stops once as many of them
+    as the method sees crops (``semi.crops_seen``) have somebody in them: the people drawn from
+    them then come from about as many photos as when every image is read, and a folder of 100,000
+    video frames costs no more detector time than one of a few thousand."""
     import numpy as np
 
     from metapose.data.unlabelled import is_coco_file, unlabelled_files, unlabelled_instances
@@ -179,7 +180,9 @@ def _unlabelled_people(
         files = unlabelled_files(args.unlabelled)
         order = np.random.default_rng((args.seed, _DETECT_ORDER_STREAM)).permutation(len(files))
         advance = progress.stage(
-            f"find {semi.crops_seen} people in up to {len(files)} unlabelled images", len(files)
+            f"find people in up to {len(files)} unlabelled images "
+            f"(until {semi.crops_seen} have somebody)",
+            len(files),
         )
         boxes = people_in_files(
             PersonDetector(),
@@ -191,8 +194,8 @@ def _unlabelled_people(
         if len(boxes) < len(files) and not args.quiet:
             print(
                 f"the detector read {len(boxes)} of {len(files)} unlabelled images (drawn by "
-                f"--seed): {sum(len(found) for found in boxes.values())} people, as many as "
-                f"{semi.method} sees ({semi.crops_seen} crops)"
+                f"--seed), {semi.crops_seen} of them with somebody, as many as {semi.method} "
+                f"sees crops: {sum(len(found) for found in boxes.values())} people"
             )
         nobody = sum(1 for found in boxes.values() if not found)
         if nobody:

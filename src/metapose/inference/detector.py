@@ -258,15 +258,15 @@ def people_in_files(
 ) -> dict[Path, tuple[tuple[float, float, float, float], ...]]:
     """The people ``detector`` finds in each image file, as ``(x, y, w, h)`` boxes by path (an
     image with nobody maps to no boxes); ``on_image(1)`` after each file. With ``enough``, the
-    files are read in the order given until that many people are found; the rest are left out
-    of the result."""
+    files are read in the order given until that many of them have somebody in them; the rest
+    are left out of the result."""
     out: dict[Path, tuple[tuple[float, float, float, float], ...]] = {}
-    found = 0
+    peopled = 0
     for path in files:
-        if enough is not None and found >= enough:
+        if enough is not None and peopled >= enough:
             break
         out[path] = tuple(d.bbox for d in detector.detect(read_rgb(path)))
-        found += len(out[path])
+        peopled += bool(out[path])
         if on_image is not None:
             on_image(1)
     return out
