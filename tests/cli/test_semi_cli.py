@@ -123,3 +123,13 @@ def test_people_in_unlabelled_photos_come_from_the_detector(
     assert main([*args, "--unlabelled", str(real), *SEMI]) == 0
     assert read_metadata(out)["unlabelled_people"] >= 1
     assert "of 3 unlabelled images it read; they are not used" in capsys.readouterr().err
+
+
+def test_teacher_scales_outside_distill_is_one_warning(
+    tmp_path: Path, start: Path, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.safetensors"
+    args = ["adapt", "--checkpoint", str(start), "--unlabelled", str(photos), "--out", str(out)]
+    more = ["--semi", "adabn", "--teacher-scales", "1", "1.1"]
+    assert main([*args, *more, *SEMI, *WHOLE]) == 0
+    assert capsys.readouterr().err.count("--teacher-scales is distill's") == 1

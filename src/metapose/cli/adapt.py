@@ -201,8 +201,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     target = out_path(args.out)
     data_name = "no labels" if data is None else str(data.annotation_file)
     say(f"adapting {args.checkpoint} on {len(shots)} labelled images of {data_name}")
-    if args.unlabelled is not None:
-        say(f"with unlabelled images of {args.unlabelled} ({semi_config(args).method})")
+    semi = None if args.unlabelled is None else semi_config(args)
+    if semi is not None:
+        say(f"with unlabelled images of {args.unlabelled} ({semi.method})")
     if data is not None:
         _warn_if_swapped(model, options, data, shots)
     test = None
@@ -215,11 +216,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         test = make_eval_set(held_set, codec, keypoints=keypoints)
     semi_extra: dict[str, Any] = {}
     tune = None
-    if args.unlabelled is not None:
+    if semi is not None:
 
         def tune(m: TopDownModel) -> AdaptResult | None:
+            assert semi is not None
             adapted, extra = adapt_with_unlabelled_images(
-                args, m, data, shots, config, options, codec, progress
+                args, semi, m, data, shots, config, options, codec, progress
             )
             semi_extra.update(extra)
             return adapted

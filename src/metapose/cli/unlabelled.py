@@ -149,6 +149,7 @@ def unlabelled_people(
 
 def adapt_with_unlabelled_images(
     args: argparse.Namespace,
+    semi: SemiConfig,
     model: Any,
     data: Any,
     shots: list[int],
@@ -157,14 +158,13 @@ def adapt_with_unlabelled_images(
     codec: Any,
     progress: TqdmProgress,
 ) -> tuple[AdaptResult | None, dict[str, Any]]:
-    """``--unlabelled``: the shots (possibly none) plus unlabelled people by ``--semi``
-    (:func:`metapose.inference.semi_adapt.adapt_with_unlabelled`); the fine-tune on the shots
-    (None without shots) and what to save beside the checkpoint."""
+    """``--unlabelled``: the shots (possibly none) plus unlabelled people by ``semi`` (the
+    flags' :func:`semi_config`; :func:`metapose.inference.semi_adapt.adapt_with_unlabelled`);
+    the fine-tune on the shots (None without shots) and what to save beside the checkpoint."""
     from metapose.config import to_dict
     from metapose.inference.semi_adapt import adapt_with_unlabelled
     from metapose.training.few_shot import support_set
 
-    semi = semi_config(args)
     people = unlabelled_people(args, semi, progress)
     support = None
     if shots:
