@@ -172,6 +172,7 @@ def test_a_real_pool_too_small_is_one_error_naming_its_file(
     from metapose.data.images import write_rgb
     from metapose.errors import DataError
     from metapose.experiment.targets import check_pool
+    from metapose.experiment.twins import check_twin_pool
     from metapose.skeleton import COCO17
 
     person = {"category_id": 1, "num_keypoints": 1, "keypoints": [5, 5, 2] + [0, 0, 0] * 16}
@@ -209,13 +210,13 @@ def test_a_real_pool_too_small_is_one_error_naming_its_file(
     data = load_coco(path, tmp_path)
     config = TargetConfig(name="real", annotations=str(path), pool_ids=(1, 3), test_ids=(4, 4))
     target = Target(config, data, (1, 2, 3), test=None)  # type: ignore[arg-type]
-    check_pool(target, 2, unlabelled=False)
-    check_pool(target, 1, unlabelled=True)
+    check_pool(target, 2)
+    check_twin_pool(target, 1)
     with pytest.raises(DataError, match="only 2 labelled images") as err:
-        check_pool(target, 3, unlabelled=False)
+        check_pool(target, 3)
     assert "pool.json" in str(err.value)
     with pytest.raises(DataError, match="only 2 pool images have a person box"):
-        check_pool(target, 2, unlabelled=True)
+        check_twin_pool(target, 2)
     # The experiment stops with that line, and leaves no config behind to block a corrected rerun.
     toy = TOY[: TOY.index("targets:")] + (
         f"targets:\n  - {{name: real, annotations: {path}, image_dir: {tmp_path},"

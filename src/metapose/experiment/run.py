@@ -60,7 +60,7 @@ from metapose.experiment.targets import (
     prepare_target,
     shot_seeds,
 )
-from metapose.experiment.twins import twin_tune
+from metapose.experiment.twins import check_twin_pool, twin_tune
 from metapose.files import write_json_atomic, write_text_atomic
 from metapose.models import TopDownModel, seeded_model
 from metapose.models.checkpoint import load_checkpoint
@@ -205,7 +205,9 @@ def run_experiment(
         ]
     try:  # on every rank, so that each stops with the same one line
         for target in targets:
-            check_pool(target, max(cfg.shots), unlabelled=cfg.semi is not None)
+            check_pool(target, max(cfg.shots))
+            if cfg.semi is not None:
+                check_twin_pool(target, max(cfg.shots))
     except DataError:
         if dist_info.is_main and fresh:  # a corrected config may then run into the same folder
             (out / "config.yaml").unlink(missing_ok=True)

@@ -115,32 +115,16 @@ def prepare_target(
     return Target(target, pool, pool_ids, test_set)
 
 
-def check_pool(target: Target, shots: int, *, unlabelled: bool) -> None:
-    """Before any training: ``target``'s pool has ``shots`` labelled images to draw K from and,
-    with ``unlabelled`` (the semi-supervised twins), at least one image with a person box beside
-    any K of them; else one :class:`DataError` naming the pool's annotation file."""
-    name = target.config.name
+def check_pool(target: Target, shots: int) -> None:
+    """Before any training: ``target``'s pool has ``shots`` labelled images to draw K from; else
+    one :class:`DataError` naming the pool's annotation file (the twins' own check:
+    :func:`metapose.experiment.twins.check_twin_pool`)."""
     labelled = len(labelled_images(target.dataset, target.pool_ids))
     if shots > labelled:
         raise DataError(
             target.dataset.annotation_file,
-            f"target {name!r}: K = {shots} shots asked for but its pool has only {labelled} "
-            "labelled images: ask for fewer shots or give a larger pool",
-        )
-    if not unlabelled:
-        return
-    pool = set(target.pool_ids)
-    boxed = {
-        a.image_id
-        for a in target.dataset.annotations
-        if a.image_id in pool and not a.iscrowd and a.bbox[2] > 0 and a.bbox[3] > 0
-    }
-    if len(boxed) <= shots:
-        raise DataError(
-            target.dataset.annotation_file,
-            f"target {name!r}: the semi-supervised twins learn from the pool's images other than "
-            f"the K = {shots} shots, but only {len(boxed)} pool images have a person box: "
-            "give a larger pool or fewer shots",
+            f"target {target.config.name!r}: K = {shots} shots asked for but its pool has only "
+            f"{labelled} labelled images: ask for fewer shots or give a larger pool",
         )
 
 

@@ -15,6 +15,7 @@ from metapose.config import ConfigError, ExperimentConfig
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, instances_from_coco
 from metapose.device import DeviceOptions
+from metapose.errors import DataError
 from metapose.evaluation.few_shot import UNADAPTED
 from metapose.experiment.targets import Target
 from metapose.inference.semi_adapt import adapt_with_unlabelled
@@ -25,18 +26,33 @@ from metapose.training.few_shot import choose_shots, support_set
 Tune = Callable[[TopDownModel], AdaptResult | None]
 
 
+def _boxed_people(target: Target, images: Sequence[int]) -> list[Instance]:
+    """The annotated person boxes (not crowds, not empty) of ``images``, labels and all."""
+    people = instances_from_coco(target.dataset, trainable_only=False, image_ids=images)
+    return [p for p in people if p.box[2] > 0 and p.box[3] > 0]
+
+
 def unlabelled_people(target: Target, shots: Sequence[int]) -> list[Instance]:
     """A twin's unlabelled people: one per annotated person box of the shot pool's images other
     than the job's ``shots``, keypoints all unknown (the labels are never read), as a COCO JSON
     of boxes gives them to ``metapose adapt --unlabelled``."""
     taken = set(shots)
     images = [i for i in target.pool_ids if i not in taken]
-    people = instances_from_coco(target.dataset, trainable_only=False, image_ids=images)
-    return [
-        replace(p, keypoints=np.zeros_like(p.keypoints))
-        for p in people
-        if p.box[2] > 0 and p.box[3] > 0
-    ]
+    return [replace(p, keypoints=np.zeros_like(p.keypoints)) for p in _boxed_people(target, images)]
+
+
+def check_twin_pool(target: Target, shots: int) -> None:
+    """Before any training: beside any ``shots`` images of ``target``'s pool there is one more
+    with a person box (:func:`unlabelled_people` is never empty); else one :class:`DataError`
+    naming the pool's annotation file."""
+    boxed = {p.image_id for p in _boxed_people(target, target.pool_ids)}
+    if len(boxed) <= shots:
+        raise DataError(
+            target.dataset.annotation_file,
+            f"target {target.config.name!r}: the semi-supervised twins learn from the pool's "
+            f"images other than the K = {shots} shots, but only {len(boxed)} pool images have a "
+            "person box: give a larger pool or fewer shots",
+        )
 
 
 def twin_tune(
