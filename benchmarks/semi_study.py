@@ -140,6 +140,16 @@ def unlabelled_people(
     return out
 
 
+# Settings added after the first studies were saved: recorded only when they are not the default,
+# so that those studies' folders still resume.
+ADDED_LATER = {"teacher_scales": SemiConfig().teacher_scales, "lr_schedule": "constant"}
+
+
+def recorded(config: AdaptConfig | SemiConfig) -> dict[str, object]:
+    """``config`` as the study's meta records it (see ``ADDED_LATER``)."""
+    return {k: v for k, v in asdict(config).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+
+
 def config_or_exit(parser: argparse.ArgumentParser, **settings: object) -> SemiConfig:
     try:
         return SemiConfig(**settings)  # type: ignore[arg-type]
@@ -237,6 +247,11 @@ def main() -> None:
         "--distill-l2sp", type=float, help="distill: L2-SP strength of teacher and student"
     )
     parser.add_argument(
+        "--distill-schedule",
+        choices=("constant", "cosine"),
+        help="distill: the learning-rate schedule of teacher and student",
+    )
+    parser.add_argument(
         "--distill-batchnorm",
         choices=("frozen", "train"),
         help="distill: BatchNorm of teacher and student (default: the adapt config's)",
@@ -297,6 +312,8 @@ def main() -> None:
         distill_adapt = replace(distill_adapt, l2sp=args.distill_l2sp)
     if args.distill_batchnorm is not None:
         distill_adapt = replace(distill_adapt, batchnorm=args.distill_batchnorm)
+    if args.distill_schedule is not None:
+        distill_adapt = replace(distill_adapt, lr_schedule=args.distill_schedule)
     semi = config_or_exit(
         parser,
         steps=args.steps,
@@ -322,15 +339,11 @@ def main() -> None:
         "test_people": target.test.size,
         "unlabelled": args.unlabelled,
         "steps": args.steps,
-        "adapt": asdict(adapt_config),
-        "semi": {
-            k: v
-            for k, v in asdict(semi).items()
-            if k != "teacher_scales" or semi.teacher_scales != SemiConfig().teacher_scales
-        },
+        "adapt": recorded(adapt_config),
+        "semi": recorded(semi),
     }
     if distill_adapt != adapt_config:
-        meta["distill_adapt"] = asdict(distill_adapt)
+        meta["distill_adapt"] = recorded(distill_adapt)
     json_path, md_path = args.out / "semi.json", args.out / "semi.md"
     rows: list[Row] = []
     earlier = 0.0

@@ -252,3 +252,27 @@ def test_the_fine_tune_progress_stage_counts_the_steps_select_epochs_takes(
     tuned = fine_tune_on_shots(tiny_model, data, 2, config, CPU, progress=progress)
     stages = dict(progress.finished())  # every stage reached its total
     assert stages["adapt on 2 images"] == len(tuned.adapt.losses) == tuned.adapt.steps_per_epoch
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_learning_rate_follows_the_schedule_in_every_group(
+    schedule: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[tuple[float, ...]] = []
+    real = adapt_module.step_on_batch
+
+    def spy(model: nn.Module, opt: torch.optim.Optimizer, *args: object, **kw: object) -> float:
+        taken.append(tuple(g["lr"] for g in opt.param_groups))
+        return real(model, opt, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(adapt_module, "step_on_batch", spy)
+    cfg = replace(QUICK, epochs=3, backbone_lr_scale=0.5, lr_schedule=schedule)  # type: ignore[arg-type]
+    fine_tune(model(), tiny_dataset(8), cfg, CPU)
+    steps = 3 * 2  # 8 crops in batches of 4
+    factors = [
+        0.5 * (1 + np.cos(np.pi * s / steps)) if schedule == "cosine" else 1.0 for s in range(steps)
+    ]
+    expected = [(1e-2 * 0.5 * f, 1e-2 * f) for f in factors]
+    assert np.allclose(taken, expected)
+    if schedule == "cosine":
+        assert taken[0] == (5e-3, 1e-2) and taken[-1][1] < 1e-3

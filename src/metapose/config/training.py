@@ -135,6 +135,7 @@ class ReptileConfig:
 
 
 BatchNormMode = Literal["train", "frozen", "reestimate"]
+LrSchedule = Literal["constant", "cosine"]
 # Epochs over K shots: a fine-tune of 10**5 epochs is already days; more is a typo.
 MAX_EPOCHS = 10**5
 
@@ -153,7 +154,8 @@ class AdaptConfig:
     gives the backbone a fraction of the learning rate; ``batchnorm``: ``train`` (statistics
     follow the shots' batches), ``frozen`` (the starting model's statistics stay) or
     ``reestimate`` (statistics re-measured on the shots once, then frozen: AdaBN, Li et al.
-    2017); ``l2sp`` pulls the weights towards the starting ones (L2-SP, Li et al., ICML 2018:
+    2017); ``lr_schedule``: ``constant``, or ``cosine`` (the learning rate falls from the
+    optimiser's to 0 along half a cosine over the steps taken; Loshchilov & Hutter, 2017); ``l2sp`` pulls the weights towards the starting ones (L2-SP, Li et al., ICML 2018:
     ``l2sp / 2 * ||w - w0||^2`` added to the loss).
 
     ``select_epochs``: ``epochs`` becomes the most that may be taken. A quarter of the shots'
@@ -171,6 +173,7 @@ class AdaptConfig:
     batchnorm: BatchNormMode = "frozen"
     l2sp: float = 0.0
     select_epochs: bool = False
+    lr_schedule: LrSchedule = "constant"
 
     def __post_init__(self) -> None:
         check_int("adapt", "epochs", self.epochs, 1, MAX_EPOCHS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from metapose.config import AdaptConfig, OptimizerConfig
+from metapose.config.training import LrSchedule
 from metapose.data.batches import EpochBatches, collate
 from metapose.data.dataset import Sample, TopDownDataset
 from metapose.device import DeviceOptions
@@ -129,13 +131,15 @@ def adapt(
     backbone_lr_scale: float = 1.0,
     frozen_batchnorm: bool = False,
     penalty: Callable[[], torch.Tensor] | None = None,
+    schedule: LrSchedule = "constant",
     on_step: Callable[[int, float], None] | None = None,
 ) -> AdaptResult:
     """Take ``steps`` steps of a fresh optimiser on ``batches``; ``model`` is changed in place.
 
     ``backbone_lr_scale`` scales the backbone's learning rate (``head_only``: frozen);
-    ``frozen_batchnorm`` keeps every BatchNorm's statistics; ``penalty`` is added to each loss.
-    A NaN or infinite loss raises :class:`~metapose.errors.DivergedError`.
+    ``frozen_batchnorm`` keeps every BatchNorm's statistics; ``penalty`` is added to each loss;
+    ``schedule="cosine"`` takes step ``s`` at ``(1 + cos(pi * s / steps)) / 2`` times each group's
+    learning rate. A NaN or infinite loss raises :class:`~metapose.errors.DivergedError`.
     """
     train_mode(model, frozen_batchnorm)
     trainable = [p.requires_grad for p in model.parameters()]  # restored afterwards
@@ -154,11 +158,15 @@ def adapt(
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     opt = build_optimizer(groups, optimizer)
+    factor = lr_factor(schedule, steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor) if schedule != "constant" else None
     losses, images = [], 0
     try:
         for step in range(steps):
             batch = next(batches)
             loss = step_on_batch(model, opt, batch, options, penalty=penalty)
+            if scheduler is not None:
+                scheduler.step()
             check_finite_loss(loss, step + 1)
             losses.append(loss)
             images += int(batch.image.shape[0])
@@ -169,6 +177,13 @@ def adapt(
             for p, flag in zip(model.parameters(), trainable, strict=True):
                 p.requires_grad_(flag)
     return AdaptResult(tuple(losses), images)
+
+
+def lr_factor(schedule: LrSchedule, steps: int) -> Callable[[int], float]:
+    """The factor on the learning rate of step ``s`` (0-based) of ``steps``."""
+    if schedule == "cosine":
+        return lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+    return lambda s: 1.0
 
 
 @dataclass(frozen=True)
@@ -360,5 +375,6 @@ def adapt_by(
         backbone_lr_scale=config.backbone_lr_scale,
         frozen_batchnorm=config.batchnorm != "train",
         penalty=L2SP(model, config.l2sp) if config.l2sp > 0 else None,
+        schedule=config.lr_schedule,
         on_step=on_step,
     )
