@@ -224,6 +224,15 @@ def main() -> None:
         help="score on these LSPet photo ids (default: the config's 4001-5000); the methods' "
         "settings were chosen on 4001-4200, so 4201-5000 is held out from that choice",
     )
+    parser.add_argument(
+        "--pool-ids",
+        type=int,
+        nargs=2,
+        default=None,
+        help="draw shots and unlabelled photos from these LSPet ids (default: the config's "
+        "1-4000); with 1 3000 and --test-ids 3001 3800, a tuning split of 800 photos that "
+        "leaves 4001-5000 untouched",
+    )
     parser.add_argument("--unlabelled", type=int, default=500, help="pool photos used unlabelled")
     parser.add_argument("--config", type=Path, default=LSPET_CONFIG, help="an experiment config")
     parser.add_argument("--target", help="its target (default: the first)")
@@ -285,6 +294,8 @@ def main() -> None:
     target_config = replace(chosen[0], test_limit=args.test_limit)
     if args.test_ids is not None:
         target_config = replace(target_config, test_ids=tuple(args.test_ids))
+    if args.pool_ids is not None:
+        target_config = replace(target_config, pool_ids=tuple(args.pool_ids))
     if args.pool_size is not None:
         target_config = replace(target_config, pool_size=args.pool_size)
     experiment = ExperimentConfig(
@@ -344,6 +355,8 @@ def main() -> None:
     }
     if distill_adapt != adapt_config:
         meta["distill_adapt"] = recorded(distill_adapt)
+    if args.pool_ids is not None:
+        meta["pool_ids"] = list(args.pool_ids)
     json_path, md_path = args.out / "semi.json", args.out / "semi.md"
     rows: list[Row] = []
     earlier = 0.0
