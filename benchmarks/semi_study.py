@@ -142,7 +142,7 @@ def unlabelled_people(
 
 # Settings added after the first studies were saved: recorded only when they are not the default,
 # so that those studies' folders still resume.
-ADDED_LATER = {"teacher_scales": SemiConfig().teacher_scales, "lr_schedule": "constant"}
+ADDED_LATER = {"teacher_scales": SemiConfig().teacher_scales, "lr_schedule": "constant", "lr": None}
 
 
 def recorded(config: AdaptConfig | SemiConfig) -> dict[str, object]:
@@ -256,6 +256,18 @@ def main() -> None:
         "--distill-l2sp", type=float, help="distill: L2-SP strength of teacher and student"
     )
     parser.add_argument(
+        "--student-lr",
+        type=float,
+        help="the learning rate of the steps on unlabelled people (distill's student, oracle, "
+        "the mean teacher's student; default: the adapt config's)",
+    )
+    parser.add_argument(
+        "--student-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="the learning-rate schedule of those steps",
+    )
+    parser.add_argument(
         "--distill-schedule",
         choices=("constant", "cosine"),
         help="distill: the learning-rate schedule of teacher and student",
@@ -333,6 +345,8 @@ def main() -> None:
         threshold=args.threshold,
         min_relative_height=args.min_relative_height,
         teacher_scales=tuple(args.teacher_scales),
+        lr=args.student_lr,
+        lr_schedule=args.student_schedule,
     )
     meta: dict[str, object] = {
         "init": args.init,

@@ -142,6 +142,33 @@ def test_distillation_adapts_the_teacher_then_the_student_deterministically() ->
         assert not moved(t0, teacher)
 
 
+def test_the_teacher_adapts_at_the_adapt_rate_and_the_student_at_the_semi_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from metapose.training import adapt as adapt_module
+
+    seen: list[tuple[float, str, int]] = []
+    real = adapt_module.adapt_by
+
+    def spy(model, batches, steps, config, options, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((config.optimizer.lr, config.lr_schedule, steps))
+        return real(model, batches, steps, config, options, **kwargs)
+
+    monkeypatch.setattr(adapt_module, "adapt_by", spy)
+    monkeypatch.setattr("metapose.training.semi.adapt_by", spy)
+    config = replace(DISTIL, lr=1e-3, lr_schedule="cosine")
+    distill_from_teacher(
+        seeded(TINY_MODEL),
+        seeded(BIG, 1),
+        tiny_dataset(4),
+        unlabelled_people(6),
+        QUICK,
+        config,
+        CPU,
+    )
+    assert seen == [(1e-2, "constant", 1), (1e-3, "cosine", 3)]  # teacher on 4 shots, student
+
+
 def test_the_semi_entry_point_names_the_distillation_function() -> None:
     with pytest.raises(ConfigError, match="distill_from_teacher"):
         fine_tune_with_unlabelled(

@@ -157,6 +157,46 @@ def test_decay_one_returns_the_shot_fine_tuned_teacher() -> None:
     assert all(torch.equal(v, semi.state_dict()[k]) for k, v in plain.state_dict().items())
 
 
+def test_the_student_steps_take_the_semi_learning_rate_and_schedule_the_shots_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from metapose.training import adapt as adapt_module
+    from metapose.training import semi as semi_module
+
+    shots_lrs: list[float] = []
+    student_lrs: list[float] = []
+
+    def recording(store: list[float], build):  # type: ignore[no-untyped-def]
+        def wrapped(params, config):  # type: ignore[no-untyped-def]
+            opt = build(params, config)
+            opt.register_step_pre_hook(lambda o, a, k: store.append(o.param_groups[0]["lr"]))
+            return opt
+
+        return wrapped
+
+    monkeypatch.setattr(
+        adapt_module, "build_optimizer", recording(shots_lrs, adapt_module.build_optimizer)
+    )
+    monkeypatch.setattr(
+        semi_module, "build_optimizer", recording(student_lrs, semi_module.build_optimizer)
+    )
+    config = SemiConfig(**{**SEMI.__dict__, "steps": 4, "lr": 1e-3, "lr_schedule": "cosine"})
+    fine_tune_with_unlabelled(
+        model(), tiny_dataset(8), unlabelled_people(), QUICK, config, CPU, codec=TINY_CODEC, seed=3
+    )
+    assert shots_lrs == [1e-2, 1e-2]  # the shots' fine-tune: the adapt config's constant rate
+    assert np.allclose(student_lrs, [1e-3 * 0.5 * (1 + np.cos(np.pi * s / 4)) for s in range(4)])
+
+
+def test_student_adapt_replaces_only_what_is_set() -> None:
+    assert SemiConfig().student_adapt(QUICK) == QUICK
+    changed = SemiConfig(lr=3e-5, lr_schedule="cosine").student_adapt(QUICK)
+    assert changed.optimizer.lr == 3e-5 and changed.lr_schedule == "cosine"
+    assert changed.optimizer.name == QUICK.optimizer.name and changed.epochs == QUICK.epochs
+    with pytest.raises(ConfigError, match="semi.lr"):
+        SemiConfig(lr=0.0)
+
+
 def test_unlabelled_from_folder_list_and_coco(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()

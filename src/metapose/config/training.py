@@ -4,7 +4,7 @@ sources of training crops and the `metapose train` / `metapose meta` runs."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from metapose.config.data import TaskAugmentConfig, TopDownAugmentConfig, move_task_sampler
@@ -155,7 +155,8 @@ class AdaptConfig:
     follow the shots' batches), ``frozen`` (the starting model's statistics stay) or
     ``reestimate`` (statistics re-measured on the shots once, then frozen: AdaBN, Li et al.
     2017); ``lr_schedule``: ``constant``, or ``cosine`` (the learning rate falls from the
-    optimiser's to 0 along half a cosine over the steps taken; Loshchilov & Hutter, 2017); ``l2sp`` pulls the weights towards the starting ones (L2-SP, Li et al., ICML 2018:
+    optimiser's to 0 along half a cosine over the steps taken; Loshchilov & Hutter, 2017);
+    ``l2sp`` pulls the weights towards the starting ones (L2-SP, Li et al., ICML 2018:
     ``l2sp / 2 * ||w - w0||^2`` added to the loss).
 
     ``select_epochs``: ``epochs`` becomes the most that may be taken. A quarter of the shots'
@@ -300,6 +301,11 @@ class SemiConfig:
     (:func:`metapose.data.unlabelled.main_people`; 0 keeps everyone). ``teacher_scales``: the
     teacher's multi-scale test, each person's box scaled about its centre by each factor and the
     joints averaged over the scales (:func:`metapose.inference.distill.pseudo_label`).
+
+    ``lr`` and ``lr_schedule``: the optimiser's learning rate and its schedule for the ``steps``
+    on unlabelled people (distillation's student, the mean teacher's student); ``lr=None`` keeps
+    the :class:`AdaptConfig`'s. The shots' fine-tunes (the teacher's, the mean teacher's first)
+    keep the :class:`AdaptConfig`'s own (:meth:`student_adapt`).
     """
 
     method: SemiMethod = "distill"
@@ -320,6 +326,13 @@ class SemiConfig:
     min_joints: int = 4
     min_relative_height: float = 0.0
     teacher_scales: tuple[float, ...] = (1.0,)
+    lr: float | None = None
+    lr_schedule: LrSchedule = "constant"
+
+    def student_adapt(self, adapt: AdaptConfig) -> AdaptConfig:
+        """``adapt`` with this config's learning rate and schedule (for the unlabelled steps)."""
+        optimizer = adapt.optimizer if self.lr is None else replace(adapt.optimizer, lr=self.lr)
+        return replace(adapt, optimizer=optimizer, lr_schedule=self.lr_schedule)
 
     @property
     def crops_seen(self) -> int:
@@ -330,6 +343,8 @@ class SemiConfig:
 
     def __post_init__(self) -> None:
         check_finite(self, "semi")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"semi.lr must be > 0, got {self.lr}")
         if not self.teacher_scales or len(self.teacher_scales) > 8:
             raise ConfigError("semi.teacher_scales must hold 1 to 8 factors")
         for i, factor in enumerate(self.teacher_scales):

@@ -44,6 +44,7 @@ from metapose.training.adapt import (
     AdaptResult,
     adapt_by,
     fine_tune,
+    lr_factor,
     reestimate_batchnorm,
 )
 from metapose.training.losses import joints_mse
@@ -216,8 +217,9 @@ def fine_tune_on_pseudo_labels(
     """``config.steps`` steps on batches of ``config.unlabelled_batch`` ``pseudo``-labelled people
     (keypoints flagged 0 are not learnt) plus ``config.labelled_batch`` crops of ``support`` (None:
     K = 0), both augmented as the support set is (default: SimpleBaseline's). The optimiser,
-    learning rate, frozen BatchNorm, head-only and L2-SP are ``adapt_config``'s; ``model`` changes
-    in place. The pseudo-labelled images are read from disk as needed, not kept in memory."""
+    frozen BatchNorm, head-only and L2-SP are ``adapt_config``'s, its learning rate and schedule
+    ``config``'s where set (:meth:`SemiConfig.student_adapt`); ``model`` changes in place. The
+    pseudo-labelled images are read from disk as needed, not kept in memory."""
     if not pseudo:
         raise ConfigError("no unlabelled person was labelled confidently enough to learn from")
     augment = TopDownAugmentConfig() if support is None else support.augment
@@ -235,7 +237,8 @@ def fine_tune_on_pseudo_labels(
         0 if support is None else len(support),
     )
     batches = mixed_batches(unlabelled, labelled)
-    return adapt_by(model, batches, config.steps, adapt_config, options, on_step=on_step)
+    student = config.student_adapt(adapt_config)
+    return adapt_by(model, batches, config.steps, student, options, on_step=on_step)
 
 
 def _unlabelled_batches(
@@ -261,8 +264,12 @@ def _mean_teacher(
 ) -> tuple[list[float], list[float], list[float]]:
     teacher = copy.deepcopy(model)
     frozen = adapt_config.batchnorm != "train"
+    student = config.student_adapt(adapt_config)
     optimizer = build_optimizer(
-        [p for p in model.parameters() if p.requires_grad], adapt_config.optimizer
+        [p for p in model.parameters() if p.requires_grad], student.optimizer
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(student.lr_schedule, config.steps)
     )
     penalty = L2SP(model, adapt_config.l2sp) if adapt_config.l2sp > 0 else None
     labelled = (
@@ -294,6 +301,7 @@ def _mean_teacher(
         loss = total if penalty is None else total + penalty()
         loss.backward()
         optimizer.step()
+        scheduler.step()
         ema_update(teacher, model, config.ema_decay)
         value = float(total.detach())
         check_finite_loss(value, step + 1)
