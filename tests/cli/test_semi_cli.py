@@ -133,3 +133,16 @@ def test_teacher_scales_outside_distill_is_one_warning(
     more = ["--semi", "adabn", "--teacher-scales", "1", "1.1"]
     assert main([*args, *more, *SEMI, *WHOLE]) == 0
     assert capsys.readouterr().err.count("--teacher-scales is distill's") == 1
+
+
+def test_the_semi_flags_become_the_settings_and_none_keeps_the_defaults() -> None:
+    import argparse
+
+    from metapose.cli.unlabelled import add_unlabelled_arguments, semi_config
+    from metapose.config.training import SemiConfig
+
+    parser = argparse.ArgumentParser()
+    add_unlabelled_arguments(parser)
+    assert semi_config(parser.parse_args([])) == SemiConfig()
+    semi = semi_config(parser.parse_args(["--semi-lr", "2e-4", "--semi-schedule", "cosine"]))
+    assert semi == SemiConfig(lr=2e-4, lr_schedule="cosine")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from metapose.cli.common import TqdmProgress
 from metapose.config import AdaptConfig
-from metapose.config.training import SemiConfig, SemiMethod
+from metapose.config.training import LrSchedule, SemiConfig, SemiMethod
 from metapose.errors import DataError
 
 if TYPE_CHECKING:
@@ -57,6 +57,16 @@ def add_unlabelled_arguments(p: argparse.ArgumentParser) -> None:
         help=f"mean-teacher or distillation steps (default {semi.steps})",
     )
     p.add_argument(
+        "--semi-lr",
+        type=float,
+        help="learning rate of those steps (default: --lr, the shots' fine-tune's)",
+    )
+    p.add_argument(
+        "--semi-schedule",
+        choices=get_args(LrSchedule),
+        help=f"learning-rate schedule of those steps (default {semi.lr_schedule})",
+    )
+    p.add_argument(
         "--semi-weight",
         type=float,
         help=f"mean teacher: weight of the unlabelled loss (default {semi.weight})",
@@ -75,6 +85,8 @@ def semi_config(args: argparse.Namespace) -> SemiConfig:
     options: tuple[tuple[str, Any], ...] = (
         ("method", args.semi),
         ("steps", args.semi_steps),
+        ("lr", args.semi_lr),
+        ("lr_schedule", args.semi_schedule),
         ("weight", args.semi_weight),
         ("ema_decay", args.ema_decay),
         ("threshold", args.confidence),
