@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -58,11 +59,12 @@ from metapose.config import (
     replace,
 )
 from metapose.config.training import SemiConfig
+from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
 from metapose.data.unlabelled import whole_image_box
 from metapose.device import DeviceOptions
-from metapose.evaluation.evaluate import evaluate
+from metapose.evaluation.evaluate import evaluate, make_eval_set
 from metapose.experiment.statistics import mean_ci
 from metapose.experiment.targets import Target, derived_seed, prepare_target
 from metapose.inference.detector import PersonDetector, people_in_files
@@ -78,6 +80,7 @@ from metapose.training.semi import fine_tune_on_pseudo_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
+COCO_SOURCE = ROOT.parent / "shared/data/coco/mini/annotations/person_keypoints_val2017.json"
 BASE_SEED = 0
 METHODS = ("shots", "adabn", "mean_teacher", "distill", "oracle")
 UNADAPTED = "unadapted"
@@ -94,6 +97,7 @@ class Row:
     train_seconds: float
     unlabelled_seen: int  # unlabelled crops the method passed through the model
     confident: float  # mean teacher, distill: mean share of joints above the threshold
+    source_ap: float | None = None  # on --source (COCO), what adapting cost the source domain
 
 
 def support_set(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDownDataset | None:
@@ -172,17 +176,23 @@ def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
         if teacher
         else ""
     )
+    source_line = (
+        ""
+        if unadapted.source_ap is None
+        else f" Source AP (COCO val, ground-truth boxes, 17 keypoints), unadapted: "
+        f"{100 * unadapted.source_ap:.1f}."
+    )
     lines = [
         f"# Semi-supervised adaptation on {meta['target']} ({meta['init']})",
         "",
         f"Test: {meta['test_people']} people ({meta['test']}), "
         f"OKS AP x 100. Unlabelled: {meta['unlabelled']} pool images, "
         f"{meta['unlabelled_people']} people ({meta['boxes']} boxes); mean teacher and distill "
-        f"{meta['steps']} steps. Unadapted: {100 * unadapted.ap:.1f}.{teacher_line}",
+        f"{meta['steps']} steps. Unadapted: {100 * unadapted.ap:.1f}.{teacher_line}{source_line}",
         "",
         "| K | method | AP (mean +- 95 % CI) | vs shots only (paired) | vs unadapted (paired) "
-        "| train s/seed | unlabelled crops seen | confident joints |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| train s/seed | unlabelled crops seen | confident joints | source AP |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     shots_k = sorted({r.shots for r in rows if r.method != UNADAPTED})
     for k in shots_k:
@@ -200,10 +210,12 @@ def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
             train = np.mean([r.train_seconds for r in got.values()])
             seen = int(np.mean([r.unlabelled_seen for r in got.values()]))
             conf = np.mean([r.confident for r in got.values()])
+            sources = [100 * r.source_ap for r in got.values() if r.source_ap is not None]
             lines.append(
                 f"| {k} | {m} | {mean_ci(aps).format(1)} | {paired(got, by_method['shots'])} "
                 f"| {paired(got, base)} | {train:.0f} | {seen} | "
-                f"{'-' if m in ('shots', 'adabn', 'oracle') else f'{conf:.2f}'} |"
+                f"{'-' if m in ('shots', 'adabn', 'oracle') else f'{conf:.2f}'} | "
+                f"{f'{mean_ci(sources).format(1)} (n={len(sources)})' if sources else '-'} |"
             )
     lines += ["", f"Wall time of the runs that wrote this folder: {seconds / 60:.1f} min."]
     return "\n".join(lines)
@@ -285,6 +297,14 @@ def main() -> None:
         help="distill's multi-scale teacher (box scale factors)",
     )
     parser.add_argument("--ema-decay", type=float, default=SemiConfig().ema_decay)
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=COCO_SOURCE,
+        help="a COCO keypoints JSON of the source domain, its images beside in <split>2017/: "
+        "every model is also scored there (ground-truth boxes, all 17 keypoints), so the table "
+        "shows what adapting cost on the photos the model was trained for; 'none' to skip",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -371,6 +391,14 @@ def main() -> None:
         meta["distill_adapt"] = recorded(distill_adapt)
     if args.pool_ids is not None:
         meta["pool_ids"] = list(args.pool_ids)
+    source = None
+    if str(args.source) != "none":
+        if not args.source.exists():
+            if args.source != COCO_SOURCE:
+                parser.error(f"--source {args.source}: no such file")
+            print(f"note: {COCO_SOURCE} is absent; the source domain is not scored")
+        else:
+            source = make_eval_set(load_coco(args.source), codec)
     json_path, md_path = args.out / "semi.json", args.out / "semi.md"
     rows: list[Row] = []
     earlier = 0.0
@@ -394,10 +422,21 @@ def main() -> None:
         )
         return result.as_dict()
 
+    def source_ap(model: TopDownModel) -> float | None:
+        if source is None:
+            return None
+        estimator = torch_estimator(model, options)
+        return evaluate(estimator, source, options=PredictOptions(flip=flip)).ap
+
     if (UNADAPTED, 0, 0) not in done:
         metrics = score(start)
-        rows.append(Row(UNADAPTED, 0, 0, metrics["ap"], metrics, 0.0, 0, 0.0))
+        rows.append(Row(UNADAPTED, 0, 0, metrics["ap"], metrics, 0.0, 0, 0.0, source_ap(start)))
         save()
+    elif source is not None:  # a folder written before the source was scored
+        i = next(i for i, r in enumerate(rows) if r.method == UNADAPTED)
+        if rows[i].source_ap is None:
+            rows[i] = dataclasses.replace(rows[i], source_ap=source_ap(start))
+            save()
     if "distill" in args.methods and (TEACHER, 0, 0) not in done:
         own_codec = HeatmapCodec.for_model(teacher_start.config)
         own = prepare_target(
@@ -456,7 +495,12 @@ def main() -> None:
                         confident = float(np.mean(adapted.confident))
                 seconds = time.perf_counter() - t0
                 metrics = score(model)
-                rows.append(Row(method, k, seed, metrics["ap"], metrics, seconds, seen, confident))
+                rows.append(
+                    Row(
+                        *(method, k, seed, metrics["ap"], metrics, seconds, seen, confident),
+                        source_ap(model),
+                    )
+                )
                 save()
                 print(f"K={k} seed={seed} {method}: AP {metrics['ap']:.3f} ({seconds:.0f} s)")
     save()
