@@ -303,9 +303,10 @@ class SemiConfig:
     joints averaged over the scales (:func:`metapose.inference.distill.pseudo_label`).
 
     ``lr`` and ``lr_schedule``: the optimiser's learning rate and its schedule for the ``steps``
-    on unlabelled people (distillation's student, the mean teacher's student); ``lr=None`` keeps
-    the :class:`AdaptConfig`'s. The shots' fine-tunes (the teacher's, the mean teacher's first)
-    keep the :class:`AdaptConfig`'s own (:meth:`student_adapt`).
+    on unlabelled people (distillation's student, the mean teacher's student): ``lr=None`` keeps
+    the :class:`AdaptConfig`'s rate, the schedule is always this one. The shots' fine-tunes (the
+    teacher's, the mean teacher's first) keep the :class:`AdaptConfig`'s own
+    (:meth:`student_adapt`).
     """
 
     method: SemiMethod = "distill"
