@@ -54,7 +54,6 @@ from metapose.config import (
     AdaptConfig,
     ConfigError,
     ExperimentConfig,
-    TopDownAugmentConfig,
     load_config,
     replace,
 )
@@ -76,6 +75,7 @@ from metapose.models import TopDownModel
 from metapose.models.checkpoint import load_checkpoint
 from metapose.training.adapt import fine_tune
 from metapose.training.few_shot import choose_shots
+from metapose.training.few_shot import support_set as few_shot_support
 from metapose.training.semi import fine_tune_on_pseudo_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +107,8 @@ def support_set(target: Target, codec: HeatmapCodec, k: int, seed: int) -> TopDo
     shots = choose_shots(
         target.dataset, k, derived_seed(BASE_SEED, "shots", name, k, seed), pool=target.pool_ids
     )
-    return TopDownDataset(
-        instances_from_coco(target.dataset, image_ids=shots),
-        codec,
-        augment=TopDownAugmentConfig(),
-        seed=derived_seed(BASE_SEED, "support", name, k, seed),
-        cache_images=True,
+    return few_shot_support(
+        target.dataset, shots, codec, seed=derived_seed(BASE_SEED, "support", name, k, seed)
     )
 
 
