@@ -22,7 +22,10 @@ people:
   could give through the same steps: distill far below it means the labels are the limit, close
   to it means the steps are.
 
-The teacher's own score (unadapted, its own crops of the same test people) is reported beside.
+The teacher's own score (unadapted, its own crops of the same test people) is reported beside,
+and every model is also scored on the source domain (``--source``, default the COCO mini val
+split in ``../shared/data``; ``none`` skips it): what adapting cost on the photos the model was
+trained for.
 
 Every model is scored on the test photos (OKS AP over the 12 keypoints, flip test); the report
 gives mean +- 95 % t-interval over seeds and the seed-paired differences against ``shots`` and
@@ -45,6 +48,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -57,7 +61,7 @@ from metapose.config import (
     load_config,
     replace,
 )
-from metapose.config.training import SemiConfig
+from metapose.config.training import LrSchedule, SemiConfig
 from metapose.data.coco import load_coco
 from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
@@ -142,12 +146,13 @@ def unlabelled_people(
 
 # Settings added after the first studies were saved: recorded only when they are not the default,
 # so that those studies' folders still resume.
-ADDED_LATER = {"teacher_scales": SemiConfig().teacher_scales, "lr_schedule": "constant", "lr": None}
+ADDED_LATER = ("teacher_scales", "lr_schedule", "lr")
 
 
 def recorded(config: AdaptConfig | SemiConfig) -> dict[str, object]:
     """``config`` as the study's meta records it (see ``ADDED_LATER``)."""
-    return {k: v for k, v in asdict(config).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+    default = asdict(type(config)())
+    return {k: v for k, v in asdict(config).items() if k not in ADDED_LATER or v != default[k]}
 
 
 def config_or_exit(parser: argparse.ArgumentParser, **settings: object) -> SemiConfig:
@@ -175,7 +180,8 @@ def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
     source_line = (
         ""
         if unadapted.source_ap is None
-        else f" Source AP (COCO val, ground-truth boxes, 17 keypoints), unadapted: "
+        else f" Source AP ({meta.get('source', COCO_SOURCE.name)}, ground-truth boxes, all 17 "
+        f"keypoints, the face's too, which the target may not label), unadapted: "
         f"{100 * unadapted.source_ap:.1f}."
     )
     lines = [
@@ -271,14 +277,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--student-schedule",
-        choices=("constant", "cosine"),
-        default="constant",
-        help="the learning-rate schedule of those steps",
+        choices=get_args(LrSchedule),
+        help="the learning-rate schedule of those steps (default: the adapt config's)",
     )
     parser.add_argument(
         "--distill-schedule",
-        choices=("constant", "cosine"),
-        help="distill: the learning-rate schedule of teacher and student",
+        choices=get_args(LrSchedule),
+        help="distill: the learning-rate schedule of the teacher's fine-tune on the shots, and "
+        "of the student's steps unless --student-schedule",
     )
     parser.add_argument(
         "--distill-batchnorm",
@@ -324,6 +330,13 @@ def main() -> None:
         target_config = replace(target_config, test_ids=tuple(args.test_ids))
     if args.pool_ids is not None:
         target_config = replace(target_config, pool_ids=tuple(args.pool_ids))
+    if target_config.pool_ids is not None and target_config.test_ids is not None:
+        (pool_lo, pool_hi), (test_lo, test_hi) = target_config.pool_ids, target_config.test_ids
+        if pool_lo > pool_hi or test_lo > test_hi or not (pool_hi < test_lo or test_hi < pool_lo):
+            parser.error(
+                f"pool ids {pool_lo}-{pool_hi} and test ids {test_lo}-{test_hi} must be ranges "
+                "that do not overlap"
+            )
     if args.pool_size is not None:
         target_config = replace(target_config, pool_size=args.pool_size)
     experiment = ExperimentConfig(
@@ -387,6 +400,8 @@ def main() -> None:
         meta["distill_adapt"] = recorded(distill_adapt)
     if args.pool_ids is not None:
         meta["pool_ids"] = list(args.pool_ids)
+    if args.source != COCO_SOURCE:
+        meta["source"] = str(args.source)
     source = None
     if str(args.source) != "none":
         if not args.source.exists():
@@ -491,12 +506,8 @@ def main() -> None:
                         confident = float(np.mean(adapted.confident))
                 seconds = time.perf_counter() - t0
                 metrics = score(model)
-                rows.append(
-                    Row(
-                        *(method, k, seed, metrics["ap"], metrics, seconds, seen, confident),
-                        source_ap(model),
-                    )
-                )
+                row = Row(method, k, seed, metrics["ap"], metrics, seconds, seen, confident)
+                rows.append(dataclasses.replace(row, source_ap=source_ap(model)))
                 save()
                 print(f"K={k} seed={seed} {method}: AP {metrics['ap']:.3f} ({seconds:.0f} s)")
     save()

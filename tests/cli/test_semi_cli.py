@@ -146,3 +146,20 @@ def test_the_semi_flags_become_the_settings_and_none_keeps_the_defaults() -> Non
     assert semi_config(parser.parse_args([])) == SemiConfig()
     semi = semi_config(parser.parse_args(["--semi-lr", "2e-4", "--semi-schedule", "cosine"]))
     assert semi == SemiConfig(lr=2e-4, lr_schedule="cosine")
+
+
+def test_the_student_flags_warn_once_each_with_adabn(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from metapose.cli.unlabelled import add_unlabelled_arguments, semi_config
+
+    parser = argparse.ArgumentParser()
+    add_unlabelled_arguments(parser)
+    semi_config(
+        parser.parse_args(["--semi", "adabn", "--semi-lr", "1e-5", "--semi-schedule", "cosine"])
+    )
+    err = capsys.readouterr().err
+    assert err.count("adabn takes none and ignores it") == 2
+    assert "--semi-lr" in err and "--semi-schedule" in err
+    semi_config(parser.parse_args(["--semi", "distill", "--semi-lr", "1e-5"]))
+    assert capsys.readouterr().err == ""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from metapose.config import AdaptConfig, OptimizerConfig
+from metapose.config import AdaptConfig, ConfigError, OptimizerConfig
 from metapose.data.batches import EpochBatches, collate
 from metapose.device import DeviceOptions
 from metapose.models import TopDownModel
@@ -276,3 +276,11 @@ def test_the_learning_rate_follows_the_schedule_in_every_group(
     assert np.allclose(taken, expected)
     if schedule == "cosine":
         assert taken[0] == (5e-3, 1e-2) and taken[-1][1] < 1e-3
+
+
+def test_an_unknown_schedule_is_refused_and_epochs_are_chosen_only_at_a_constant_rate() -> None:
+    opt = torch.optim.SGD(model().parameters(), lr=1.0)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        adapt_module.lr_scheduler(opt, "linear", 4)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="select_epochs needs lr_schedule: constant"):
+        replace(SELECT, lr_schedule="cosine")

@@ -4,6 +4,7 @@ heatmaps, the confidence mask, K = 0, and the unlabelled readers."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,7 @@ def test_the_student_steps_take_the_semi_learning_rate_and_schedule_the_shots_do
     monkeypatch.setattr(
         semi_module, "build_optimizer", recording(student_lrs, semi_module.build_optimizer)
     )
-    config = SemiConfig(**{**SEMI.__dict__, "steps": 4, "lr": 1e-3, "lr_schedule": "cosine"})
+    config = replace(SEMI, steps=4, lr=1e-3, lr_schedule="cosine")
     fine_tune_with_unlabelled(
         model(), tiny_dataset(8), unlabelled_people(), QUICK, config, CPU, codec=TINY_CODEC, seed=3
     )
@@ -190,6 +191,9 @@ def test_the_student_steps_take_the_semi_learning_rate_and_schedule_the_shots_do
 
 def test_student_adapt_replaces_only_what_is_set() -> None:
     assert SemiConfig().student_adapt(QUICK) == QUICK
+    cosine = replace(QUICK, lr_schedule="cosine")
+    assert SemiConfig().student_adapt(cosine) == cosine  # unset: the adapt config's schedule
+    assert SemiConfig(lr_schedule="constant").student_adapt(cosine) == QUICK
     changed = SemiConfig(lr=3e-5, lr_schedule="cosine").student_adapt(QUICK)
     assert changed.optimizer.lr == 3e-5 and changed.lr_schedule == "cosine"
     assert changed.optimizer.name == QUICK.optimizer.name and changed.epochs == QUICK.epochs

@@ -64,7 +64,8 @@ def add_unlabelled_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--semi-schedule",
         choices=get_args(LrSchedule),
-        help=f"learning-rate schedule of those steps (default {semi.lr_schedule})",
+        help="learning-rate schedule of those steps (default: the shots' fine-tune's, "
+        f"{AdaptConfig().lr_schedule})",
     )
     p.add_argument(
         "--semi-weight",
@@ -99,6 +100,13 @@ def semi_config(args: argparse.Namespace) -> SemiConfig:
             f"warning: --teacher-scales is distill's; --semi {semi.method} ignores it",
             file=sys.stderr,
         )
+    for flag, value in (("--semi-lr", args.semi_lr), ("--semi-schedule", args.semi_schedule)):
+        if value is not None and semi.method == "adabn":
+            print(
+                f"warning: {flag} sets the steps on unlabelled people; adabn takes none and "
+                "ignores it",
+                file=sys.stderr,
+            )
     return semi
 
 

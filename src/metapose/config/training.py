@@ -179,6 +179,10 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         check_int("adapt", "epochs", self.epochs, 1, MAX_EPOCHS)
         check_int("adapt", "batch_size", self.batch_size, 1, MAX_BATCH)
+        if self.select_epochs and self.lr_schedule != "constant":
+            # the count would be chosen part-way down a schedule spanning the most epochs, then
+            # run down a schedule spanning only the count: not the fine-tune that was chosen
+            raise ConfigError("adapt.select_epochs needs lr_schedule: constant")
         if not math.isfinite(self.backbone_lr_scale) or self.backbone_lr_scale < 0:
             raise ConfigError(
                 f"adapt.backbone_lr_scale must be finite and >= 0, got {self.backbone_lr_scale}"
@@ -303,10 +307,9 @@ class SemiConfig:
     joints averaged over the scales (:func:`metapose.inference.distill.pseudo_label`).
 
     ``lr`` and ``lr_schedule``: the optimiser's learning rate and its schedule for the ``steps``
-    on unlabelled people (distillation's student, the mean teacher's student): ``lr=None`` keeps
-    the :class:`AdaptConfig`'s rate, the schedule is always this one. The shots' fine-tunes (the
-    teacher's, the mean teacher's first) keep the :class:`AdaptConfig`'s own
-    (:meth:`student_adapt`).
+    on unlabelled people (distillation's student, the mean teacher's student); ``None`` keeps the
+    :class:`AdaptConfig`'s. The shots' fine-tunes (the teacher's, the mean teacher's first) keep
+    the :class:`AdaptConfig`'s own (:meth:`student_adapt`).
     """
 
     method: SemiMethod = "distill"
@@ -328,12 +331,14 @@ class SemiConfig:
     min_relative_height: float = 0.0
     teacher_scales: tuple[float, ...] = (1.0,)
     lr: float | None = None
-    lr_schedule: LrSchedule = "constant"
+    lr_schedule: LrSchedule | None = None
 
     def student_adapt(self, adapt: AdaptConfig) -> AdaptConfig:
-        """``adapt`` with this config's learning rate and schedule (for the unlabelled steps)."""
+        """``adapt`` with this config's learning rate and schedule where set: the settings of the
+        steps on unlabelled people."""
         optimizer = adapt.optimizer if self.lr is None else replace(adapt.optimizer, lr=self.lr)
-        return replace(adapt, optimizer=optimizer, lr_schedule=self.lr_schedule)
+        schedule = adapt.lr_schedule if self.lr_schedule is None else self.lr_schedule
+        return replace(adapt, optimizer=optimizer, lr_schedule=schedule)
 
     @property
     def crops_seen(self) -> int:

@@ -158,15 +158,13 @@ def adapt(
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     opt = build_optimizer(groups, optimizer)
-    factor = lr_factor(schedule, steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor) if schedule != "constant" else None
     losses, images = [], 0
     try:
+        scheduler = lr_scheduler(opt, schedule, steps)
         for step in range(steps):
             batch = next(batches)
             loss = step_on_batch(model, opt, batch, options, penalty=penalty)
-            if scheduler is not None:
-                scheduler.step()
+            scheduler.step()
             check_finite_loss(loss, step + 1)
             losses.append(loss)
             images += int(batch.image.shape[0])
@@ -179,11 +177,20 @@ def adapt(
     return AdaptResult(tuple(losses), images)
 
 
-def lr_factor(schedule: LrSchedule, steps: int) -> Callable[[int], float]:
-    """The factor on the learning rate of step ``s`` (0-based) of ``steps``."""
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: LrSchedule, steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The scheduler of ``steps`` steps of ``optimizer`` (``step()`` it after each): step ``s``
+    (0-based) takes each group's learning rate times 1 (``constant``) or
+    ``(1 + cos(pi * s / steps)) / 2`` (``cosine``)."""
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     if schedule == "cosine":
-        return lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
-    return lambda s: 1.0
+        span = max(steps, 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / span))
+        )
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
 @dataclass(frozen=True)

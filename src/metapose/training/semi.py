@@ -44,7 +44,7 @@ from metapose.training.adapt import (
     AdaptResult,
     adapt_by,
     fine_tune,
-    lr_factor,
+    lr_scheduler,
     reestimate_batchnorm,
 )
 from metapose.training.losses import joints_mse
@@ -217,9 +217,9 @@ def fine_tune_on_pseudo_labels(
     """``config.steps`` steps on batches of ``config.unlabelled_batch`` ``pseudo``-labelled people
     (keypoints flagged 0 are not learnt) plus ``config.labelled_batch`` crops of ``support`` (None:
     K = 0), both augmented as the support set is (default: SimpleBaseline's). The optimiser,
-    frozen BatchNorm, head-only and L2-SP are ``adapt_config``'s, its learning rate and schedule
-    ``config``'s where set (:meth:`SemiConfig.student_adapt`); ``model`` changes in place. The
-    pseudo-labelled images are read from disk as needed, not kept in memory."""
+    frozen BatchNorm, head-only and L2-SP are ``adapt_config``'s, and so are its learning rate and
+    schedule unless ``config`` sets them (:meth:`SemiConfig.student_adapt`); ``model`` changes in
+    place. The pseudo-labelled images are read from disk as needed, not kept in memory."""
     if not pseudo:
         raise ConfigError("no unlabelled person was labelled confidently enough to learn from")
     augment = TopDownAugmentConfig() if support is None else support.augment
@@ -268,9 +268,7 @@ def _mean_teacher(
     optimizer = build_optimizer(
         [p for p in model.parameters() if p.requires_grad], student.optimizer
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(student.lr_schedule, config.steps)
-    )
+    scheduler = lr_scheduler(optimizer, student.lr_schedule, config.steps)
     penalty = L2SP(model, adapt_config.l2sp) if adapt_config.l2sp > 0 else None
     labelled = (
         None
