@@ -67,7 +67,8 @@ from metapose.data.codec import HeatmapCodec
 from metapose.data.dataset import Instance, TopDownDataset, instances_from_coco
 from metapose.data.unlabelled import whole_image_box
 from metapose.device import DeviceOptions
-from metapose.evaluation.evaluate import evaluate, make_eval_set
+from metapose.evaluation.coco import EvalResult
+from metapose.evaluation.evaluate import EvalSet, evaluate, make_eval_set
 from metapose.experiment.statistics import mean_ci
 from metapose.experiment.targets import Target, derived_seed, prepare_target
 from metapose.inference.detector import PersonDetector, people_in_files
@@ -325,18 +326,13 @@ def main() -> None:
     chosen = [t for t in targets if args.target in (None, t.name)]
     if not chosen:
         raise SystemExit(f"error: {args.config} has no target {args.target!r}")
-    target_config = replace(chosen[0], test_limit=args.test_limit)
-    if args.test_ids is not None:
-        target_config = replace(target_config, test_ids=tuple(args.test_ids))
-    if args.pool_ids is not None:
-        target_config = replace(target_config, pool_ids=tuple(args.pool_ids))
-    if target_config.pool_ids is not None and target_config.test_ids is not None:
-        (pool_lo, pool_hi), (test_lo, test_hi) = target_config.pool_ids, target_config.test_ids
-        if pool_lo > pool_hi or test_lo > test_hi or not (pool_hi < test_lo or test_hi < pool_lo):
-            parser.error(
-                f"pool ids {pool_lo}-{pool_hi} and test ids {test_lo}-{test_hi} must be ranges "
-                "that do not overlap"
-            )
+    ranges = {
+        k: tuple(v) for k, v in (("test_ids", args.test_ids), ("pool_ids", args.pool_ids)) if v
+    }
+    try:  # TargetConfig refuses overlapping pool and test ids
+        target_config = replace(chosen[0], test_limit=args.test_limit, **ranges)
+    except ConfigError as err:
+        parser.error(str(err))
     if args.pool_size is not None:
         target_config = replace(target_config, pool_size=args.pool_size)
     experiment = ExperimentConfig(
@@ -427,17 +423,14 @@ def main() -> None:
         )
         md_path.write_text(report(rows, meta, wall))
 
+    def scored(model: TopDownModel, data: EvalSet) -> EvalResult:
+        return evaluate(torch_estimator(model, options), data, options=PredictOptions(flip=flip))
+
     def score(model: TopDownModel) -> dict[str, float]:
-        result = evaluate(
-            torch_estimator(model, options), target.test, options=PredictOptions(flip=flip)
-        )
-        return result.as_dict()
+        return scored(model, target.test).as_dict()
 
     def source_ap(model: TopDownModel) -> float | None:
-        if source is None:
-            return None
-        estimator = torch_estimator(model, options)
-        return evaluate(estimator, source, options=PredictOptions(flip=flip)).ap
+        return None if source is None else scored(model, source).ap
 
     if (UNADAPTED, 0, 0) not in done:
         metrics = score(start)
@@ -506,8 +499,19 @@ def main() -> None:
                         confident = float(np.mean(adapted.confident))
                 seconds = time.perf_counter() - t0
                 metrics = score(model)
-                row = Row(method, k, seed, metrics["ap"], metrics, seconds, seen, confident)
-                rows.append(dataclasses.replace(row, source_ap=source_ap(model)))
+                rows.append(
+                    Row(
+                        method,
+                        k,
+                        seed,
+                        metrics["ap"],
+                        metrics,
+                        seconds,
+                        seen,
+                        confident,
+                        source_ap=source_ap(model),
+                    )
+                )
                 save()
                 print(f"K={k} seed={seed} {method}: AP {metrics['ap']:.3f} ({seconds:.0f} s)")
     save()

@@ -174,3 +174,23 @@ def test_the_experiments_semi_block_round_trips_and_bad_values_are_one_line(
         with pytest.raises(ConfigError, match=needle) as err:
             load_config(path, ExperimentConfig)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("pool", "test"),
+    [((1, 10), (5, 20)), ((5, 20), (1, 10)), ((10, 1), (20, 30)), ((1, 9), (12, 11))],
+)
+def test_pool_and_test_ids_must_be_ranges_that_do_not_overlap(
+    tmp_path: Path, pool: tuple[int, int], test: tuple[int, int]
+) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        f"targets:\n  - {{name: real, annotations: t.json, pool_ids: {list(pool)}, "
+        f"test_ids: {list(test)}}}\n"
+    )
+    with pytest.raises(ConfigError, match="must be ranges .low, high. that do not overlap"):
+        load_config(path, ExperimentConfig)
+    path.write_text(
+        "targets:\n  - {name: real, annotations: t.json, pool_ids: [1, 9], test_ids: [10, 10]}\n"
+    )
+    assert load_config(path, ExperimentConfig).targets[0].pool_ids == (1, 9)

@@ -71,6 +71,18 @@ class TargetConfig:
                 f"target {show(self.name)}: a COCO-format target needs pool_ids, test_ids"
             )
         owner = f"target {cut(self.name)}"
+        if self.pool_ids is not None and self.test_ids is not None:
+            (pool_lo, pool_hi), (test_lo, test_hi) = self.pool_ids, self.test_ids
+            if (
+                pool_lo > pool_hi
+                or test_lo > test_hi
+                or not (pool_hi < test_lo or test_hi < pool_lo)
+            ):
+                # the shots (and a twin's unlabelled images) would come from the test photos
+                raise ConfigError(
+                    f"{owner}: pool_ids {pool_lo}-{pool_hi} and test_ids {test_lo}-{test_hi} must "
+                    "be ranges (low, high) that do not overlap"
+                )
         check_int(owner, "pool_size", self.pool_size, 1, MAX_COUNT)
         check_int(owner, "test_size", self.test_size, 1, MAX_COUNT)
         if self.test_limit is not None:
