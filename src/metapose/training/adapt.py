@@ -138,8 +138,8 @@ def adapt(
 
     ``backbone_lr_scale`` scales the backbone's learning rate (``head_only``: frozen);
     ``frozen_batchnorm`` keeps every BatchNorm's statistics; ``penalty`` is added to each loss;
-    ``schedule="cosine"`` takes step ``s`` at ``(1 + cos(pi * s / steps)) / 2`` times each group's
-    learning rate. A NaN or infinite loss raises :class:`~metapose.errors.DivergedError`.
+    ``schedule`` scales each group's learning rate step by step (:func:`lr_scheduler`). A NaN or
+    infinite loss raises :class:`~metapose.errors.DivergedError`.
     """
     train_mode(model, frozen_batchnorm)
     trainable = [p.requires_grad for p in model.parameters()]  # restored afterwards

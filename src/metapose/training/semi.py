@@ -263,13 +263,13 @@ def _mean_teacher(
     on_step: Callable[[int, float], None] | None,
 ) -> tuple[list[float], list[float], list[float]]:
     teacher = copy.deepcopy(model)
-    frozen = adapt_config.batchnorm != "train"
     student = config.student_adapt(adapt_config)
+    frozen = student.batchnorm != "train"
     optimizer = build_optimizer(
         [p for p in model.parameters() if p.requires_grad], student.optimizer
     )
     scheduler = lr_scheduler(optimizer, student.lr_schedule, config.steps)
-    penalty = L2SP(model, adapt_config.l2sp) if adapt_config.l2sp > 0 else None
+    penalty = L2SP(model, student.l2sp) if student.l2sp > 0 else None
     labelled = (
         None
         if support is None
