@@ -5,7 +5,9 @@ Every output goes through :func:`atomic_write`: a temporary file with a name uni
 process and the call (``.<name>.<pid>.<random>.tmp``, so concurrent writers never collide) in the
 output's folder, renamed over the output once complete. Whatever stops the write (a full or
 read-only disk, Ctrl-C, SIGTERM) removes the temporary and leaves the earlier output as it was; a
-failed write becomes one :class:`~metapose.errors.WriteError` naming the output.
+signal that lands inside that clean-up cuts it short, and the CLI then removes what is left
+(:func:`discard_temporaries`). A failed write becomes one :class:`~metapose.errors.WriteError`
+naming the output.
 :func:`output_lock` makes a second process writing the same output stop with a line naming the
 first one's pid.
 """
@@ -20,6 +22,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,17 +147,70 @@ STALE_PATTERNS = (f".*{TMP_SUFFIX}", ".tmp??????")
 _OWNER = re.compile(r"\.(\d+)\.[0-9a-f]+\.tmp$")
 
 
+# Temporaries this process made and has not yet renamed or removed. A signal can land between
+# any two lines of a ``finally``, so a clean-up may be cut short; :func:`discard_temporaries`
+# (the CLI calls it on its way out) finishes it. A name is recorded before its file exists.
+_made: set[Path] = set()
+_made_guard = threading.Lock()
+
+
+def _unique_name(path: Path, suffix: str) -> Path:
+    stem = path.name[:180]  # the name must stay under the file system's 255 bytes
+    return path.with_name(f".{stem}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
 def temporary_path(path: Path) -> Path:
     """A new, empty file beside ``path`` named for this process and call, with the mode a plain
-    ``open`` would give it (0666 less the umask)."""
-    stem = path.name[:180]  # the name must stay under the file system's 255 bytes
+    ``open`` would give it (0666 less the umask). Rename it or :func:`remove_temporary` it."""
     while True:
-        tmp = path.with_name(f".{stem}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        tmp = _unique_name(path, TMP_SUFFIX)
+        with _made_guard:
+            _made.add(tmp)
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
         except FileExistsError:
+            forget_temporary(tmp)
             continue
+
+
+def temporary_folder(path: Path, label: str) -> Path:
+    """A new, empty folder beside ``path`` (``.<name>.<pid>.<random>.<label>``) with the mode
+    ``mkdir`` would give it. Rename it or :func:`remove_temporary` it."""
+    while True:
+        tmp = _unique_name(path, f".{label}")
+        with _made_guard:
+            _made.add(tmp)
+        try:
+            os.mkdir(tmp)
+            return tmp
+        except FileExistsError:
+            forget_temporary(tmp)
+            continue
+
+
+def forget_temporary(tmp: Path) -> None:
+    """``tmp`` was renamed into place (or never made): it is no longer this process's to remove."""
+    with _made_guard:
+        _made.discard(tmp)
+
+
+def remove_temporary(tmp: Path) -> None:
+    """Remove the temporary file or folder ``tmp`` (if it is there) and forget it."""
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+    forget_temporary(tmp)
+
+
+def discard_temporaries() -> None:
+    """Remove every temporary this process made and has neither renamed nor removed: those whose
+    clean-up an interrupt cut short."""
+    with _made_guard:
+        left = list(_made)
+    for tmp in left:
+        remove_temporary(tmp)
 
 
 def current_umask() -> int:
@@ -186,7 +242,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     except OSError as err:
         raise write_error(path, err) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        remove_temporary(tmp)
 
 
 def write_error(path: Path, err: OSError) -> OSError:

@@ -305,6 +305,32 @@ def test_interrupted_command_says_one_line_and_leaves_no_temporary(
         assert old.read_bytes() == OLD  # what was there before is untouched
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_a_signal_inside_the_clean_up_still_leaves_no_temporary(
+    case: Case,
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A signal lands between any two lines, a ``finally`` included: here the first removal of
+    a temporary is cut short as it starts (a second SIGTERM, or the first one arriving just as
+    a write ends). The CLI removes what was left on its way out."""
+    argv = _argv(case, world, tmp_path)
+    old = case.earlier(tmp_path)
+    if old is not None:
+        old.parent.mkdir(parents=True, exist_ok=True)
+        old.write_bytes(OLD)
+    _fault(monkeypatch, case.deep, case.call, Terminated())
+    _fault(monkeypatch, "metapose.files:remove_temporary", 1, Terminated())
+
+    assert main(argv) == 143
+    assert last_line(capsys).startswith("interrupted: ")
+    assert leftovers(tmp_path) == []
+    if old is not None:
+        assert old.read_bytes() == OLD
+
+
 def test_an_interrupted_train_resumes_and_logs_every_step_once(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

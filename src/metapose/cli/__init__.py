@@ -35,7 +35,7 @@ from metapose.cli.common import (
 )
 from metapose.config import ConfigError
 from metapose.errors import CheckFailed, DataError, OutputInUse, WriteError
-from metapose.files import output_lock
+from metapose.files import discard_temporaries, output_lock
 
 GROUPS = (synth, experiment, training, adapt, data, inference, models, labels, evaluation)
 
@@ -76,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 held.enter_context(output_lock(args.out))
             return int(args.func(args))
     except KeyboardInterrupt as stop:
-        # Ctrl-C (130) or SIGTERM (143): temporaries are gone by now, earlier outputs intact.
+        # Ctrl-C (130) or SIGTERM (143), earlier outputs intact. The temporaries' own clean-up
+        # ran unless the signal landed inside it; whatever it left is removed here.
+        discard_temporaries()
         note = getattr(args, "interrupted", nothing_written)(args)
         _say(f"interrupted: {note}")
         return 143 if isinstance(stop, Terminated) else 130

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 from metapose.data.coco import Annotation, CocoDataset, CocoImage, annotation_to_dict, coco_category
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.records import LabelledImage, Person
-from metapose.files import write_json_atomic
+from metapose.files import remove_temporary, temporary_folder, write_json_atomic
 from metapose.skeleton import COCO17, Skeleton
 
 
@@ -68,7 +67,7 @@ class CocoWriter:
                 f"{self.annotation_file} exists; choose another folder or overwrite"
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        self._stage = Path(tempfile.mkdtemp(prefix=f".staging-{self.split}-", dir=self.root))
+        self._stage = temporary_folder(self.root / f"staging-{self.split}", "tmp")
         (self._stage / self.split).mkdir()
         return self
 
@@ -116,7 +115,7 @@ class CocoWriter:
             self.annotation_file.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / "annotations" / self.annotation_file.name, self.annotation_file)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            remove_temporary(stage)
 
 
 def iter_labelled(dataset: CocoDataset) -> Iterator[tuple[CocoImage, LabelledImage]]:

@@ -28,7 +28,13 @@ from metapose.data.dataset import Instance, TopDownDataset
 from metapose.data.detections import BOX_SCORE_THRESHOLD, box_instance
 from metapose.data.viz import DRAW_THRESHOLD, draw_box, draw_pose
 from metapose.errors import DataError
-from metapose.files import current_umask, temporary_path, write_error
+from metapose.files import (
+    forget_temporary,
+    remove_temporary,
+    temporary_folder,
+    temporary_path,
+    write_error,
+)
 from metapose.inference.crop_runner import predict
 from metapose.inference.detector import PersonDetector
 from metapose.inference.estimators import PoseEstimator
@@ -272,10 +278,11 @@ class ResultsStream:
         self.file.write("\n]\n" if self.count else "]\n")
         self.file.close()
         os.replace(self.partial, self.path)
+        forget_temporary(self.partial)
 
     def abort(self) -> None:
         self.file.close()
-        self.partial.unlink(missing_ok=True)
+        remove_temporary(self.partial)
 
     def __enter__(self) -> ResultsStream:
         return self
@@ -319,8 +326,7 @@ def staged_folder(out: str | Path, known: frozenset[str] = OUTPUT_NAMES) -> Iter
         if parent.exists() and not parent.is_dir():
             raise DataError(parent, "exists and is not a folder: give a folder for --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    os.chmod(staged, 0o777 & ~current_umask())  # as mkdir would, not mkdtemp's 0700
+    staged = temporary_folder(out, "partial")
     try:
         yield staged
         old = None
@@ -334,4 +340,4 @@ def staged_folder(out: str | Path, known: frozenset[str] = OUTPUT_NAMES) -> Iter
         # A full or read-only disk names the output the user asked for, not the staged folder.
         raise write_error(out, err) from None
     finally:
-        shutil.rmtree(staged, ignore_errors=True)
+        remove_temporary(staged)
