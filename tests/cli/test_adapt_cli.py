@@ -32,6 +32,23 @@ def test_out_is_a_file_or_a_folder(tmp_path: Path) -> None:
     assert out_path(f"{tmp_path}/m") == tmp_path / "m.safetensors"
 
 
+def test_flags_override_the_config_file(tmp_path: Path) -> None:
+    from metapose.cli import build_parser
+    from metapose.cli.adapt import _adapt_config
+
+    yaml = tmp_path / "adapt.yaml"
+    yaml.write_text("l2sp: 0.5\nlr_schedule: cosine\nepochs: 3\n")
+    base = ["adapt", "--checkpoint", "m", "--out", str(tmp_path / "o"), "--config", str(yaml)]
+    parser = build_parser()
+    from_file = _adapt_config(parser.parse_args(base))
+    assert (from_file.l2sp, from_file.lr_schedule, from_file.epochs) == (0.5, "cosine", 3)
+    flags = ["--l2sp", "1e-3", "--lr-schedule", "constant", "--epochs", "2"]
+    config = _adapt_config(parser.parse_args(base + flags))
+    assert (config.l2sp, config.lr_schedule, config.epochs) == (1e-3, "constant", 2)
+    plain = _adapt_config(parser.parse_args(base[:5]))
+    assert (plain.l2sp, plain.lr_schedule) == (0.0, "constant")
+
+
 def result(ap: float, people: dict[int, float]) -> EvalResult:
     return replace(EvalResult.from_stats([ap] + [0.0] * 9), person_oks=tuple(people.items()))
 

@@ -8,7 +8,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from metapose.cli.common import (
     CHECKPOINT_HELP,
@@ -26,6 +26,7 @@ from metapose.cli.unlabelled import (
     semi_config,
 )
 from metapose.config import AdaptConfig
+from metapose.config.training import LrSchedule
 from metapose.evaluation.coco import EvalResult
 
 if TYPE_CHECKING:
@@ -134,7 +135,12 @@ def _adapt_config(args: argparse.Namespace) -> AdaptConfig:
         ),
         **{
             k: v
-            for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size))
+            for k, v in (
+                ("epochs", args.epochs),
+                ("batch_size", args.batch_size),
+                ("lr_schedule", args.lr_schedule),
+                ("l2sp", args.l2sp),
+            )
             if v is not None
         },
         head_only=args.head_only or config.head_only,
@@ -335,7 +341,20 @@ def register(sub: Commands) -> None:
     p.add_argument(
         "--optimizer", choices=("adam", "sgd"), help=f"default {defaults.optimizer.name}"
     )
+    p.add_argument(
+        "--lr-schedule",
+        choices=get_args(LrSchedule),
+        help=f"constant, or cosine: falling to 0 over the steps (default {defaults.lr_schedule})",
+    )
     p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    p.add_argument(
+        "--l2sp",
+        type=float,
+        metavar="STRENGTH",
+        help="pull the weights towards the start (L2-SP), so the model forgets less of ordinary "
+        "photos at a small cost on the domain; on LSPet with --unlabelled, 1e-3 kept about 4 "
+        f"more COCO AP for about 1 less LSPet AP (default {defaults.l2sp:g})",
+    )
     p.add_argument("--head-only", action="store_true", help="freeze the backbone")
     p.add_argument("--eval", help="labels to score before and after adaptation")
     p.add_argument("--eval-images", help="image folder of --eval")

@@ -64,8 +64,8 @@ def add_unlabelled_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--semi-schedule",
         choices=get_args(LrSchedule),
-        help="learning-rate schedule of those steps (default: the shots' fine-tune's, "
-        f"{AdaptConfig().lr_schedule})",
+        help="learning-rate schedule of those steps (default: --lr-schedule, the shots' "
+        "fine-tune's)",
     )
     p.add_argument(
         "--semi-weight",
