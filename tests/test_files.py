@@ -18,8 +18,10 @@ from metapose.config import LiteHRNetConfig, ModelConfig
 from metapose.errors import WriteError
 from metapose.files import (
     atomic_write,
+    discard_temporaries,
     lock_path,
     output_lock,
+    release_held_locks,
     remove_stale_temporaries,
     write_json_atomic,
 )
@@ -97,6 +99,38 @@ def test_the_lock_refuses_another_process_and_is_reentrant(tmp_path: Path) -> No
         "wait for it to finish or choose another --out"
     )
     assert not lock_path(out).exists()  # removed on release
+
+
+def _cut_short(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The first removal of a file called ``name`` is interrupted as it starts, as a signal
+    landing there would be."""
+    real = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.name == name:
+            monkeypatch.setattr(Path, "unlink", real)
+            raise KeyboardInterrupt
+        real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+
+
+def test_a_clean_up_cut_short_is_finished_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.json"
+    with pytest.raises(KeyboardInterrupt), atomic_write(out) as tmp:
+        _cut_short(monkeypatch, tmp.name)
+        raise KeyboardInterrupt  # the first signal, while the file is written
+    assert [p.name for p in tmp_path.iterdir()] == [tmp.name]  # its removal was cut short
+    with pytest.raises(KeyboardInterrupt), output_lock(out):
+        _cut_short(monkeypatch, lock_path(out).name)
+    assert lock_path(out).exists()
+    discard_temporaries()
+    release_held_locks()
+    assert list(tmp_path.iterdir()) == []
+    with output_lock(out):  # the lock was let go
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"
 
 
 def _lite_model() -> TopDownModel:

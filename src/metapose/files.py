@@ -377,12 +377,27 @@ def output_lock(output: str | Path) -> Iterator[None]:
         yield
     finally:
         with _held_guard:
-            fd, depth = _held.pop(lock)
+            fd, depth = _held[lock]
             if depth > 1:
                 _held[lock] = (fd, depth - 1)
             else:
+                # In this order, a signal landing here leaves the lock in ``_held`` for
+                # release_held_locks until its file is gone.
                 lock.unlink(missing_ok=True)  # before the lock is let go: see _lock
+                del _held[lock]
                 os.close(fd)
                 for folder in made:
                     with contextlib.suppress(OSError):
                         folder.rmdir()
+
+
+def release_held_locks() -> None:
+    """Remove the lock files this process still holds and let the locks go: those whose
+    release an interrupt cut short (the CLI calls it on its way out)."""
+    with _held_guard:
+        left = list(_held.items())
+        _held.clear()
+    for lock, (fd, _) in left:
+        lock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.close(fd)

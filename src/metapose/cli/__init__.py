@@ -35,7 +35,7 @@ from metapose.cli.common import (
 )
 from metapose.config import ConfigError
 from metapose.errors import CheckFailed, DataError, OutputInUse, WriteError
-from metapose.files import discard_temporaries, output_lock
+from metapose.files import discard_temporaries, output_lock, release_held_locks
 
 GROUPS = (synth, experiment, training, adapt, data, inference, models, labels, evaluation)
 
@@ -77,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args))
     except KeyboardInterrupt as stop:
         # Ctrl-C (130) or SIGTERM (143), earlier outputs intact. The temporaries' own clean-up
-        # ran unless the signal landed inside it; whatever it left is removed here.
+        # ran unless the signal landed inside it; whatever it left is removed here, and so is
+        # an output's lock file whose release it cut short.
         discard_temporaries()
+        release_held_locks()
         note = getattr(args, "interrupted", nothing_written)(args)
         _say(f"interrupted: {note}")
         return 143 if isinstance(stop, Terminated) else 130
