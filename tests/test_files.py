@@ -161,3 +161,42 @@ def test_folders_made_for_a_lock_alone_go_with_it(tmp_path: Path) -> None:
     with output_lock(tmp_path / "a" / "out"):
         (tmp_path / "a" / "out").write_text("written")
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["out"]
+
+
+def _interrupt_rename_into(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
+    """The first rename that puts a new output at ``target`` is interrupted (the earlier one
+    has already been moved aside)."""
+    real, fired = os.replace, []
+
+    def replace(src: object, dst: object) -> None:
+        if Path(str(dst)) == target and not fired:
+            fired.append(src)
+            raise KeyboardInterrupt
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_an_output_replaced_whole_comes_back_when_stopped_between_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metapose.data.coco_writer import CocoWriter
+    from metapose.inference.pose_runner import staged_folder
+
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "results.json").write_text("earlier")
+    _interrupt_rename_into(monkeypatch, out.resolve())
+    with pytest.raises(KeyboardInterrupt), staged_folder(out) as staged:
+        (staged / "results.json").write_text("new")
+    assert (out / "results.json").read_text() == "earlier"
+    assert [p.name for p in tmp_path.iterdir()] == ["pred"]  # no staged or old folder left
+
+    root = tmp_path / "coco"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "a.png").write_text("earlier")
+    _interrupt_rename_into(monkeypatch, root / "train")
+    with pytest.raises(KeyboardInterrupt), CocoWriter(root, overwrite=True):
+        pass
+    assert (root / "train" / "a.png").read_text() == "earlier"
+    assert sorted(p.name for p in root.iterdir()) == ["train"]

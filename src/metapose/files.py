@@ -24,7 +24,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,34 +159,37 @@ def _unique_name(path: Path, suffix: str) -> Path:
     return path.with_name(f".{stem}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
 
 
-def temporary_path(path: Path) -> Path:
-    """A new, empty file beside ``path`` named for this process and call, with the mode a plain
-    ``open`` would give it (0666 less the umask). Rename it or :func:`remove_temporary` it."""
+def _make(path: Path, suffix: str, create: Callable[[Path], None]) -> Path:
+    """A new name beside ``path``, recorded, then made by ``create`` (which refuses a name that
+    exists); the record is dropped if nothing was made."""
     while True:
-        tmp = _unique_name(path, TMP_SUFFIX)
+        tmp = _unique_name(path, suffix)
         with _made_guard:
             _made.add(tmp)
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            create(tmp)
             return tmp
         except FileExistsError:
             forget_temporary(tmp)
-            continue
+        except BaseException:
+            forget_temporary(tmp)
+            raise
+
+
+def _new_file(tmp: Path) -> None:
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def temporary_path(path: Path) -> Path:
+    """A new, empty file beside ``path`` named for this process and call, with the mode a plain
+    ``open`` would give it (0666 less the umask). Rename it or :func:`remove_temporary` it."""
+    return _make(path, TMP_SUFFIX, _new_file)
 
 
 def temporary_folder(path: Path, label: str) -> Path:
     """A new, empty folder beside ``path`` (``.<name>.<pid>.<random>.<label>``) with the mode
     ``mkdir`` would give it. Rename it or :func:`remove_temporary` it."""
-    while True:
-        tmp = _unique_name(path, f".{label}")
-        with _made_guard:
-            _made.add(tmp)
-        try:
-            os.mkdir(tmp)
-            return tmp
-        except FileExistsError:
-            forget_temporary(tmp)
-            continue
+    return _make(path, f".{label}", os.mkdir)
 
 
 def forget_temporary(tmp: Path) -> None:
@@ -398,6 +401,10 @@ def release_held_locks() -> None:
         left = list(_held.items())
         _held.clear()
     for lock, (fd, _) in left:
-        lock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            mine, there = os.fstat(fd), os.stat(lock)
+            # the file may already be gone and another process's lock made under its name
+            if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+                lock.unlink()
         with contextlib.suppress(OSError):
             os.close(fd)

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -76,11 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 held.enter_context(output_lock(args.out))
             return int(args.func(args))
     except KeyboardInterrupt as stop:
-        # Ctrl-C (130) or SIGTERM (143), earlier outputs intact. The temporaries' own clean-up
-        # ran unless the signal landed inside it; whatever it left is removed here, and so is
-        # an output's lock file whose release it cut short.
-        discard_temporaries()
-        release_held_locks()
+        # Ctrl-C (130) or SIGTERM (143): temporaries gone (see _finish_clean_ups), earlier
+        # outputs intact.
         note = getattr(args, "interrupted", nothing_written)(args)
         _say(f"interrupted: {note}")
         return 143 if isinstance(stop, Terminated) else 130
@@ -93,6 +91,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         _say(f"error: {where}{err.strerror or err}")
         return 2
+    finally:
+        _finish_clean_ups()
+
+
+def _finish_clean_ups() -> None:
+    """Remove the temporaries and output locks whose own clean-up a signal cut short (it can land
+    between any two lines of a ``finally``), with SIGINT and SIGTERM held off meanwhile."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    mask = getattr(signal, "pthread_sigmask", None)  # not on Windows
+    before = mask(signal.SIG_BLOCK, held) if mask else None
+    try:
+        discard_temporaries()
+        release_held_locks()
+    finally:
+        if mask:
+            mask(signal.SIG_SETMASK, before)
 
 
 def _say(line: str) -> None:

@@ -4,7 +4,6 @@ their people, with the annotation file written atomically at the end."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,8 +66,12 @@ class CocoWriter:
                 f"{self.annotation_file} exists; choose another folder or overwrite"
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        self._stage = temporary_folder(self.root / f"staging-{self.split}", "tmp")
-        (self._stage / self.split).mkdir()
+        self._stage = temporary_folder(self.root / f"staging-{self.split}", "staging")
+        try:
+            (self._stage / self.split).mkdir()
+        except BaseException:
+            remove_temporary(self._stage)
+            raise
         return self
 
     def add(
@@ -108,10 +111,15 @@ class CocoWriter:
             if exc_type is not None:
                 return
             write_json_atomic(stage / "annotations" / self.annotation_file.name, self.payload())
-            target_images = self.root / self.split
-            if target_images.exists():
-                shutil.rmtree(target_images)
-            os.replace(stage / self.split, target_images)
+            target_images, earlier = self.root / self.split, stage / f"{self.split}.earlier"
+            try:
+                if target_images.exists():
+                    os.replace(target_images, earlier)  # removed with the stage
+                os.replace(stage / self.split, target_images)
+            except BaseException:
+                if earlier.exists() and not target_images.exists():
+                    os.replace(earlier, target_images)  # stopped between the renames
+                raise
             self.annotation_file.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / "annotations" / self.annotation_file.name, self.annotation_file)
         finally:

@@ -327,17 +327,22 @@ def staged_folder(out: str | Path, known: frozenset[str] = OUTPUT_NAMES) -> Iter
             raise DataError(parent, "exists and is not a folder: give a folder for --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = temporary_folder(out, "partial")
+    old: Path | None = None
     try:
         yield staged
-        old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
         os.replace(staged, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as err:
-        # A full or read-only disk names the output the user asked for, not the staged folder.
-        raise write_error(out, err) from None
+        forget_temporary(staged)
+    except BaseException as err:
+        if old is not None and (old / out.name).exists() and not out.exists():
+            os.replace(old / out.name, out)  # stopped between the two renames: put it back
+        if isinstance(err, OSError):
+            # A full or read-only disk names the output the user asked for, not the staged one.
+            raise write_error(out, err) from None
+        raise
     finally:
         remove_temporary(staged)
+        if old is not None and (out.exists() or not (old / out.name).exists()):
+            shutil.rmtree(old, ignore_errors=True)  # kept only if it alone holds the output
