@@ -110,6 +110,14 @@ class Case:
         name = self.out if self.output is None else self.output
         return tmp / name if name else None
 
+    def write_earlier(self, tmp: Path) -> Path | None:
+        """What an earlier run left in the output (OLD), if this command has one."""
+        old = self.earlier(tmp)
+        if old is not None:
+            old.parent.mkdir(parents=True, exist_ok=True)
+            old.write_bytes(OLD)
+        return old
+
 
 def _lsp(world: World, tmp: Path) -> list[str]:
     joints = np.zeros((14, 3, 2))
@@ -290,10 +298,7 @@ def test_interrupted_command_says_one_line_and_leaves_no_temporary(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = _argv(case, world, tmp_path)
-    old = case.earlier(tmp_path)
-    if old is not None:
-        old.parent.mkdir(parents=True, exist_ok=True)
-        old.write_bytes(OLD)
+    old = case.write_earlier(tmp_path)
     _fault(monkeypatch, case.deep, case.call, stop())
 
     code = main(argv)
@@ -342,10 +347,7 @@ def test_a_signal_inside_the_clean_up_still_leaves_no_temporary(
     """A signal lands between any two lines, a ``finally`` included. The CLI removes what a
     clean-up cut short left."""
     argv = _argv(case, world, tmp_path)
-    old = case.earlier(tmp_path)
-    if old is not None:
-        old.parent.mkdir(parents=True, exist_ok=True)
-        old.write_bytes(OLD)
+    old = case.write_earlier(tmp_path)
     _fault(monkeypatch, case.deep, case.call, Terminated())
     cut = _cut_first_clean_up(monkeypatch)
 
@@ -401,10 +403,7 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_file(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = _argv(case, world, tmp_path)
-    old = case.earlier(tmp_path)
-    if old is not None:
-        old.parent.mkdir(parents=True, exist_ok=True)
-        old.write_bytes(OLD)
+    old = case.write_earlier(tmp_path)
     code, reason = DISK_ERRORS[disk]
     _refuse_renames(monkeypatch, code)
 
