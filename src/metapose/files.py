@@ -216,6 +216,22 @@ def discard_temporaries() -> None:
         remove_temporary(tmp)
 
 
+def replace_folder(new: Path, out: Path) -> None:
+    """Put the folder ``new`` in place of ``out``: an earlier ``out`` is moved aside, then
+    removed, so the two are never mixed. Stopped between the two renames (a signal, a refused
+    rename), the earlier ``out`` is put back before the error goes on."""
+    aside = _unique_name(out, ".old")  # not recorded: it may hold the only earlier output
+    try:
+        if out.exists():
+            os.replace(out, aside)
+        os.replace(new, out)
+    except BaseException:
+        if aside.exists() and not out.exists():
+            os.replace(aside, out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def current_umask() -> int:
     """The process's umask (the mode bits ``open`` and ``mkdir`` leave out)."""
     mask = os.umask(0)

@@ -274,9 +274,8 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(
         str(p.relative_to(folder))
         for p in folder.rglob("*")
-        if p.name.endswith((".tmp", ".lock", ".partial", ".staging"))
+        if p.name.endswith((".tmp", ".lock", ".partial", ".staging", ".old"))
         or p.name.startswith((".tmp", ".staging-", "metapose-overlays-"))
-        or ".old-" in p.name
     )
 
 

@@ -13,7 +13,12 @@ import numpy as np
 from metapose.data.coco import Annotation, CocoDataset, CocoImage, annotation_to_dict, coco_category
 from metapose.data.images import read_rgb, write_rgb
 from metapose.data.records import LabelledImage, Person
-from metapose.files import remove_temporary, temporary_folder, write_json_atomic
+from metapose.files import (
+    remove_temporary,
+    replace_folder,
+    temporary_folder,
+    write_json_atomic,
+)
 from metapose.skeleton import COCO17, Skeleton
 
 
@@ -111,15 +116,7 @@ class CocoWriter:
             if exc_type is not None:
                 return
             write_json_atomic(stage / "annotations" / self.annotation_file.name, self.payload())
-            target_images, earlier = self.root / self.split, stage / f"{self.split}.earlier"
-            try:
-                if target_images.exists():
-                    os.replace(target_images, earlier)  # removed with the stage
-                os.replace(stage / self.split, target_images)
-            except BaseException:
-                if earlier.exists() and not target_images.exists():
-                    os.replace(earlier, target_images)  # stopped between the renames
-                raise
+            replace_folder(stage / self.split, self.root / self.split)
             self.annotation_file.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / "annotations" / self.annotation_file.name, self.annotation_file)
         finally:

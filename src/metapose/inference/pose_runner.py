@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from metapose.errors import DataError
 from metapose.files import (
     forget_temporary,
     remove_temporary,
+    replace_folder,
     temporary_folder,
     temporary_path,
     write_error,
@@ -327,22 +326,12 @@ def staged_folder(out: str | Path, known: frozenset[str] = OUTPUT_NAMES) -> Iter
             raise DataError(parent, "exists and is not a folder: give a folder for --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = temporary_folder(out, "partial")
-    old: Path | None = None
     try:
         yield staged
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(staged, out)
+        replace_folder(staged, out)
         forget_temporary(staged)
-    except BaseException as err:
-        if old is not None and (old / out.name).exists() and not out.exists():
-            os.replace(old / out.name, out)  # stopped between the two renames: put it back
-        if isinstance(err, OSError):
-            # A full or read-only disk names the output the user asked for, not the staged one.
-            raise write_error(out, err) from None
-        raise
+    except OSError as err:
+        # A full or read-only disk names the output the user asked for, not the staged folder.
+        raise write_error(out, err) from None
     finally:
         remove_temporary(staged)
-        if old is not None and (out.exists() or not (old / out.name).exists()):
-            shutil.rmtree(old, ignore_errors=True)  # kept only if it alone holds the output
