@@ -21,6 +21,9 @@ people:
   people's own annotated keypoints in place of the teacher's labels. It bounds what any teacher
   could give through the same steps: distill far below it means the labels are the limit, close
   to it means the steps are.
+- ``teacher_adapted`` (a diagnostic): distill's teacher after its fine-tune on the shots, scored
+  on its own crops of the test people: how good the labels' source was (K = 0: the unadapted
+  teacher's row).
 
 The teacher's own score (unadapted, its own crops of the same test people) is reported beside,
 and every model is also scored on the source domain (``--source``, default the COCO mini val
@@ -72,7 +75,7 @@ from metapose.evaluation.evaluate import EvalSet, evaluate, make_eval_set
 from metapose.experiment.statistics import mean_ci
 from metapose.experiment.targets import Target, derived_seed, prepare_target
 from metapose.inference.detector import PersonDetector, people_in_files
-from metapose.inference.distill import people_to_label
+from metapose.inference.distill import adapt_teacher, people_to_label
 from metapose.inference.estimators import torch_estimator
 from metapose.inference.predict import PredictOptions
 from metapose.inference.semi_adapt import adapt_with_unlabelled
@@ -87,9 +90,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LSPET_CONFIG = ROOT / "configs" / "lspet_cpu.yaml"
 COCO_SOURCE = ROOT.parent / "shared/data/coco/mini/annotations/person_keypoints_val2017.json"
 BASE_SEED = 0
-METHODS = ("shots", "adabn", "mean_teacher", "distill", "oracle")
+METHODS = ("shots", "adabn", "mean_teacher", "distill", "oracle", "teacher_adapted")
 UNADAPTED = "unadapted"
 TEACHER = "teacher"
+LABELLING = ("mean_teacher", "distill")  # the methods that pseudo-label, with a confident share
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
             lines.append(
                 f"| {k} | {m} | {mean_ci(aps).format(1)} | {paired(got, by_method['shots'])} "
                 f"| {paired(got, base)} | {train:.0f} | {seen} | "
-                f"{'-' if m in ('shots', 'adabn', 'oracle') else f'{conf:.2f}'} | "
+                f"{f'{conf:.2f}' if m in LABELLING else '-'} | "
                 f"{f'{mean_ci(sources).format(1)} (n={len(sources)})' if sources else '-'} |"
             )
     lines += ["", f"Wall time of the runs that wrote this folder: {seconds / 60:.1f} min."]
@@ -441,13 +445,20 @@ def main() -> None:
         if rows[i].source_ap is None:
             rows[i] = dataclasses.replace(rows[i], source_ap=source_ap(start))
             save()
-    if "distill" in args.methods and (TEACHER, 0, 0) not in done:
-        own_codec = HeatmapCodec.for_model(teacher_start.config)
-        own = prepare_target(
-            experiment, target_config, args.out / "data", own_codec, TqdmProgress()
-        )
-        result = evaluate(torch_estimator(teacher_start, options), own.test)
-        metrics = result.as_dict()
+    own_test: EvalSet | None = None  # the test people cropped by the teacher's codec
+
+    def teacher_score(teacher: TopDownModel) -> dict[str, float]:
+        nonlocal own_test
+        if own_test is None:
+            own_codec = HeatmapCodec.for_model(teacher_start.config)
+            own_test = prepare_target(
+                experiment, target_config, args.out / "data", own_codec, TqdmProgress()
+            ).test
+        return evaluate(torch_estimator(teacher, options), own_test).as_dict()
+
+    teacher_used = {"distill", "teacher_adapted"} & set(args.methods)
+    if teacher_used and (TEACHER, 0, 0) not in done:
+        metrics = teacher_score(teacher_start)
         rows.append(Row(TEACHER, 0, 0, metrics["ap"], metrics, 0.0, 0, 0.0))
         save()
     for k in args.shots:
@@ -456,7 +467,18 @@ def main() -> None:
             shot_ids = set() if support is None else {i.image_id for i in support.instances}
             people = [p for p in unlabelled if p.image_id not in shot_ids]
             for method in args.methods:
-                if (method, k, seed) in done or (method == "shots" and k == 0):
+                if (method, k, seed) in done or (method in ("shots", "teacher_adapted") and k == 0):
+                    continue
+                if method == "teacher_adapted":
+                    assert support is not None
+                    teacher = copy.deepcopy(teacher_start)
+                    t0 = time.perf_counter()
+                    adapt_teacher(teacher, support, distill_adapt, options, seed=seed)
+                    seconds = time.perf_counter() - t0
+                    metrics = teacher_score(teacher)
+                    rows.append(Row(method, k, seed, metrics["ap"], metrics, seconds, 0, 0.0))
+                    save()
+                    print(f"K={k} seed={seed} {method}: AP {metrics['ap']:.3f} ({seconds:.0f} s)")
                     continue
                 model = copy.deepcopy(start)
                 t0 = time.perf_counter()

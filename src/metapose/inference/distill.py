@@ -132,6 +132,41 @@ def people_to_label(
     return people
 
 
+def adapt_teacher(
+    teacher: TopDownModel,
+    support: TopDownDataset,
+    adapt_config: AdaptConfig,
+    options: DeviceOptions,
+    *,
+    seed: int = 0,
+    skeleton: Skeleton = COCO17,
+    progress: Progress | None = None,
+) -> None:
+    """Fine-tune ``teacher`` in place on ``support``'s people by ``adapt_config``, as
+    distillation does before the teacher labels: the same people, augmentation and augmentation
+    seed, cropped by the teacher's own codec (``support`` is cropped for the student)."""
+    progress = SilentProgress() if progress is None else progress
+    own = TopDownDataset(
+        support.instances,
+        HeatmapCodec.for_model(teacher.config),
+        augment=support.augment,
+        seed=support.seed,
+        cache_images=True,
+        skeleton=skeleton,
+    )
+    steps: list[Callable[[int], None]] = []
+    fine_tune(
+        teacher,
+        own,
+        adapt_config,
+        options,
+        seed=seed,
+        on_start=lambda n: steps.append(progress.stage(f"teacher: adapt on {len(own)} shots", n)),
+        on_step=lambda step, loss: steps[-1](1),
+    )
+    progress.close_stage()
+
+
 def distill_from_teacher(
     model: TopDownModel,
     teacher: TopDownModel,
@@ -170,27 +205,9 @@ def distill_from_teacher(
     if support is not None and len(support) == 0:
         support = None
     if support is not None and config.teacher_adapt:
-        own = TopDownDataset(
-            support.instances,
-            HeatmapCodec.for_model(teacher.config),
-            augment=support.augment,
-            seed=support.seed,
-            cache_images=True,
-            skeleton=skeleton,
+        adapt_teacher(
+            teacher, support, adapt_config, options, seed=seed, skeleton=skeleton, progress=progress
         )
-        steps: list[Callable[[int], None]] = []
-        fine_tune(
-            teacher,
-            own,
-            adapt_config,
-            options,
-            seed=seed,
-            on_start=lambda n: steps.append(
-                progress.stage(f"teacher: adapt on {len(own)} shots", n)
-            ),
-            on_step=lambda step, loss: steps[-1](1),
-        )
-        progress.close_stage()
     scales = config.teacher_scales
     advance = progress.stage(
         f"teacher: label {len(people)} people"
