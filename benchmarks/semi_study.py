@@ -303,6 +303,11 @@ def main() -> None:
         default=list(SemiConfig().teacher_scales),
         help="distill's multi-scale teacher (box scale factors)",
     )
+    parser.add_argument(
+        "--no-teacher-adapt",
+        action="store_true",
+        help="distill: label with the teacher as it is, not fine-tuned on the shots first",
+    )
     parser.add_argument("--ema-decay", type=float, default=SemiConfig().ema_decay)
     parser.add_argument(
         "--source",
@@ -374,6 +379,7 @@ def main() -> None:
         threshold=args.threshold,
         min_relative_height=args.min_relative_height,
         teacher_scales=tuple(args.teacher_scales),
+        teacher_adapt=not args.no_teacher_adapt,
         lr=args.student_lr,
         lr_schedule=args.student_schedule,
     )
