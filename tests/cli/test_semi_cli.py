@@ -102,6 +102,9 @@ def test_distillation_from_a_larger_teacher(tmp_path: Path, start: Path, photos:
     meta = read_metadata(out)
     assert meta["semi"]["method"] == "distill" and meta["semi"]["teacher"] == str(teacher)
     assert len(meta["semi_losses"]) == 2 and meta["unlabelled_people"] == 4
+    assert meta["semi"]["teacher_adapt"] is True
+    assert main([*args, *more, "--teacher-as-is", "--out", str(out), *SEMI, *WHOLE]) == 0
+    assert read_metadata(out)["semi"]["teacher_adapt"] is False
 
 
 def test_people_in_unlabelled_photos_come_from_the_detector(
@@ -125,14 +128,16 @@ def test_people_in_unlabelled_photos_come_from_the_detector(
     assert "of 3 unlabelled images it read; they are not used" in capsys.readouterr().err
 
 
-def test_teacher_scales_outside_distill_is_one_warning(
+def test_distill_flags_outside_distill_warn_once_each(
     tmp_path: Path, start: Path, photos: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "m.safetensors"
     args = ["adapt", "--checkpoint", str(start), "--unlabelled", str(photos), "--out", str(out)]
-    more = ["--semi", "adabn", "--teacher-scales", "1", "1.1"]
+    more = ["--semi", "adabn", "--teacher-scales", "1", "1.1", "--teacher-as-is"]
     assert main([*args, *more, *SEMI, *WHOLE]) == 0
-    assert capsys.readouterr().err.count("--teacher-scales is distill's") == 1
+    err = capsys.readouterr().err
+    assert err.count("--teacher-scales is distill's") == 1
+    assert err.count("--teacher-as-is is distill's") == 1
 
 
 def test_the_semi_flags_become_the_settings_and_none_keeps_the_defaults() -> None:

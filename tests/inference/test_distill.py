@@ -3,6 +3,7 @@ them and the shots in every batch, and the teacher may differ from the student i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from metapose.config import AdaptConfig, ConfigError, ModelConfig, OptimizerConfig
-from metapose.config.training import SemiConfig
+from metapose.config.training import FEW_SHOTS_FOR_TEACHER, SemiConfig
 from metapose.data.dataset import Instance
 from metapose.device import DeviceOptions
 from metapose.inference.distill import (
@@ -140,6 +141,35 @@ def test_distillation_adapts_the_teacher_then_the_student_deterministically() ->
             seeded(TINY_MODEL), teacher, support, unlabelled_people(6), QUICK, config, CPU
         )
         assert not moved(t0, teacher)
+
+
+def test_a_teacher_fine_tuned_on_few_shots_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fewer than FEW_SHOTS_FOR_TEACHER labelled images: one warning naming their count and the
+    way out; none with the teacher used as it is."""
+    support = tiny_dataset(4)
+    images = len({p.image_id for p in support.instances})
+    for config, warned in ((DISTIL, 1), (replace(DISTIL, teacher_adapt=False), 0)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="metapose.inference.distill"):
+            distill_from_teacher(
+                seeded(TINY_MODEL),
+                seeded(BIG, 1),
+                support,
+                unlabelled_people(6),
+                QUICK,
+                config,
+                CPU,
+            )
+        said = [r.getMessage() for r in caplog.records if "--teacher-as-is" in r.getMessage()]
+        assert len(said) == warned
+        assert all(f"only {images} labelled images" in m for m in said)
+    # the bound: images, not people; none at K = 0 or for the other methods
+    assert DISTIL.teacher_on_few_shots(FEW_SHOTS_FOR_TEACHER - 1)
+    assert not DISTIL.teacher_on_few_shots(FEW_SHOTS_FOR_TEACHER)
+    assert not DISTIL.teacher_on_few_shots(0)
+    assert not replace(DISTIL, method="mean_teacher").teacher_on_few_shots(4)
 
 
 def test_the_teacher_adapts_at_the_adapt_rate_and_the_student_at_the_semi_rate(

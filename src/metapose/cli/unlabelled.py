@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from metapose.cli.common import TqdmProgress
 from metapose.config import AdaptConfig
-from metapose.config.training import LrSchedule, SemiConfig, SemiMethod
+from metapose.config.training import FEW_SHOTS_FOR_TEACHER, LrSchedule, SemiConfig, SemiMethod
 from metapose.errors import DataError
 
 if TYPE_CHECKING:
@@ -42,6 +42,12 @@ def add_unlabelled_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--teacher",
         help=f"distill's teacher: a zoo name or checkpoint file (default {semi.teacher})",
+    )
+    p.add_argument(
+        "--teacher-as-is",
+        action="store_true",
+        help="distill: label with the teacher as it is, without first fine-tuning it on the "
+        f"shots (advised with fewer than {FEW_SHOTS_FOR_TEACHER} shots)",
     )
     p.add_argument(
         "--teacher-scales",
@@ -93,13 +99,15 @@ def semi_config(args: argparse.Namespace) -> SemiConfig:
         ("threshold", args.confidence),
         ("teacher", args.teacher),
         ("teacher_scales", None if args.teacher_scales is None else tuple(args.teacher_scales)),
+        ("teacher_adapt", False if args.teacher_as_is else None),
     )
     semi = SemiConfig(**{k: v for k, v in options if v is not None})
-    if args.teacher_scales is not None and semi.method != "distill":
-        print(
-            f"warning: --teacher-scales is distill's; --semi {semi.method} ignores it",
-            file=sys.stderr,
-        )
+    for flag, given in (
+        ("--teacher-scales", args.teacher_scales is not None),
+        ("--teacher-as-is", args.teacher_as_is),
+    ):
+        if given and semi.method != "distill":
+            print(f"warning: {flag} is distill's; --semi {semi.method} ignores it", file=sys.stderr)
     for flag, value in (("--semi-lr", args.semi_lr), ("--semi-schedule", args.semi_schedule)):
         if value is not None and semi.method == "adabn":
             print(

@@ -204,6 +204,15 @@ def distill_from_teacher(
     people = people_to_label(unlabelled, config, seed)
     if support is not None and len(support) == 0:
         support = None
+    shots = 0 if support is None else len({p.image_id for p in support.instances})
+    if config.teacher_on_few_shots(shots):
+        log.warning(
+            "distill fine-tunes its teacher on only %d labelled images; with so few the teacher "
+            "can end worse than it started, and the model with it (README: 'Unlabelled images "
+            "of the domain'). --teacher-as-is (SemiConfig.teacher_adapt=False) labels with the "
+            "teacher as it is",
+            shots,
+        )
     if support is not None and config.teacher_adapt:
         adapt_teacher(
             teacher, support, adapt_config, options, seed=seed, skeleton=skeleton, progress=progress
