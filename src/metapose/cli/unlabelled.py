@@ -47,7 +47,7 @@ def add_unlabelled_arguments(p: argparse.ArgumentParser) -> None:
         "--teacher-as-is",
         action="store_true",
         help="distill: label with the teacher as it is, without first fine-tuning it on the "
-        f"shots (advised with fewer than {FEW_SHOTS_FOR_TEACHER} shots)",
+        f"shots (steadier with fewer than {FEW_SHOTS_FOR_TEACHER} shots)",
     )
     p.add_argument(
         "--teacher-scales",
