@@ -22,8 +22,11 @@ people:
   could give through the same steps: distill far below it means the labels are the limit, close
   to it means the steps are.
 - ``teacher_adapted`` (a diagnostic): distill's teacher after its fine-tune on the shots, scored
-  on its own crops of the test people: how good the labels' source was (K = 0: the unadapted
-  teacher's row).
+  on its own crops of the test people: how good the labels' source was. Its "vs unadapted"
+  column is against the teacher as it was (the teacher's row); at K = 0 it is that row.
+
+``--no-teacher-adapt``: distill labels with the teacher as it is (``SemiConfig.teacher_adapt``
+off; ``metapose adapt --teacher-as-is``), so ``teacher_adapted`` has nothing to score with it.
 
 The teacher's own score (unadapted, its own crops of the same test people) is reported beside,
 and every model is also scored on the source domain (``--source``, default the COCO mini val
@@ -218,9 +221,12 @@ def report(rows: list[Row], meta: dict[str, object], seconds: float) -> str:
             seen = int(np.mean([r.unlabelled_seen for r in got.values()]))
             conf = np.mean([r.confident for r in got.values()])
             sources = [100 * r.source_ap for r in got.values() if r.source_ap is not None]
+            against_shots, against_start = by_method["shots"], base
+            if m == "teacher_adapted":  # the teacher against itself as it was
+                against_shots, against_start = {}, {s: r for s in got for r in teacher}
             lines.append(
-                f"| {k} | {m} | {mean_ci(aps).format(1)} | {paired(got, by_method['shots'])} "
-                f"| {paired(got, base)} | {train:.0f} | {seen} | "
+                f"| {k} | {m} | {mean_ci(aps).format(1)} | {paired(got, against_shots)} "
+                f"| {paired(got, against_start)} | {train:.0f} | {seen} | "
                 f"{f'{conf:.2f}' if m in LABELLING else '-'} | "
                 f"{f'{mean_ci(sources).format(1)} (n={len(sources)})' if sources else '-'} |"
             )
@@ -320,6 +326,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if "teacher_adapted" in args.methods and args.no_teacher_adapt:
+        parser.error(
+            "--methods teacher_adapted scores the teacher's fine-tune, which "
+            "--no-teacher-adapt leaves out"
+        )
     if "oracle" in args.methods and args.boxes != "gt":
         parser.error("--methods oracle needs --boxes gt (the annotated people's own keypoints)")
     torch.set_num_threads(args.threads)

@@ -12,10 +12,11 @@ import torch
 
 from metapose.config import AdaptConfig, ConfigError, ModelConfig, OptimizerConfig
 from metapose.config.training import FEW_SHOTS_FOR_TEACHER, SemiConfig
-from metapose.data.dataset import Instance
+from metapose.data.dataset import Instance, TopDownDataset
 from metapose.device import DeviceOptions
 from metapose.inference.distill import (
     LABELLED,
+    adapt_teacher,
     distill_from_teacher,
     merge_scales,
     pseudo_label,
@@ -143,13 +144,35 @@ def test_distillation_adapts_the_teacher_then_the_student_deterministically() ->
         assert not moved(t0, teacher)
 
 
+def test_the_teacher_adapted_alone_is_the_teacher_distillation_labels_with() -> None:
+    """adapt_teacher (the study's teacher_adapted diagnostic) gives exactly the teacher that
+    distill_from_teacher fine-tunes before it labels."""
+    inside, alone = seeded(BIG, 1), seeded(BIG, 1)
+    distill_from_teacher(
+        seeded(TINY_MODEL),
+        inside,
+        tiny_dataset(4),
+        unlabelled_people(6),
+        QUICK,
+        DISTIL,
+        CPU,
+        seed=2,
+    )
+    CPU.prepare(alone)
+    adapt_teacher(alone, tiny_dataset(4), QUICK, CPU, seed=2)
+    a, b = state_copy(inside), state_copy(alone)
+    assert moved(state_copy(seeded(BIG, 1)), alone)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_teacher_fine_tuned_on_few_shots_is_warned_about(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Fewer than FEW_SHOTS_FOR_TEACHER labelled images: one warning naming their count and the
-    way out; none with the teacher used as it is."""
-    support = tiny_dataset(4)
-    images = len({p.image_id for p in support.instances})
+    """Fewer than FEW_SHOTS_FOR_TEACHER labelled images: one warning naming their count (images,
+    not people) and the way out; none with the teacher used as it is."""
+    people = list(tiny_dataset(4).instances)
+    people[1] = replace(people[1], image_id=people[0].image_id)  # two people in one image
+    support = TopDownDataset(people, TINY_CODEC)
     for config, warned in ((DISTIL, 1), (replace(DISTIL, teacher_adapt=False), 0)):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="metapose.inference.distill"):
@@ -164,8 +187,8 @@ def test_a_teacher_fine_tuned_on_few_shots_is_warned_about(
             )
         said = [r.getMessage() for r in caplog.records if "--teacher-as-is" in r.getMessage()]
         assert len(said) == warned
-        assert all(f"only {images} labelled images" in m for m in said)
-    # the bound: images, not people; none at K = 0 or for the other methods
+        assert all("only 3 labelled images" in m for m in said)
+    # the bound; none at K = 0 or for the other methods
     assert DISTIL.teacher_on_few_shots(FEW_SHOTS_FOR_TEACHER - 1)
     assert not DISTIL.teacher_on_few_shots(FEW_SHOTS_FOR_TEACHER)
     assert not DISTIL.teacher_on_few_shots(0)

@@ -279,8 +279,9 @@ SemiMethod = Literal["adabn", "mean_teacher", "distill"]
 
 
 # Below this many shots, distillation's teacher fine-tuned on them is unreliable: on thermal
-# renders with 4 shots it ended below the teacher as it was on 2 of 5 draws, and the distilled
-# model with it (README, "Unlabelled images of the domain"); with 16 it gained on every draw.
+# renders with 4 shots it ended below the teacher as it was on 2 of 5 draws, and on those two the
+# distilled model ended below the shots alone (README, "Unlabelled images of the domain"); with
+# 16 the teacher gained on every draw.
 FEW_SHOTS_FOR_TEACHER = 16
 
 

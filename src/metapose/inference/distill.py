@@ -144,7 +144,8 @@ def adapt_teacher(
 ) -> None:
     """Fine-tune ``teacher`` in place on ``support``'s people by ``adapt_config``, as
     distillation does before the teacher labels: the same people, augmentation and augmentation
-    seed, cropped by the teacher's own codec (``support`` is cropped for the student)."""
+    seed, cropped by the teacher's own codec (``support`` is cropped for the student). The
+    teacher must already be on ``options``' device (``options.prepare``)."""
     progress = SilentProgress() if progress is None else progress
     own = TopDownDataset(
         support.instances,
@@ -209,8 +210,8 @@ def distill_from_teacher(
         log.warning(
             "distill fine-tunes its teacher on only %d labelled images; with so few the teacher "
             "can end worse than it started, and the model with it (README: 'Unlabelled images "
-            "of the domain'). --teacher-as-is (SemiConfig.teacher_adapt=False) labels with the "
-            "teacher as it is",
+            "of the domain'). `metapose adapt --teacher-as-is` (SemiConfig.teacher_adapt=False) "
+            "labels with the teacher as it is",
             shots,
         )
     if support is not None and config.teacher_adapt:
